@@ -1,0 +1,114 @@
+"""The one place that turns user arrays into what engines accept, with errors that name the argument.
+
+Rules (SPEC §2): float32 and float64 are the working dtypes; an array that carries its own float dtype
+(a NumPy array, a CPU tensor) must match the working dtype exactly, since mixing float32 and float64 is
+an error and never a silent cast. Python sequences and integer/bool arrays carry no precision and are
+converted to the working dtype. NaN and Inf are rejected. Non-contiguous arrays are accepted (copied to
+C order); inputs are never modified.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def working_dtype(dtype: Any, name: str = "dtype") -> np.dtype:
+    """Normalise a dtype argument to float32 or float64."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"{name} must be float32 or float64, got {dtype!r}") from exc
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got {dt}")
+    return dt
+
+
+def _check_host(x: Any, name: str) -> None:
+    if hasattr(x, "__cuda_array_interface__"):
+        raise TypeError(
+            f"{name} is a GPU array, but this MLP runs on a CPU engine; pass NumPy arrays "
+            "(GPU arrays need the 'cuda' engine, see pyhessk.show_config())"
+        )
+
+
+def as_float(x: Any, name: str, dtype: np.dtype | None, ndim: int | tuple[int, ...] | None = None) -> np.ndarray:
+    """A C-contiguous float array of the working dtype; ``dtype=None`` accepts float32 or float64 as given."""
+    _check_host(x, name)
+    has_dtype = hasattr(x, "dtype")
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:  # noqa: BLE001 - any conversion failure is a bad argument
+        raise TypeError(f"{name} must be an array of floats, got {type(x).__name__}") from exc
+    kind = arr.dtype.kind
+    if kind == "f":
+        if arr.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"{name} has dtype {arr.dtype}; pyhessk computes in float32 or float64")
+        if dtype is not None and arr.dtype != dtype:
+            if has_dtype:
+                raise TypeError(
+                    f"{name} has dtype {arr.dtype} but theta is {dtype}: mixed float32/float64 inputs are an "
+                    f"error, cast {name} explicitly (e.g. {name}.astype(np.{dtype}))"
+                )
+            arr = arr.astype(dtype)
+    elif kind in "iub":
+        arr = arr.astype(dtype if dtype is not None else np.float64)
+    else:
+        raise TypeError(f"{name} must be a real float array, got dtype {arr.dtype}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else ndim
+        if arr.ndim not in allowed:
+            want = " or ".join(f"{d}-D" for d in allowed)
+            raise ValueError(f"{name} must be {want}, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or Inf")
+    return np.ascontiguousarray(arr)
+
+
+def as_index(x: Any, name: str, size: int) -> np.ndarray:
+    """A 1-D int64 array of indices in [0, size); ``IndexError`` when one is out of range."""
+    _check_host(x, name)
+    arr = np.asarray(x)
+    if arr.size == 0:
+        arr = arr.astype(np.int64)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integer indices, got dtype {arr.dtype}")
+    if arr.ndim > 1:
+        raise ValueError(f"{name} must be a 1-D index array, got shape {arr.shape}")
+    flat = arr.astype(np.int64).ravel()
+    if flat.size and (flat.min() < 0 or flat.max() >= size):
+        bad = flat[(flat < 0) | (flat >= size)][0]
+        raise IndexError(f"{name}: index {bad} is out of range for {size} parameters (valid: 0 .. {size - 1})")
+    return flat
+
+
+def as_int(x: Any, name: str, low: int | None = None) -> int:
+    """A Python int (not a bool), optionally at least ``low``."""
+    if isinstance(x, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an integer, got a bool")
+    try:
+        value = operator.index(x)
+    except TypeError as exc:
+        raise TypeError(f"{name} must be an integer, got {type(x).__name__}") from exc
+    if low is not None and value < low:
+        raise ValueError(f"{name} must be at least {low}, got {value}")
+    return value
+
+
+def as_real(x: Any, name: str, low: float | None = None, high: float | None = None, open_low: bool = False,
+            open_high: bool = False) -> float:
+    """A finite Python float in the given range."""
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
+    value = float(x)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if low is not None and (value < low or (open_low and value == low)):
+        raise ValueError(f"{name} must be {'>' if open_low else '>='} {low}, got {value}")
+    if high is not None and (value > high or (open_high and value == high)):
+        raise ValueError(f"{name} must be {'<' if open_high else '<='} {high}, got {value}")
+    return value

@@ -1,0 +1,177 @@
+"""The engine boundary: what every pyhessk engine implements and the API layer calls.
+
+The API layer (``pyhessk.mlp``, ``pyhessk.curvature``) validates arrays, then calls only the
+primitive passes below. Engines receive contiguous arrays of one floating dtype (float32 or float64),
+parameter blocks in the SPEC layout, blocks of vectors as 2-D ``(N, k)`` arrays, and targets already in
+canonical form ``T`` of shape ``(n, d)`` (class labels one-hot). They never validate user input again.
+
+Shapes used below: n samples, d = sizes[-1] outputs, N parameters, k vectors in a block.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Protocol
+
+import numpy as np
+
+Array = Any  # an engine's array type (numpy.ndarray on the CPU engines)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything an engine needs to know about an MLP; hashable so engines may cache on it.
+
+    Attributes:
+        sizes: layer widths [n0, n1, ..., nL].
+        activations: canonical activation name of each hidden layer (length L − 1).
+        loss: canonical loss name.
+        l2: weight-decay coefficient λ (weights only).
+        reduction: "mean" or "sum".
+        bias: whether layers have biases.
+    """
+
+    sizes: tuple[int, ...]
+    activations: tuple[str, ...]
+    loss: str
+    l2: float
+    reduction: str
+    bias: bool
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.sizes) - 1
+
+    @cached_property
+    def offsets(self) -> tuple[tuple[int, int, int], ...]:
+        """Per layer l = 1..L: (start of W_l, start of b_l, end of the layer's block) in θ."""
+        out, pos = [], 0
+        for n_prev, n_l in zip(self.sizes[:-1], self.sizes[1:]):
+            w_start, b_start = pos, pos + n_l * n_prev
+            pos = b_start + (n_l if self.bias else 0)
+            out.append((w_start, b_start, pos))
+        return tuple(out)
+
+    @property
+    def num_params(self) -> int:
+        return self.offsets[-1][2]
+
+    def scale(self, n: int) -> float:
+        """The factor in front of the sum over samples: 1/n for "mean", 1 for "sum"."""
+        return 1.0 / n if self.reduction == "mean" else 1.0
+
+    def layer_views(self, theta: np.ndarray, l: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Views of W_l (n_l, n_{l−1}, *rest) and b_l (n_l, *rest) inside θ (N, *rest); l counts from 1."""
+        w0, b0, end = self.offsets[l - 1]
+        n_prev, n_l = self.sizes[l - 1], self.sizes[l]
+        rest = theta.shape[1:]
+        W = theta[w0:b0].reshape(n_l, n_prev, *rest)
+        b = theta[b0:end] if self.bias else None
+        return W, b
+
+    def decode(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Split flat parameter indices into (layer l ≥ 1, unit row i, input column j; j = −1 for a bias)."""
+        starts = np.array([o[0] for o in self.offsets])
+        layer = np.searchsorted(starts, idx, side="right")
+        local = idx - starts[layer - 1]
+        n_prev = np.array(self.sizes[:-1])[layer - 1]
+        n_w = np.array([(o[1] - o[0]) for o in self.offsets])[layer - 1]
+        is_w = local < n_w
+        row = np.where(is_w, local // n_prev, local - n_w)
+        col = np.where(is_w, local % n_prev, -1)
+        return layer, row, col
+
+    def weight_mask(self, dtype: Any = np.float64) -> np.ndarray:
+        """1 on the weight coordinates of θ, 0 on the biases (the projector P_W of SPEC §1)."""
+        mask = np.zeros(self.num_params, dtype=dtype)
+        for w0, b0, _ in self.offsets:
+            mask[w0:b0] = 1
+        return mask
+
+
+class Linearization(Protocol):
+    """An engine's cache of one batch at one θ: what the products need (activations, φ′, φ″, residuals).
+
+    Attributes:
+        loss: the objective L(θ) of SPEC §1 (a Python float).
+        grad: ∇L(θ), shape (N,), or None until ``Backend.backward`` has run.
+        n: number of samples.
+        dtype: the working dtype (float32 or float64).
+    """
+
+    loss: float
+    grad: Array | None
+    n: int
+    dtype: np.dtype
+
+
+class RForward(Protocol):
+    """The R-forward pass for a block V: ``output`` is R{f} = J V with shape (n, k, d)."""
+
+    output: Array
+
+
+class GnhFactors(Protocol):
+    """The precomputation of SPEC §3: activations a_{l,k}, sensitivities S_{l,k} (d × n_l), norms ν."""
+
+
+class Backend(Protocol):
+    """The primitive passes of one engine. Every array argument has the linearization's dtype."""
+
+    name: str
+
+    def forward(self, model: ModelSpec, theta: Array, X: Array) -> Array:
+        """Network output F = f(X; θ), shape (n, d)."""
+        ...
+
+    def linearize(self, model: ModelSpec, theta: Array, X: Array, T: Array, backward: bool = True) -> Linearization:
+        """Fused forward (+ gradient backward when ``backward``) pass, keeping what products need.
+
+        The engine must own (copy) whatever it keeps: later changes to the arguments may not alter it.
+        """
+        ...
+
+    def backward(self, lin: Linearization) -> None:
+        """Run the gradient backward pass on a forward-only linearization (no-op if already done)."""
+        ...
+
+    def r_forward(self, lin: Linearization, V: Array) -> RForward:
+        """Pearlmutter's R-forward pass (a JVP) for V of shape (N, k): R{Z_l}, R{A_l} and R{f} = J V."""
+        ...
+
+    def output_hessian(self, lin: Linearization, R: Array) -> Array:
+        """s·H_out·R per sample for R of shape (n, k, d), s being the reduction's 1/n or 1."""
+        ...
+
+    def r_backward(self, lin: Linearization, rf: RForward, V: Array) -> Array:
+        """Exact Hessian block H V (N, k) from the R-forward state (needs the backward pass)."""
+        ...
+
+    def gn_backward(self, lin: Linearization, U: Array, V: Array | None = None) -> Array:
+        """Jᵀ U summed over samples for U of shape (n, k, d) → (N, k); if V is given, adds λ·P_W·V."""
+        ...
+
+    def gnh_precompute(self, lin: Linearization) -> GnhFactors:
+        """Store a_{l,k}, S_{l,k} = C_kᵀ ∂f_k/∂z_l and ν_{l,k,i} = ‖S_{l,k}[:, i]‖ (SPEC §3)."""
+        ...
+
+    def gnh_entries(self, fac: GnhFactors, rows: np.ndarray, cols: np.ndarray) -> Array:
+        """Exact G[rows[t], cols[t]] for int64 index arrays of equal length m → (m,)."""
+        ...
+
+    def gnh_block(self, fac: GnhFactors, I: np.ndarray, J: np.ndarray) -> Array:
+        """Exact G[I × J] → (|I|, |J|), one GEMM over the gathered factors."""
+        ...
+
+    def gnh_columns(self, fac: GnhFactors, J: np.ndarray) -> Array:
+        """Exact columns G[:, J] → (N, |J|)."""
+        ...
+
+    def gnh_diagonal(self, fac: GnhFactors) -> Array:
+        """Exact diag(G) → (N,), from the norms ν only."""
+        ...
+
+    def gnh_sample(self, fac: GnhFactors, rows: np.ndarray, cols: np.ndarray, s: int, seed: int | None) -> Array:
+        """Importance-sampled estimates of G[rows[t], cols[t]] with s draws each (SPEC §3) → (m,)."""
+        ...

@@ -1,0 +1,240 @@
+"""Curvature snapshots: exact products with H, G and J at one (θ, X, Y), and entrywise GNH access."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._arrays import as_float, as_index, as_int, as_real
+
+if TYPE_CHECKING:
+    from .mlp import MLP
+
+DEFAULT_MAX_PARAMS = 8192
+
+
+class Curvature:
+    r"""The linearization of an MLP at one (θ, X, Y): loss, gradient and every curvature product.
+
+    Made by ``MLP.linearize``. It is a snapshot: it owns copies of θ, X and Y (through the engine's
+    cache), so later changes to those arrays do not change its answers. Each product reuses the cached
+    forward and backward passes: a Hessian-vector product costs 6 layer-GEMMs per layer (2 for the first),
+    a Gauss–Newton product 4 (2 for the first), and a block of k vectors runs through the same GEMMs with
+    k-times wider operands.
+
+    Vectors use the layout of θ: ``V`` of shape (N,) or a block (N, k), in θ's dtype.
+
+    Example (a linear model with mse: H = G = (1/n) Σ_k [x_k; 1][x_k; 1]ᵀ):
+        >>> import numpy as np, pyhessk as hk
+        >>> X = np.arange(6.0).reshape(3, 2); Y = np.zeros((3, 1))
+        >>> net = hk.MLP([2, 1], loss="mse", backend="numpy")
+        >>> c = net.linearize(net.init(seed=0), X, Y)
+        >>> Xb = np.hstack([X, np.ones((3, 1))])
+        >>> bool(np.allclose(c.hessian(), Xb.T @ Xb / 3))
+        True
+    """
+
+    def __init__(self, net: MLP, lin: Any) -> None:
+        self._net = net
+        self._engine = net._engine
+        self._model = net.spec
+        self._lin = lin
+        self._dtype = np.dtype(lin.dtype)
+        self._entries: GnhEntries | None = None
+
+    # ---- scalars and the gradient -------------------------------------------------------------------
+    @property
+    def loss(self) -> float:
+        """The objective L(θ) on this batch."""
+        return float(self._lin.loss)
+
+    @property
+    def grad(self) -> np.ndarray:
+        """∇L(θ), shape (N,) (a fresh array each time)."""
+        self._engine.backward(self._lin)
+        return self._lin.grad.copy()
+
+    @property
+    def num_params(self) -> int:
+        return self._model.num_params
+
+    @property
+    def num_samples(self) -> int:
+        return self._lin.n
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+    @property
+    def net(self) -> MLP:
+        return self._net
+
+    # ---- validation helpers -------------------------------------------------------------------------
+    def _block(self, V: Any, name: str = "V") -> tuple[np.ndarray, bool]:
+        v = as_float(V, name, self._dtype, ndim=(1, 2))
+        N = self._model.num_params
+        if v.shape[0] != N:
+            raise ValueError(f"{name} must have shape ({N},) or ({N}, k) to match num_params, got {v.shape}")
+        return (v[:, None], True) if v.ndim == 1 else (v, False)
+
+    @staticmethod
+    def _unblock(out: np.ndarray, single: bool) -> np.ndarray:
+        return out[:, 0] if single else out
+
+    # ---- products ----------------------------------------------------------------------------------
+    def hvp(self, V: Any) -> np.ndarray:
+        """Exact Hessian products H V (Pearlmutter's R-operator): V (N,) or (N, k) → same shape."""
+        v, single = self._block(V)
+        if v.shape[1] == 0:
+            return np.empty_like(v)
+        rf = self._engine.r_forward(self._lin, v)
+        return self._unblock(self._engine.r_backward(self._lin, rf, v), single)
+
+    def gnvp(self, V: Any) -> np.ndarray:
+        """Gauss–Newton products G V = Jᵀ H_out J V (+ λ P_W V): V (N,) or (N, k) → same shape.
+
+        Needs neither the gradient's backward pass nor the Hessian's second-order terms.
+        """
+        v, single = self._block(V)
+        if v.shape[1] == 0:
+            return np.empty_like(v)
+        rf = self._engine.r_forward(self._lin, v)
+        U = self._engine.output_hessian(self._lin, rf.output)
+        return self._unblock(self._engine.gn_backward(self._lin, U, v), single)
+
+    def jvp(self, V: Any) -> np.ndarray:
+        """Jacobian products J V of the network output: V (N,) → (n, d); V (N, k) → (n, d, k)."""
+        v, single = self._block(V)
+        n, d = self._lin.n, self._model.sizes[-1]
+        if v.shape[1] == 0:
+            return np.empty((n, d, 0), dtype=self._dtype)
+        out = self._engine.r_forward(self._lin, v).output  # (n, k, d)
+        return out[:, 0, :].copy() if single else np.ascontiguousarray(out.transpose(0, 2, 1))
+
+    def vjp(self, U: Any) -> np.ndarray:
+        """Jᵀ U summed over samples (no 1/n, no λ): U (n, d) → (N,); U (n, d, k) → (N, k)."""
+        u = as_float(U, "U", self._dtype, ndim=(2, 3))
+        n, d = self._lin.n, self._model.sizes[-1]
+        if u.shape[:2] != (n, d):
+            raise ValueError(f"U must have shape ({n}, {d}) or ({n}, {d}, k) to match the batch and outputs, got {u.shape}")
+        single = u.ndim == 2
+        if not single and u.shape[2] == 0:
+            return np.empty((self._model.num_params, 0), dtype=self._dtype)
+        blk = u[:, None, :] if single else np.ascontiguousarray(u.transpose(0, 2, 1))
+        return self._unblock(self._engine.gn_backward(self._lin, blk), single)
+
+    # ---- dense matrices ------------------------------------------------------------------------------
+    def _dense(self, product: Any, max_params: int, chunk_size: int | None) -> np.ndarray:
+        N = self._model.num_params
+        max_params = as_int(max_params, "max_params", low=1)
+        if N > max_params:
+            raise ValueError(
+                f"the dense matrix would be {N} × {N} ({N * N * self._dtype.itemsize / 2**30:.2f} GiB); "
+                f"num_params {N} exceeds max_params={max_params}: raise max_params to build it anyway"
+            )
+        if chunk_size is None:
+            width = self._lin.n * sum(self._model.sizes[1:])
+            chunk_size = max(1, min(N, (1 << 24) // max(width, 1)))
+        chunk_size = as_int(chunk_size, "chunk_size", low=1)
+        out = np.empty((N, N), dtype=self._dtype)
+        for start in range(0, N, chunk_size):
+            stop = min(N, start + chunk_size)
+            E = np.zeros((N, stop - start), dtype=self._dtype)
+            E[np.arange(start, stop), np.arange(stop - start)] = 1
+            out[:, start:stop] = product(E)
+        return out
+
+    def hessian(self, max_params: int = DEFAULT_MAX_PARAMS, chunk_size: int | None = None) -> np.ndarray:
+        """The dense Hessian (N, N), built from block products H·I in chunks of ``chunk_size`` columns.
+
+        Raises:
+            ValueError: if N > ``max_params`` (default 8192); raise it knowingly: memory is N² floats.
+        """
+        return self._dense(self.hvp, max_params, chunk_size)
+
+    def gnh(self, max_params: int = DEFAULT_MAX_PARAMS, chunk_size: int | None = None) -> np.ndarray:
+        """The dense Gauss–Newton Hessian (N, N); the same guard as ``hessian``."""
+        return self._dense(self.gnvp, max_params, chunk_size)
+
+    # ---- entrywise Gauss–Newton ----------------------------------------------------------------------
+    def gnh_entries(self) -> GnhEntries:
+        """Run (once) the precomputation of SPEC §3 and return exact and sampled access to G's entries."""
+        if self._entries is None:
+            self._entries = GnhEntries(self, self._engine.gnh_precompute(self._lin))
+        return self._entries
+
+
+class GnhEntries:
+    r"""Entries of the Gauss–Newton Hessian without forming J (Chen, Reiz, Yu, Bungartz, Biros 2021).
+
+    With S_{l,k} = C_kᵀ ∂f_k/∂z_l stored for every sample,
+    :math:`G_{pq} = \frac1n \sum_k a_{l-1,k}[j]\, a_{l'-1,k}[j']\, ⟨S_{l,k}[:,i], S_{l',k}[:,i']⟩` (+ λ on the
+    weight diagonal): O(n·d) per exact entry, independent of N. Memory: n·d·Σ n_l numbers.
+    """
+
+    def __init__(self, curvature: Curvature, factors: Any) -> None:
+        self._c = curvature
+        self._engine = curvature._engine
+        self._fac = factors
+        self._N = curvature.num_params
+
+    def _pair(self, rows: Any, cols: Any) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+        shape = np.shape(rows)
+        if np.shape(cols) != shape:
+            raise ValueError(f"rows and cols must have equal lengths, got shapes {shape} and {np.shape(cols)}")
+        return as_index(rows, "rows", self._N), as_index(cols, "cols", self._N), shape
+
+    def entries(self, rows: Any, cols: Any) -> np.ndarray:
+        """Exact G[rows[t], cols[t]] for index arrays of equal length."""
+        r, c, shape = self._pair(rows, cols)
+        if r.size == 0:
+            return np.empty(shape, dtype=self._c.dtype)
+        return self._engine.gnh_entries(self._fac, r, c).reshape(shape)
+
+    def block(self, I: Any, J: Any) -> np.ndarray:
+        """Exact G[np.ix_(I, J)], one GEMM over the gathered factors."""
+        i, j = as_index(I, "I", self._N), as_index(J, "J", self._N)
+        if i.size == 0 or j.size == 0:
+            return np.empty((i.size, j.size), dtype=self._c.dtype)
+        return self._engine.gnh_block(self._fac, i, j)
+
+    def column(self, j: Any) -> np.ndarray:
+        """Exact column G[:, j] (N,) for an int j, or columns G[:, J] (N, m) for an index array."""
+        single = np.ndim(j) == 0
+        J = as_index(np.atleast_1d(j), "j", self._N)
+        if J.size == 0:
+            return np.empty((self._N, 0), dtype=self._c.dtype)
+        out = self._engine.gnh_columns(self._fac, J)
+        return out[:, 0] if single else out
+
+    def diagonal(self) -> np.ndarray:
+        """Exact diag(G) (N,), from the column norms only: O(n) per entry."""
+        return self._engine.gnh_diagonal(self._fac)
+
+    @staticmethod
+    def num_samples(eps: float, delta: float) -> int:
+        """The sample count s = ⌈1/(δ ε²)⌉ of ``estimate``."""
+        return math.ceil(1.0 / (delta * eps * eps))
+
+    def estimate(self, rows: Any, cols: Any, eps: float = 0.05, delta: float = 0.01, seed: int | None = None) -> np.ndarray:
+        r"""Sampled estimates of G[rows[t], cols[t]] (SPEC §3).
+
+        Draws s = ⌈1/(δ ε²)⌉ sample indices with probability π_k ∝ ‖x_k‖‖y_k‖ and returns the unbiased
+        importance-sampling mean; its variance is at most G_pp G_qq / s, so
+        :math:`|\hat G_{pq} - G_{pq}| ≤ ε\sqrt{G_{pp}G_{qq}}` with probability ≥ 1 − δ. Cost O(n + s·d) per
+        entry. If s ≥ n the exact entry is cheaper and is returned. The same seed gives the same result.
+        """
+        eps = as_real(eps, "eps", low=0.0, open_low=True)
+        delta = as_real(delta, "delta", low=0.0, high=1.0, open_low=True, open_high=True)
+        if seed is not None:
+            seed = as_int(seed, "seed", low=0)
+        r, c, shape = self._pair(rows, cols)
+        if r.size == 0:
+            return np.empty(shape, dtype=self._c.dtype)
+        s = self.num_samples(eps, delta)
+        if s >= self._c.num_samples:
+            return self._engine.gnh_entries(self._fac, r, c).reshape(shape)
+        return self._engine.gnh_sample(self._fac, r, c, s, seed).reshape(shape)

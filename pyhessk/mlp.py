@@ -1,0 +1,253 @@
+"""The user-facing model: ``MLP`` holds the architecture, validates every input and calls one engine."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import _dispatch, _spec
+from ._arrays import as_float, as_int, as_real, working_dtype
+from .backends._base import ModelSpec
+
+if TYPE_CHECKING:
+    from .curvature import Curvature
+
+
+class MLP:
+    r"""A fully connected network with a loss, and the entry point to its curvature.
+
+    The model is ``a_0 = x``, ``z_l = W_l a_{l-1} + b_l``, ``a_l = φ_l(z_l)`` for hidden layers and a
+    linear output ``f = z_L``; the objective is
+    :math:`L(θ) = \frac{1}{n}\sum_k ℓ(f(x_k; θ), y_k) + \frac{λ}{2}\sum_l \lVert W_l\rVert_F^2`
+    (no 1/n with ``reduction="sum"``). θ is flat, layer by layer: W_1 row-major, b_1, W_2, b_2, … — the
+    order of ``torch.nn.Sequential(Linear, act, …).parameters()``.
+
+    Args:
+        sizes: layer widths ``[n0, n1, ..., nL]``, at least two, all ≥ 1.
+        activation: one hidden activation name for all hidden layers, or a list of L − 1 names; see
+            ``pyhessk._spec.ACTIVATIONS`` (identity, tanh, sigmoid, relu, leaky_relu, softplus, gelu, silu, sin).
+        loss: "mse" (½‖f − y‖²), "softmax_cross_entropy" (alias "cross_entropy") or
+            "sigmoid_cross_entropy" (alias "binary_cross_entropy").
+        l2: weight decay λ ≥ 0 on the weights (not the biases).
+        reduction: "mean" (default) or "sum" over samples.
+        bias: whether the layers have biases.
+        backend: "auto" (the fastest engine available) or an engine name from
+            ``pyhessk.available_backends()``.
+
+    Raises:
+        ValueError: on unknown names, empty or non-positive layer sizes, or a wrong activation list length.
+        TypeError: on arguments of the wrong type.
+        RuntimeError: if a named engine cannot run here (the message says why).
+
+    Example:
+        >>> import numpy as np, pyhessk as hk
+        >>> net = hk.MLP([3, 5, 2], activation="tanh", loss="mse", backend="numpy")
+        >>> theta = net.init(seed=0)
+        >>> net.num_params
+        32
+    """
+
+    def __init__(self, sizes: Sequence[int], activation: str | Sequence[str] = "tanh", loss: str = "mse",
+                 l2: float = 0.0, reduction: str = "mean", bias: bool = True, backend: str = "auto") -> None:
+        if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence | np.ndarray):
+            raise TypeError(f"sizes must be a sequence of layer widths, got {type(sizes).__name__}")
+        if len(sizes) < 2:
+            raise ValueError(f"sizes must list at least an input and an output width, got {list(sizes)}")
+        widths = tuple(as_int(s, f"sizes[{i}]") for i, s in enumerate(sizes))
+        if min(widths) < 1:
+            raise ValueError(f"sizes: every layer needs at least one unit, got {list(widths)}")
+        n_hidden = len(widths) - 2
+        if isinstance(activation, str):
+            acts = (_spec.activation(activation).name,) * n_hidden
+        elif isinstance(activation, Sequence):
+            if len(activation) != n_hidden:
+                raise ValueError(
+                    f"activation: a list needs one name per hidden layer ({n_hidden}), got {len(activation)}"
+                )
+            acts = tuple(_spec.activation(a, f"activation[{i}]").name for i, a in enumerate(activation))
+        else:
+            raise TypeError(f"activation must be a name or a list of names, got {type(activation).__name__}")
+        loss_name = _spec.loss(loss).name
+        if not isinstance(reduction, str) or reduction not in _spec.REDUCTIONS:
+            raise ValueError(f"reduction must be one of {list(_spec.REDUCTIONS)}, got {reduction!r}")
+        if not isinstance(bias, (bool, np.bool_)):
+            raise TypeError(f"bias must be True or False, got {type(bias).__name__}")
+        self._model = ModelSpec(widths, acts, loss_name, as_real(l2, "l2", low=0.0), reduction, bool(bias))
+        self._engine = _dispatch.get(backend)
+
+    # ---- description -----------------------------------------------------------------------------------
+    @property
+    def sizes(self) -> list[int]:
+        return list(self._model.sizes)
+
+    @property
+    def activations(self) -> list[str]:
+        """Canonical activation name of each hidden layer."""
+        return list(self._model.activations)
+
+    @property
+    def loss_name(self) -> str:
+        return self._model.loss
+
+    @property
+    def l2(self) -> float:
+        return self._model.l2
+
+    @property
+    def reduction(self) -> str:
+        return self._model.reduction
+
+    @property
+    def bias(self) -> bool:
+        return self._model.bias
+
+    @property
+    def num_params(self) -> int:
+        return self._model.num_params
+
+    @property
+    def backend(self) -> str:
+        """The name of the engine this network runs on (``"auto"`` resolved)."""
+        return self._engine.name
+
+    @property
+    def spec(self) -> ModelSpec:
+        """The engine-facing description of the architecture."""
+        return self._model
+
+    def __repr__(self) -> str:
+        m = self._model
+        acts = m.activations[0] if len(set(m.activations)) == 1 else list(m.activations)
+        return (f"MLP(sizes={list(m.sizes)}, activation={acts!r}, loss={m.loss!r}, l2={m.l2}, "
+                f"reduction={m.reduction!r}, bias={m.bias}, backend={self.backend!r})")
+
+    # ---- parameters ------------------------------------------------------------------------------------
+    def init(self, seed: int | None = 0, dtype: Any = "float64") -> np.ndarray:
+        """Random parameters: W_l ~ N(0, 1)/√n_{l−1}, b_l ~ 0.1·N(0, 1); a fresh 1-D array of length N."""
+        dt = working_dtype(dtype)
+        rng = np.random.default_rng(seed)
+        theta = np.empty(self.num_params, dtype=np.float64)
+        for l in range(1, self._model.num_layers + 1):
+            W, b = self._model.layer_views(theta, l)
+            W[...] = rng.standard_normal(W.shape) / np.sqrt(W.shape[1])
+            if b is not None:
+                b[...] = 0.1 * rng.standard_normal(b.shape)
+        return theta.astype(dt)
+
+    def unflatten(self, theta: Any) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Views ``([W_1, …, W_L], [b_1, …, b_L])`` into θ (W_l of shape (n_l, n_{l−1})); no biases → []."""
+        theta = self._theta(theta, copy_ok=False)
+        pairs = [self._model.layer_views(theta, l) for l in range(1, self._model.num_layers + 1)]
+        return [W for W, _ in pairs], [b for _, b in pairs if b is not None]
+
+    def flatten(self, Ws: Sequence[Any], bs: Sequence[Any] | None = None) -> np.ndarray:
+        """The flat θ from lists of weights (n_l, n_{l−1}) and biases (n_l,); the inverse of ``unflatten``."""
+        L = self._model.num_layers
+        if not isinstance(Ws, Sequence) or len(Ws) != L:
+            raise ValueError(f"Ws must be a list of {L} weight matrices")
+        bs = [] if bs is None else bs
+        if not isinstance(bs, Sequence) or len(bs) != (L if self.bias else 0):
+            raise ValueError(f"bs must be a list of {L if self.bias else 0} bias vectors (bias={self.bias})")
+        first = as_float(Ws[0], "Ws[0]", None)
+        theta = np.empty(self.num_params, dtype=first.dtype)
+        for l in range(1, L + 1):
+            W, b = self._model.layer_views(theta, l)
+            w = as_float(Ws[l - 1], f"Ws[{l - 1}]", first.dtype, ndim=2)
+            if w.shape != W.shape:
+                raise ValueError(f"Ws[{l - 1}] must have shape {W.shape}, got {w.shape}")
+            W[...] = w
+            if b is not None:
+                v = as_float(bs[l - 1], f"bs[{l - 1}]", first.dtype, ndim=1)
+                if v.shape != b.shape:
+                    raise ValueError(f"bs[{l - 1}] must have shape {b.shape}, got {v.shape}")
+                b[...] = v
+        return theta
+
+    # ---- validation --------------------------------------------------------------------------------------
+    def _theta(self, theta: Any, copy_ok: bool = True) -> np.ndarray:
+        if copy_ok:
+            arr = as_float(theta, "theta", None, ndim=1)
+        else:
+            if not isinstance(theta, np.ndarray) or theta.dtype not in (np.float32, np.float64):
+                raise TypeError("theta must be a float32 or float64 NumPy array to take views of it")
+            arr = theta
+            if arr.ndim != 1:
+                raise ValueError(f"theta must be 1-D, got shape {arr.shape}")
+        if arr.shape[0] != self.num_params:
+            raise ValueError(f"theta must have length {self.num_params} (num_params of {self.sizes}), got {arr.shape[0]}")
+        return arr
+
+    def _inputs(self, theta: Any, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        th = self._theta(theta)
+        x = as_float(X, "X", th.dtype, ndim=2)
+        n0 = self._model.sizes[0]
+        if x.shape[1] != n0:
+            raise ValueError(f"X must have shape (n, {n0}) (one sample per row), got {x.shape}")
+        if x.shape[0] < 1:
+            raise ValueError("X must hold at least one sample")
+        return th, x
+
+    def _targets(self, Y: Any, n: int, dtype: np.dtype) -> np.ndarray:
+        """Canonical targets T (n, d) of the working dtype; class labels become one-hot rows."""
+        d = self._model.sizes[-1]
+        loss = self._model.loss
+        if hasattr(Y, "__cuda_array_interface__"):
+            as_float(Y, "Y", dtype)  # raises the GPU-array error
+        y = np.asarray(Y)
+        if loss == "softmax_cross_entropy" and y.dtype.kind in "iu" and y.ndim == 1:
+            if y.shape != (n,):
+                raise ValueError(f"Y: integer class labels must have shape ({n},), got {y.shape}")
+            if y.size and (y.min() < 0 or y.max() >= d):
+                bad = y[(y < 0) | (y >= d)][0]
+                raise ValueError(f"Y: label {bad} is out of range; labels must lie in [0, {d})")
+            T = np.zeros((n, d), dtype=dtype)
+            T[np.arange(n), y] = 1
+            return T
+        if loss == "softmax_cross_entropy" and y.dtype.kind == "b":
+            raise TypeError("Y: softmax_cross_entropy takes integer labels or float probability rows, got bool")
+        if loss == "softmax_cross_entropy" and y.ndim == 1:
+            raise TypeError(f"Y: class labels must be integers, got dtype {y.dtype}")
+        T = as_float(Y, "Y", dtype, ndim=(1, 2))
+        if T.ndim == 1 and d == 1:
+            T = T.reshape(-1, 1)
+        if T.shape != (n, d):
+            raise ValueError(f"Y must have shape ({n}, {d}) to match X and the output width, got {T.shape}")
+        if loss == "softmax_cross_entropy":
+            tol = 100 * np.finfo(dtype).eps * d
+            if (T < 0).any() or np.abs(T.sum(axis=1) - 1).max() > tol:
+                raise ValueError("Y: probability targets must be non-negative rows that sum to 1")
+        elif loss == "sigmoid_cross_entropy" and ((T < 0) | (T > 1)).any():
+            raise ValueError("Y: sigmoid_cross_entropy targets must lie in [0, 1]")
+        return T
+
+    def _batch(self, theta: Any, X: Any, Y: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        th, x = self._inputs(theta, X)
+        return th, x, self._targets(Y, x.shape[0], th.dtype)
+
+    # ---- evaluation ----------------------------------------------------------------------------------
+    def forward(self, theta: Any, X: Any) -> np.ndarray:
+        """Network outputs f(x_k; θ) for every row of X: shape (n, d)."""
+        th, x = self._inputs(theta, X)
+        return self._engine.forward(self._model, th, x)
+
+    def loss(self, theta: Any, X: Any, Y: Any) -> float:
+        """The objective L(θ) on the batch (X, Y), as a Python float."""
+        return float(self._engine.linearize(self._model, *self._batch(theta, X, Y), backward=False).loss)
+
+    def grad(self, theta: Any, X: Any, Y: Any) -> np.ndarray:
+        """∇L(θ): shape (N,), the dtype of θ."""
+        return self._engine.linearize(self._model, *self._batch(theta, X, Y)).grad
+
+    def linearize(self, theta: Any, X: Any, Y: Any) -> Curvature:
+        """One fused forward + backward pass; the returned snapshot answers every curvature product."""
+        from .curvature import Curvature
+
+        return Curvature(self, self._engine.linearize(self._model, *self._batch(theta, X, Y)))
+
+    def _linearize_forward(self, theta: Any, X: Any, Y: Any) -> Curvature:
+        """A snapshot with the forward pass only; the gradient pass runs when first needed."""
+        from .curvature import Curvature
+
+        return Curvature(self, self._engine.linearize(self._model, *self._batch(theta, X, Y), backward=False))
