@@ -234,7 +234,9 @@ class GnhEntries:
         r, c, shape = self._pair(rows, cols)
         if r.size == 0:
             return np.empty(shape, dtype=self._c.dtype)
-        s = self.num_samples(eps, delta)
+        # s = ⌈1/(δ ε²)⌉ overflows (or δ ε² underflows to 0) for tiny eps: then s ≥ n, the exact path.
+        q = delta * eps * eps
+        s = self.num_samples(eps, delta) if q * self._c.num_samples > 1.0 else self._c.num_samples
         if s >= self._c.num_samples:
             return self._engine.gnh_entries(self._fac, r, c).reshape(shape)
         return self._engine.gnh_sample(self._fac, r, c, s, seed).reshape(shape)

@@ -1,0 +1,136 @@
+"""Entrywise Gauss–Newton evaluation (SPEC §3) against the explicit Jᵀ H_out J, and the sampler's bound."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import pytest
+
+from cases import CASE_IDS, CASES, Case
+from oracles import explicit_gnh, rel_err
+
+TOL = {np.dtype("float64"): 1e-7, np.dtype("float32"): 2e-4}
+
+
+@lru_cache(maxsize=None)
+def oracle_g(case: Case) -> np.ndarray:
+    return explicit_gnh(case, *case.data("float64"))
+
+
+def entries_for(case: Case, backend: str, dtype):
+    cast = lambda a: a.astype(dtype) if a.dtype.kind == "f" else a  # noqa: E731
+    th, X, Y = (cast(a) for a in case.data("float64"))
+    c = case.net(backend).linearize(th, X, Y)
+    return c, c.gnh_entries()
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_exact_access_matches_explicit_gnh(case, backend, dtype):
+    c, e = entries_for(case, backend, dtype)
+    G = oracle_g(case)
+    N = c.num_params
+    rng = np.random.default_rng(0)
+    rows, cols = rng.integers(0, N, 40), rng.integers(0, N, 40)
+    rows[:5] = cols[:5]  # include diagonal entries (the λ term)
+    vals = e.entries(rows, cols)
+    assert vals.dtype == dtype and vals.shape == (40,)
+    assert np.abs(vals - G[rows, cols]).max() <= TOL[dtype] * np.abs(G).max()
+    I, J = rng.permutation(N)[: min(N, 9)], rng.integers(0, N, 7)
+    B = e.block(I, J)
+    assert B.shape == (I.size, 7) and rel_err(B, G[np.ix_(I, J)]) < TOL[dtype]
+    assert rel_err(e.block(np.arange(N), np.arange(N)), G) < TOL[dtype]
+    assert rel_err(e.diagonal(), np.diag(G)) < TOL[dtype]
+    j = int(rng.integers(0, N))
+    assert e.column(j).shape == (N,) and rel_err(e.column(j), G[:, j]) < TOL[dtype]
+    assert rel_err(e.column(J), G[:, J]) < TOL[dtype]
+    assert rel_err(e.column(np.arange(N)), c.gnh()) < TOL[dtype]
+
+
+def test_entries_are_cached_per_snapshot(backend):
+    c, e = entries_for(CASES[1], backend, np.float64)
+    assert c.gnh_entries() is e
+
+
+def test_scalar_and_2d_index_shapes(backend):
+    c, e = entries_for(CASES[3], backend, np.float64)
+    G = oracle_g(CASES[3])
+    assert e.entries(3, 5).shape == () and abs(float(e.entries(3, 5)) - G[3, 5]) < 1e-7
+    R = np.array([[0, 1], [2, 3]])
+    with pytest.raises(ValueError, match="1-D"):
+        e.block(R, R)
+    assert e.entries([], []).shape == (0,)
+
+
+def test_diagonal_sum_is_the_trace_of_g(backend):
+    case = Case((4, 6, 5, 3), "softplus", "softmax_cross_entropy", n=9, seed=30, l2=0.3)
+    c, e = entries_for(case, backend, np.float64)
+    assert abs(e.diagonal().sum() - np.trace(oracle_g(case))) < 1e-7 * np.trace(oracle_g(case))
+
+
+# ---- the sampled estimator -------------------------------------------------------------------------------
+
+SAMPLER_CASE = Case((5, 8, 6, 3), "tanh", "softmax_cross_entropy", n=400, seed=31, l2=0.05)
+
+
+@lru_cache(maxsize=None)
+def sampler_setup(backend: str):
+    th, X, Y = SAMPLER_CASE.data()
+    c = SAMPLER_CASE.net(backend).linearize(th, X, Y)
+    e = c.gnh_entries()
+    N = c.num_params
+    rng = np.random.default_rng(1)
+    pairs = [(int(p), int(q)) for p, q in zip(rng.integers(0, N, 6), rng.integers(0, N, 6))] + [(7, 7), (3, N - 1)]
+    return e, N, pairs
+
+
+def test_estimate_is_reproducible_and_exact_when_s_exceeds_n(backend):
+    e, N, pairs = sampler_setup(backend)
+    rows, cols = np.array(pairs).T
+    a = e.estimate(rows, cols, eps=0.5, delta=0.5, seed=3)
+    b = e.estimate(rows, cols, eps=0.5, delta=0.5, seed=3)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, e.estimate(rows, cols, eps=0.5, delta=0.5, seed=4))
+    assert e.num_samples(0.05, 0.01) == 40000  # ⌈1/(δ ε²)⌉ ≥ n = 400: the exact values come back
+    assert np.array_equal(e.estimate(rows, cols, eps=0.05, delta=0.01, seed=0), e.entries(rows, cols))
+
+
+@pytest.mark.parametrize("eps,delta", [(0.5, 0.5), (0.4, 0.25), (0.3, 0.2)])
+def test_estimate_is_unbiased_within_its_variance_bound(backend, eps, delta):
+    """SPEC §3: E Ĝ = G_pq, Var Ĝ ≤ G_pp G_qq / s, and |Ĝ − G_pq| ≤ ε√(G_pp G_qq) with probability ≥ 1 − δ."""
+    e, N, pairs = sampler_setup(backend)
+    s = e.num_samples(eps, delta)
+    assert s < 400
+    R = 4000
+    for p, q in pairs:
+        exact = float(e.entries([p], [q])[0])
+        gpp, gqq = e.entries([p, q], [p, q])
+        est = e.estimate(np.full(R, p), np.full(R, q), eps=eps, delta=delta, seed=p * N + q)
+        lam = SAMPLER_CASE.l2 if (p == q and p in weight_indices()) else 0.0
+        var = est.var(ddof=1)
+        bound = (gpp - lam) * (gqq - lam) / s  # the bound on the sampled part (the λ term is exact)
+        assert abs(est.mean() - exact) <= 5 * np.sqrt(var / R) + 1e-12 * abs(exact)
+        assert var <= 1.15 * bound + 1e-15
+        coverage = np.mean(np.abs(est - exact) <= eps * np.sqrt(gpp * gqq))
+        assert coverage >= 1 - delta - 0.02
+
+
+def weight_indices() -> set[int]:
+    from oracles import weight_mask
+
+    return set(np.flatnonzero(weight_mask(SAMPLER_CASE)).tolist())
+
+
+def test_estimate_of_a_structural_zero_is_zero(backend):
+    """ReLU units that are dead on every sample give zero rows of G; the sampler returns exactly 0 there."""
+    case = Case((3, 4, 2), "relu", "mse", n=50, seed=32)
+    th, X, Y = case.data()
+    net = case.net(backend)
+    Ws, bs = net.unflatten(th)
+    bs[0][0] = -100.0  # unit 0 of the hidden layer never fires
+    c = net.linearize(th, X, Y)
+    e = c.gnh_entries()
+    p = 0  # W_1[0, 0]
+    est = e.estimate([p, p], [p, 5], eps=0.9, delta=0.9, seed=0)
+    assert np.array_equal(est, np.zeros(2))
+    assert np.array_equal(e.entries([p, p], [p, 5]), np.zeros(2))
