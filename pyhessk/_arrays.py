@@ -36,8 +36,12 @@ def _check_host(x: Any, name: str) -> None:
         )
 
 
-def as_float(x: Any, name: str, dtype: np.dtype | None, ndim: int | tuple[int, ...] | None = None) -> np.ndarray:
-    """A C-contiguous float array of the working dtype; ``dtype=None`` accepts float32 or float64 as given."""
+def as_float(x: Any, name: str, dtype: np.dtype | None, ndim: int | tuple[int, ...] | None = None,
+             ref: str = "theta") -> np.ndarray:
+    """A C-contiguous float array of the working dtype; ``dtype=None`` accepts float32 or float64 as given.
+
+    ``ref`` names the argument the working dtype came from, for the mixed-precision error message.
+    """
     _check_host(x, name)
     has_dtype = hasattr(x, "dtype")
     try:
@@ -51,7 +55,7 @@ def as_float(x: Any, name: str, dtype: np.dtype | None, ndim: int | tuple[int, .
         if dtype is not None and arr.dtype != dtype:
             if has_dtype:
                 raise TypeError(
-                    f"{name} has dtype {arr.dtype} but theta is {dtype}: mixed float32/float64 inputs are an "
+                    f"{name} has dtype {arr.dtype} but {ref} is {dtype}: mixed float32/float64 inputs are an "
                     f"error, cast {name} explicitly (e.g. {name}.astype(np.{dtype}))"
                 )
             arr = arr.astype(dtype)

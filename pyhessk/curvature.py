@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from .mlp import MLP
 
 DEFAULT_MAX_PARAMS = 8192
+_MAX_SAMPLES = 2**63 - 1
 
 
 class Curvature:
@@ -216,8 +217,9 @@ class GnhEntries:
 
     @staticmethod
     def num_samples(eps: float, delta: float) -> int:
-        """The sample count s = ⌈1/(δ ε²)⌉ of ``estimate``."""
-        return math.ceil(1.0 / (delta * eps * eps))
+        """The sample count s = ⌈1/(δ ε²)⌉ of ``estimate`` (saturating at 2⁶³ − 1 for tiny ε or δ)."""
+        q = delta * eps * eps
+        return _MAX_SAMPLES if q * _MAX_SAMPLES <= 1.0 else math.ceil(1.0 / q)
 
     def estimate(self, rows: Any, cols: Any, eps: float = 0.05, delta: float = 0.01, seed: int | None = None) -> np.ndarray:
         r"""Sampled estimates of G[rows[t], cols[t]] (SPEC §3).
@@ -234,9 +236,7 @@ class GnhEntries:
         r, c, shape = self._pair(rows, cols)
         if r.size == 0:
             return np.empty(shape, dtype=self._c.dtype)
-        # s = ⌈1/(δ ε²)⌉ overflows (or δ ε² underflows to 0) for tiny eps: then s ≥ n, the exact path.
-        q = delta * eps * eps
-        s = self.num_samples(eps, delta) if q * self._c.num_samples > 1.0 else self._c.num_samples
+        s = self.num_samples(eps, delta)
         if s >= self._c.num_samples:
             return self._engine.gnh_entries(self._fac, r, c).reshape(shape)
         return self._engine.gnh_sample(self._fac, r, c, s, seed).reshape(shape)

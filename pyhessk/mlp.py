@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import _dispatch, _spec
-from ._arrays import as_float, as_int, as_real, working_dtype
+from ._arrays import _check_host, as_float, as_int, as_real, working_dtype
 from .backends._base import ModelSpec
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ class MLP:
         n_hidden = len(widths) - 2
         if isinstance(activation, str):
             acts = (_spec.activation(activation).name,) * n_hidden
-        elif isinstance(activation, Sequence):
+        elif isinstance(activation, Sequence) and not isinstance(activation, (bytes, bytearray)):
             if len(activation) != n_hidden:
                 raise ValueError(
                     f"activation: a list needs one name per hidden layer ({n_hidden}), got {len(activation)}"
@@ -70,8 +70,13 @@ class MLP:
         else:
             raise TypeError(f"activation must be a name or a list of names, got {type(activation).__name__}")
         loss_name = _spec.loss(loss).name
-        if not isinstance(reduction, str) or reduction not in _spec.REDUCTIONS:
+        if not isinstance(reduction, str):
+            raise TypeError(
+                f"reduction must be a string, one of {list(_spec.REDUCTIONS)}, got {type(reduction).__name__}"
+            )
+        if reduction.strip().lower() not in _spec.REDUCTIONS:
             raise ValueError(f"reduction must be one of {list(_spec.REDUCTIONS)}, got {reduction!r}")
+        reduction = reduction.strip().lower()
         if not isinstance(bias, (bool, np.bool_)):
             raise TypeError(f"bias must be True or False, got {type(bias).__name__}")
         self._model = ModelSpec(widths, acts, loss_name, as_real(l2, "l2", low=0.0), reduction, bool(bias))
@@ -127,7 +132,7 @@ class MLP:
     def init(self, seed: int | None = 0, dtype: Any = "float64") -> np.ndarray:
         """Random parameters: W_l ~ N(0, 1)/√n_{l−1}, b_l ~ 0.1·N(0, 1); a fresh 1-D array of length N."""
         dt = working_dtype(dtype)
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(None if seed is None else as_int(seed, "seed", low=0))
         theta = np.empty(self.num_params, dtype=np.float64)
         for l in range(1, self._model.num_layers + 1):
             W, b = self._model.layer_views(theta, l)
@@ -145,21 +150,26 @@ class MLP:
     def flatten(self, Ws: Sequence[Any], bs: Sequence[Any] | None = None) -> np.ndarray:
         """The flat θ from lists of weights (n_l, n_{l−1}) and biases (n_l,); the inverse of ``unflatten``."""
         L = self._model.num_layers
-        if not isinstance(Ws, Sequence) or len(Ws) != L:
-            raise ValueError(f"Ws must be a list of {L} weight matrices")
+        n_b = L if self.bias else 0
+        if not isinstance(Ws, Sequence) or isinstance(Ws, (str, bytes)):
+            raise TypeError(f"Ws must be a list of {L} weight matrices, got {type(Ws).__name__}")
+        if len(Ws) != L:
+            raise ValueError(f"Ws must be a list of {L} weight matrices (one per layer), got {len(Ws)}")
         bs = [] if bs is None else bs
-        if not isinstance(bs, Sequence) or len(bs) != (L if self.bias else 0):
-            raise ValueError(f"bs must be a list of {L if self.bias else 0} bias vectors (bias={self.bias})")
+        if not isinstance(bs, Sequence) or isinstance(bs, (str, bytes)):
+            raise TypeError(f"bs must be a list of {n_b} bias vectors (bias={self.bias}), got {type(bs).__name__}")
+        if len(bs) != n_b:
+            raise ValueError(f"bs must be a list of {n_b} bias vectors (bias={self.bias}), got {len(bs)}")
         first = as_float(Ws[0], "Ws[0]", None)
         theta = np.empty(self.num_params, dtype=first.dtype)
         for l in range(1, L + 1):
             W, b = self._model.layer_views(theta, l)
-            w = as_float(Ws[l - 1], f"Ws[{l - 1}]", first.dtype, ndim=2)
+            w = as_float(Ws[l - 1], f"Ws[{l - 1}]", first.dtype, ndim=2, ref="Ws[0]")
             if w.shape != W.shape:
                 raise ValueError(f"Ws[{l - 1}] must have shape {W.shape}, got {w.shape}")
             W[...] = w
             if b is not None:
-                v = as_float(bs[l - 1], f"bs[{l - 1}]", first.dtype, ndim=1)
+                v = as_float(bs[l - 1], f"bs[{l - 1}]", first.dtype, ndim=1, ref="Ws[0]")
                 if v.shape != b.shape:
                     raise ValueError(f"bs[{l - 1}] must have shape {b.shape}, got {v.shape}")
                 b[...] = v
@@ -170,13 +180,17 @@ class MLP:
         if copy_ok:
             arr = as_float(theta, "theta", None, ndim=1)
         else:
+            _check_host(theta, "theta")
             if not isinstance(theta, np.ndarray) or theta.dtype not in (np.float32, np.float64):
-                raise TypeError("theta must be a float32 or float64 NumPy array to take views of it")
+                got = theta.dtype if isinstance(theta, np.ndarray) else type(theta).__name__
+                raise TypeError(f"theta must be a float32 or float64 NumPy array to take views of it, got {got}")
             arr = theta
             if arr.ndim != 1:
                 raise ValueError(f"theta must be 1-D, got shape {arr.shape}")
         if arr.shape[0] != self.num_params:
-            raise ValueError(f"theta must have length {self.num_params} (num_params of {self.sizes}), got {arr.shape[0]}")
+            raise ValueError(
+                f"theta must have length {self.num_params} (num_params of {self.sizes}), got {arr.shape[0]}"
+            )
         return arr
 
     def _inputs(self, theta: Any, X: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -215,7 +229,7 @@ class MLP:
         if T.shape != (n, d):
             raise ValueError(f"Y must have shape ({n}, {d}) to match X and the output width, got {T.shape}")
         if loss == "softmax_cross_entropy":
-            tol = 100 * np.finfo(dtype).eps * d
+            tol = max(100 * float(np.finfo(dtype).eps), 1e-6) * d  # float32 rows cast to float64 pass
             if (T < 0).any() or np.abs(T.sum(axis=1) - 1).max() > tol:
                 raise ValueError("Y: probability targets must be non-negative rows that sum to 1")
         elif loss == "sigmoid_cross_entropy" and ((T < 0) | (T > 1)).any():
@@ -228,26 +242,43 @@ class MLP:
 
     # ---- evaluation ----------------------------------------------------------------------------------
     def forward(self, theta: Any, X: Any) -> np.ndarray:
-        """Network outputs f(x_k; θ) for every row of X: shape (n, d)."""
+        """Network outputs f(x_k; θ) for every row of X: shape (n, d).
+
+        Raises:
+            FloatingPointError: if the outputs overflow to Inf or NaN (finite but huge θ or X).
+        """
         th, x = self._inputs(theta, X)
-        return self._engine.forward(self._model, th, x)
+        F = self._engine.forward(self._model, th, x)
+        if not np.isfinite(F).all():
+            raise FloatingPointError(_OVERFLOW.format(what="the network output"))
+        return F
+
+    def _linearization(self, theta: Any, X: Any, Y: Any, backward: bool) -> Any:
+        lin = self._engine.linearize(self._model, *self._batch(theta, X, Y), backward=backward)
+        if not np.isfinite(lin.loss) or (lin.grad is not None and not np.isfinite(lin.grad).all()):
+            raise FloatingPointError(_OVERFLOW.format(what="the objective or its gradient"))
+        return lin
 
     def loss(self, theta: Any, X: Any, Y: Any) -> float:
         """The objective L(θ) on the batch (X, Y), as a Python float."""
-        return float(self._engine.linearize(self._model, *self._batch(theta, X, Y), backward=False).loss)
+        return float(self._linearization(theta, X, Y, backward=False).loss)
 
     def grad(self, theta: Any, X: Any, Y: Any) -> np.ndarray:
         """∇L(θ): shape (N,), the dtype of θ."""
-        return self._engine.linearize(self._model, *self._batch(theta, X, Y)).grad
+        return self._linearization(theta, X, Y, backward=True).grad
 
     def linearize(self, theta: Any, X: Any, Y: Any) -> Curvature:
         """One fused forward + backward pass; the returned snapshot answers every curvature product."""
         from .curvature import Curvature
 
-        return Curvature(self, self._engine.linearize(self._model, *self._batch(theta, X, Y)))
+        return Curvature(self, self._linearization(theta, X, Y, backward=True))
 
     def _linearize_forward(self, theta: Any, X: Any, Y: Any) -> Curvature:
         """A snapshot with the forward pass only; the gradient pass runs when first needed."""
         from .curvature import Curvature
 
-        return Curvature(self, self._engine.linearize(self._model, *self._batch(theta, X, Y), backward=False))
+        return Curvature(self, self._linearization(theta, X, Y, backward=False))
+
+
+_OVERFLOW = ("{what} overflowed to Inf/NaN at this theta and X (finite inputs, but too large for the "
+             "working dtype); rescale the inputs or parameters, or use float64")

@@ -87,6 +87,7 @@ class NumpyBackend:
     name = "numpy"
 
     # ---- forward and gradient: 1 GEMM per layer forward, 2 (l = 1: 1) backward --------------------
+    @np.errstate(over="ignore", invalid="ignore")  # the API layer turns overflow into FloatingPointError
     def forward(self, model: ModelSpec, theta: Array, X: Array) -> Array:
         Ws, bs = _params(model, theta)
         A = X
@@ -95,6 +96,7 @@ class NumpyBackend:
             A = ACTIVATIONS[model.activations[l - 1]].f(Z) if l < model.num_layers else Z
         return A
 
+    @np.errstate(over="ignore", invalid="ignore")
     def linearize(self, model: ModelSpec, theta: Array, X: Array, T: Array, backward: bool = True) -> Lin:
         theta = np.array(theta, copy=True)
         Ws, bs = _params(model, theta)
