@@ -29,6 +29,7 @@ def run(X: np.ndarray, y: np.ndarray, hidden: int = 32, steps: int = 150, seed: 
     order = rng.permutation(len(y))
     n_train = int(0.8 * len(y))
     tr, te = order[:n_train], order[n_train:]
+    Xtr, ytr = X[tr], y[tr]
     classes = int(y.max()) + 1
     net = MLP([X.shape[1], hidden, classes], activation="tanh", loss="cross_entropy", l2=1e-4, backend=backend)
     theta = net.init(seed=seed)
@@ -38,19 +39,19 @@ def run(X: np.ndarray, y: np.ndarray, hidden: int = 32, steps: int = 150, seed: 
     velocity = np.zeros_like(theta)
     t0 = time.perf_counter()
     for _ in range(steps):  # gradient descent with momentum
-        velocity = 0.9 * velocity - 0.5 * net.grad(theta, X[tr], y[tr])
+        velocity = 0.9 * velocity - 0.5 * net.grad(theta, Xtr, ytr)
         theta = theta + velocity
     accuracy = float(np.mean(net.forward(theta, X[te]).argmax(axis=1) == y[te]))
     out(f"trained {steps} momentum steps in {time.perf_counter() - t0:.2f} s: "
-        f"loss {net.loss(theta, X[tr], y[tr]):.4f}, test accuracy {accuracy:.3f}")
+        f"loss {net.loss(theta, Xtr, ytr):.4f}, test accuracy {accuracy:.3f}")
 
-    c = net.linearize(theta, X[tr], y[tr])
+    c = net.linearize(theta, Xtr, ytr)
     v, w = rng.standard_normal((2, net.num_params))
     t0 = time.perf_counter()
     Hv = c.hvp(v)
     t_hvp = time.perf_counter() - t0
     h = 1e-5
-    fd = (net.grad(theta + h * v, X[tr], y[tr]) - net.grad(theta - h * v, X[tr], y[tr])) / (2 * h)
+    fd = (net.grad(theta + h * v, Xtr, ytr) - net.grad(theta - h * v, Xtr, ytr)) / (2 * h)
     fd_err = float(np.linalg.norm(Hv - fd) / np.linalg.norm(fd))
     sym = float(abs(w @ Hv - v @ c.hvp(w)) / (np.linalg.norm(w) * np.linalg.norm(Hv)))
     out(f"Hessian-vector product: {1e3 * t_hvp:.2f} ms; relative difference from central differences of "
@@ -60,8 +61,9 @@ def run(X: np.ndarray, y: np.ndarray, hidden: int = 32, steps: int = 150, seed: 
     e = c.gnh_entries()
     t_pre = time.perf_counter() - t0
     first_out = hidden * X.shape[1] + hidden  # W_2 starts here: the output layer's weights
-    rows = np.array([first_out, first_out, first_out + 1, 100, 100])
-    cols = np.array([first_out, first_out + hidden, first_out + 1, 100, first_out])
+    hid = min(100, first_out - 1)  # a first-layer parameter
+    rows = np.array([first_out, first_out, first_out + 1, hid, hid])
+    cols = np.array([first_out, first_out + hidden, first_out + 1, hid, first_out])
     exact = e.entries(rows, cols)
     eps, delta = 0.1, 0.1
     sampled = e.estimate(rows, cols, eps=eps, delta=delta, seed=seed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import cProfile
 import pstats
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -22,7 +22,7 @@ def case(request) -> Case:
     return request.param
 
 
-@lru_cache(maxsize=None)
+@cache
 def oracle(case: Case):
     """float64 data and the independent dense H (second differences) and G (Jᵀ H_out J)."""
     theta, X, Y = case.data("float64")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -13,7 +13,7 @@ from oracles import explicit_gnh, rel_err
 TOL = {np.dtype("float64"): 1e-7, np.dtype("float32"): 2e-4}
 
 
-@lru_cache(maxsize=None)
+@cache
 def oracle_g(case: Case) -> np.ndarray:
     return explicit_gnh(case, *case.data("float64"))
 
@@ -73,7 +73,7 @@ def test_diagonal_sum_is_the_trace_of_g(backend):
 SAMPLER_CASE = Case((5, 8, 6, 3), "tanh", "softmax_cross_entropy", n=400, seed=31, l2=0.05)
 
 
-@lru_cache(maxsize=None)
+@cache
 def sampler_setup(backend: str):
     th, X, Y = SAMPLER_CASE.data()
     c = SAMPLER_CASE.net(backend).linearize(th, X, Y)

@@ -7,7 +7,7 @@ a = φ(z), so the linearization reuses the forward's transcendental work.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from scipy import special

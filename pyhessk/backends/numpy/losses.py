@@ -11,7 +11,7 @@ one-hot, see ``pyhessk.mlp``) and provides:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from scipy import special
