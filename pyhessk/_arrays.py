@@ -76,7 +76,10 @@ def as_float(x: Any, name: str, dtype: np.dtype | None, ndim: int | tuple[int, .
 def as_index(x: Any, name: str, size: int) -> np.ndarray:
     """A 1-D int64 array of indices in [0, size); ``IndexError`` when one is out of range."""
     _check_host(x, name)
-    arr = np.asarray(x)
+    try:
+        arr = np.asarray(x)
+    except ValueError as exc:  # ragged nested sequences
+        raise ValueError(f"{name} must be a 1-D sequence of integer indices ({exc})") from exc
     if arr.size == 0:
         arr = arr.astype(np.int64)
     if arr.dtype.kind not in "iu":

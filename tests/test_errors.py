@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import pyhessk as hk
+from cases import Case
 
 N_SMALL = 3 * 4 + 4 + 4 * 2 + 2  # [3, 4, 2] with biases: 26
 
@@ -27,19 +28,9 @@ class FakeGpuArray:
 
 
 def make(loss: str = "mse", sizes: tuple[int, ...] = (3, 4, 2), n: int = 5, dtype: str = "float64", **kw):
-    """A small net and a valid batch (theta, X, Y) for it."""
-    net = hk.MLP(list(sizes), activation="tanh", loss=loss, **kw)
-    rng = np.random.default_rng(0)
-    theta = net.init(seed=1, dtype=dtype)
-    X = rng.standard_normal((n, sizes[0])).astype(dtype)
-    d = sizes[-1]
-    if loss == "softmax_cross_entropy":
-        Y = rng.integers(0, d, size=n)
-    elif loss == "sigmoid_cross_entropy":
-        Y = rng.uniform(0, 1, size=(n, d)).astype(dtype)
-    else:
-        Y = rng.standard_normal((n, d)).astype(dtype)
-    return net, theta, X, Y
+    """A small tanh net and a valid batch (theta, X, Y) for it."""
+    case = Case(tuple(sizes), "tanh", loss, n=n, **kw)
+    return (case.net(), *case.data(dtype))
 
 
 def call(method: str, net, theta, X, Y):
@@ -468,3 +459,10 @@ def test_init_seed_is_checked(seed):
 def test_num_samples_saturates_instead_of_overflowing():
     assert hk.GnhEntries.num_samples(1e-200, 0.5) == 2**63 - 1
     assert hk.GnhEntries.num_samples(0.1, 0.1) == 1000
+
+
+def test_ragged_index_lists_name_the_argument():
+    net, theta, X, Y = make()
+    e = net.linearize(theta, X, Y).gnh_entries()
+    with pytest.raises(ValueError, match="rows"):
+        e.entries([[0, 1], [2]], [0, 1])

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import pyhessk as hk
+from cases import Case
 
 ENGINES = [e for e in hk.available_backends() if e != "cuda"]
 LOSSES = ["mse", "softmax_cross_entropy", "sigmoid_cross_entropy"]
@@ -16,18 +17,9 @@ SIZES = [3, 4, 2]
 
 
 def make(loss="mse", engine="numpy", dtype="float64", n=6, sizes=SIZES, **kw):
-    net = hk.MLP(list(sizes), activation="tanh", loss=loss, backend=engine, **kw)
-    rng = np.random.default_rng(7)
-    theta = net.init(seed=3, dtype=dtype)
-    X = rng.standard_normal((n, sizes[0])).astype(dtype)
-    d = sizes[-1]
-    if loss == "softmax_cross_entropy":
-        Y = rng.integers(0, d, size=n)
-    elif loss == "sigmoid_cross_entropy":
-        Y = rng.uniform(0, 1, size=(n, d)).astype(dtype)
-    else:
-        Y = rng.standard_normal((n, d)).astype(dtype)
-    return net, theta, X, Y
+    """A small tanh net on ``engine`` and a valid batch (theta, X, Y) for it."""
+    case = Case(tuple(sizes), "tanh", loss, n=n, seed=7, **kw)
+    return (case.net(engine), *case.data(dtype))
 
 
 def everything(net, theta, X, Y, V, U, rows, cols):
