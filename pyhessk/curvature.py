@@ -183,10 +183,11 @@ class GnhEntries:
         self._N = curvature.num_params
 
     def _pair(self, rows: Any, cols: Any) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
-        shape = np.shape(rows)
-        if np.shape(cols) != shape:
-            raise ValueError(f"rows and cols must have equal lengths, got shapes {shape} and {np.shape(cols)}")
-        return as_index(rows, "rows", self._N), as_index(cols, "cols", self._N), shape
+        r, c = as_index(rows, "rows", self._N), as_index(cols, "cols", self._N)
+        shape, shape_c = np.shape(rows), np.shape(cols)
+        if shape != shape_c:
+            raise ValueError(f"rows and cols must have equal lengths, got shapes {shape} and {shape_c}")
+        return r, c, shape
 
     def entries(self, rows: Any, cols: Any) -> np.ndarray:
         """Exact G[rows[t], cols[t]] for index arrays of equal length."""
