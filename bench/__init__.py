@@ -1,0 +1,1 @@
+"""pyhessk's benchmark suite (pytest-benchmark); see bench/README.md. Not part of the installed package."""
