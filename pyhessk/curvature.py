@@ -228,7 +228,8 @@ class GnhEntries:
         Draws s = ⌈1/(δ ε²)⌉ sample indices with probability π_k ∝ ‖x_k‖‖y_k‖ and returns the unbiased
         importance-sampling mean; its variance is at most G_pp G_qq / s, so
         :math:`|\hat G_{pq} - G_{pq}| ≤ ε\sqrt{G_{pp}G_{qq}}` with probability ≥ 1 − δ. Cost O(n + s·d) per
-        entry. If s ≥ n the exact entry is cheaper and is returned. The same seed gives the same result.
+        entry. Whenever the exact entry costs no more (n·d ≤ n + s·d, which includes s ≥ n, and every
+        one-output network) the exact value is returned instead. The same seed gives the same result.
         """
         eps = as_real(eps, "eps", low=0.0, open_low=True)
         delta = as_real(delta, "delta", low=0.0, high=1.0, open_low=True, open_high=True)
@@ -238,6 +239,7 @@ class GnhEntries:
         if r.size == 0:
             return np.empty(shape, dtype=self._c.dtype)
         s = self.num_samples(eps, delta)
-        if s >= self._c.num_samples:
+        n, d = self._c.num_samples, self._c.net.sizes[-1]
+        if s >= n or n * d <= n + s * d:  # the exact entry (n·d) costs no more than sampling (n + s·d)
             return self._engine.gnh_entries(self._fac, r, c).reshape(shape)
         return self._engine.gnh_sample(self._fac, r, c, s, seed).reshape(shape)

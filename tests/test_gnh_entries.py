@@ -134,3 +134,13 @@ def test_estimate_of_a_structural_zero_is_zero(backend):
     est = e.estimate([p, p], [p, 5], eps=0.9, delta=0.9, seed=0)
     assert np.array_equal(est, np.zeros(2))
     assert np.array_equal(e.entries([p, p], [p, 5]), np.zeros(2))
+
+
+def test_estimate_returns_exact_values_when_sampling_costs_more(backend):
+    """With one output an exact entry costs n, sampling n + s: the exact value comes back."""
+    case = Case((3, 6, 1), "tanh", "mse", n=300, seed=33)
+    c = case.net(backend).linearize(*case.data())
+    e = c.gnh_entries()
+    rows, cols = np.arange(10), np.arange(10, 20)
+    assert e.num_samples(0.5, 0.5) < 300
+    assert np.array_equal(e.estimate(rows, cols, eps=0.5, delta=0.5, seed=1), e.entries(rows, cols))

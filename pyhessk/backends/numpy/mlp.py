@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ... import _spec
 from .._base import ModelSpec
 from .activations import ACTIVATIONS
 from .losses import LOSSES
@@ -30,7 +31,7 @@ class Lin:
     bs: list[Array | None]
     A: list[Array]  # A_0 = X, ..., A_{L−1}: (n, n_l)
     dphi: list[Array]  # φ′_l(Z_l), l = 1..L−1: (n, n_l)
-    d2phi: list[Array]  # φ″_l(Z_l)
+    d2phi: list[Array | None]  # φ″_l(Z_l); None where φ″ ≡ 0 (piecewise-linear activations)
     F: Array  # (n, d) network output
     aux: Array | None  # what the loss head keeps for H_out (p, or σ(1−σ))
     E: Array  # s·∂ℓ/∂f, (n, d): the output residual Δ_L
@@ -48,6 +49,7 @@ class Lin:
 
 @dataclass
 class RState:
+    VT: Array  # the directions, transposed: (k, N)
     RZ: list[Array]  # R{Z_l}, l = 1..L: (n, k, n_l)
     RA: list[Array | None]  # R{A_l}, l = 0..L−1 (R{A_0} = 0 → None)
     output: Array  # R{f} = R{Z_L}: (n, k, d)
@@ -56,12 +58,16 @@ class RState:
 @dataclass
 class Factors:
     model: ModelSpec
-    A: list[Array]  # a_{l−1,k}: A[l−1] is (n, n_{l−1}), l = 1..L
-    S: list[Array]  # S_{l,k}: S[l−1] is (n, d, n_l)
-    nu: list[Array]  # ν_{l,k,i} = ‖S_{l,k}[:, i]‖: (n, n_l)
+    AT: list[Array]  # a_{l−1,k} unit-major: AT[l−1] is A_{l−1}ᵀ, (n_{l−1}, n), l = 1..L
+    S: list[Array]  # S_{l,k} unit-major: S[l−1][i, k, :] = S_{l,k}[:, i], (n_l, n, d)
+    nu: list[Array]  # ν_{l,k,i} = ‖S_{l,k}[:, i]‖: (n_l, n)
     scale: float
     n: int
     d: int
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.S[0].dtype
 
 
 def _params(model: ModelSpec, theta: Array) -> tuple[list[Array], list[Array | None]]:
@@ -76,9 +82,12 @@ def _affine(A: Array, W: Array, b: Array | None) -> Array:
     return Z
 
 
-def _direction_blocks(model: ModelSpec, V: Array, l: int) -> tuple[Array, Array | None]:
-    """V_l as (n_l, n_{l−1}, k) and v_l as (n_l, k): views into V (N, k)."""
-    return model.layer_views(V, l)
+def _blocks_t(model: ModelSpec, VT: Array, l: int) -> tuple[Array, Array | None]:
+    """Views of layer l inside a transposed block VT (k, N): V_l as (k, n_l, n_{l−1}), v_l as (k, n_l)."""
+    w0, b0, end = model.offsets[l - 1]
+    k = VT.shape[0]
+    VW = VT[:, w0:b0].reshape(k, model.sizes[l], model.sizes[l - 1])
+    return VW, (VT[:, b0:end] if model.bias else None)
 
 
 class NumpyBackend:
@@ -104,12 +113,13 @@ class NumpyBackend:
         A, dphi, d2phi = [np.array(X, copy=True)], [], []
         for l in range(1, L):
             Z = _affine(A[-1], Ws[l - 1], bs[l - 1])
-            act = ACTIVATIONS[model.activations[l - 1]]
+            name = model.activations[l - 1]
+            act = ACTIVATIONS[name]
             a = act.f(Z)
             d1, d2 = act.derivs(Z, a)
             A.append(a)
             dphi.append(d1)
-            d2phi.append(d2)
+            d2phi.append(None if _spec.ACTIVATION_BY_NAME[name].d2_zero else d2)
         F = _affine(A[-1], Ws[-1], bs[-1])
         ell, dl, aux = LOSSES[model.loss].head(F, T)
         scale = model.scale(n)
@@ -143,25 +153,29 @@ class NumpyBackend:
                 D = lin.dphi[l - 2] * G
         lin.delta, lin.gamma, lin.grad = delta, gamma, grad
 
+    # Blocks of directions are transposed once on entry, VT = Vᵀ (k, N), so that each layer's k direction
+    # matrices are contiguous rows; results are built as (k, N) and transposed once on exit.
+
     # ---- R-forward: 2 GEMMs per layer (l = 1: 1) ---------------------------------------------------
     def r_forward(self, lin: Lin, V: Array) -> RState:
         model = lin.model
         n, k = lin.n, V.shape[1]
+        VT = np.ascontiguousarray(V.T)
         RZs, RAs = [], [None]
         for l in range(1, model.num_layers + 1):
-            VW, vb = _direction_blocks(model, V, l)
-            n_l, n_prev = VW.shape[0], VW.shape[1]
-            # A_{l−1} V_lᵀ for all k directions at once: (n, n_{l−1}) @ (n_{l−1}, k·n_l)
-            RZ = (lin.A[l - 1] @ VW.transpose(1, 2, 0).reshape(n_prev, k * n_l)).reshape(n, k, n_l)
+            VW, vb = _blocks_t(model, VT, l)
+            n_l, n_prev = VW.shape[1], VW.shape[2]
+            # A_{l−1} [V_l^(1); …; V_l^(k)]ᵀ: one GEMM (n, n_{l−1}) @ (n_{l−1}, k·n_l)
+            RZ = (lin.A[l - 1] @ VW.reshape(k * n_l, n_prev).T).reshape(n, k, n_l)
             RA = RAs[-1]
-            if RA is not None:
+            if RA is not None:  # W_l R{A_{l−1}}: one GEMM over n·k rows
                 RZ += (RA.reshape(n * k, n_prev) @ lin.Ws[l - 1].T).reshape(n, k, n_l)
             if vb is not None:
-                RZ += vb.T
+                RZ += vb
             RZs.append(RZ)
             if l < model.num_layers:
                 RAs.append(lin.dphi[l - 1][:, None, :] * RZ)
-        return RState(RZs, RAs, RZs[-1])
+        return RState(VT, RZs, RAs, RZs[-1])
 
     def output_hessian(self, lin: Lin, R: Array) -> Array:
         U = LOSSES[lin.model.loss].hout_apply(lin.aux, R)
@@ -172,118 +186,120 @@ class NumpyBackend:
         self.backward(lin)
         model = lin.model
         n, k = lin.n, V.shape[1]
-        out = np.empty_like(V)
+        outT = np.empty((k, model.num_params), dtype=V.dtype)
         RD = self.output_hessian(lin, rf.output)  # R{Δ_L}
         for l in range(model.num_layers, 0, -1):
-            VW, vb = _direction_blocks(model, V, l)
-            HW, hb = model.layer_views(out, l)
-            n_l, n_prev = VW.shape[0], VW.shape[1]
+            VW, _ = _blocks_t(model, rf.VT, l)
+            HW, hb = _blocks_t(model, outT, l)
+            n_l, n_prev = VW.shape[1], VW.shape[2]
             # R{Δ_l}ᵀ A_{l−1} for all directions: (k·n_l, n) @ (n, n_{l−1})
-            HW[...] = (RD.reshape(n, k * n_l).T @ lin.A[l - 1]).reshape(k, n_l, n_prev).transpose(1, 2, 0)
-            if l > 1:
-                # Δ_lᵀ R{A_{l−1}}: (n_l, n) @ (n, k·n_{l−1})
-                HW += (lin.delta[l - 1].T @ rf.RA[l - 1].reshape(n, k * n_prev)).reshape(n_l, k, n_prev).transpose(0, 2, 1)
+            HW[...] = (RD.reshape(n, k * n_l).T @ lin.A[l - 1]).reshape(k, n_l, n_prev)
+            if l > 1:  # Δ_lᵀ R{A_{l−1}}: (n_l, n) @ (n, k·n_{l−1})
+                HW += (lin.delta[l - 1].T @ rf.RA[l - 1].reshape(n, k * n_prev)).reshape(n_l, k, n_prev).transpose(1, 0, 2)
             if model.l2:
                 HW += model.l2 * VW
             if hb is not None:
-                hb[...] = RD.sum(axis=0).T
+                hb[...] = RD.sum(axis=0)
             if l > 1:
-                # R{Γ_{l−1}} = Δ_l V_l + R{Δ_l} W_l
-                RG = (lin.delta[l - 1] @ VW.transpose(0, 2, 1).reshape(n_l, k * n_prev)).reshape(n, k, n_prev)
+                # R{Γ_{l−1}} = Δ_l V_l + R{Δ_l} W_l, then R{Δ_{l−1}} = φ′ R{Γ} + φ″ R{Z} Γ
+                VWs = VW.transpose(1, 0, 2).reshape(n_l, k * n_prev)
+                RG = (lin.delta[l - 1] @ VWs).reshape(n, k, n_prev)
                 RG += (RD.reshape(n * k, n_l) @ lin.Ws[l - 1]).reshape(n, k, n_prev)
                 RG *= lin.dphi[l - 2][:, None, :]
-                RG += (lin.d2phi[l - 2] * lin.gamma[l - 2])[:, None, :] * rf.RZ[l - 2]
+                if lin.d2phi[l - 2] is not None:
+                    RG += (lin.d2phi[l - 2] * lin.gamma[l - 2])[:, None, :] * rf.RZ[l - 2]
                 RD = RG
-        return out
+        return np.ascontiguousarray(outT.T)
 
     # ---- Gauss–Newton backward: 2 GEMMs per layer (l = 1: 1); no gradient pass needed -------------
     def gn_backward(self, lin: Lin, U: Array, V: Array | None = None) -> Array:
         model = lin.model
         n, k = lin.n, U.shape[1]
-        out = np.empty((model.num_params, k), dtype=U.dtype)
+        outT = np.empty((k, model.num_params), dtype=U.dtype)
         D = U
         for l in range(model.num_layers, 0, -1):
-            HW, hb = model.layer_views(out, l)
-            n_l, n_prev = HW.shape[0], HW.shape[1]
-            HW[...] = (D.reshape(n, k * n_l).T @ lin.A[l - 1]).reshape(k, n_l, n_prev).transpose(1, 2, 0)
-            if V is not None and model.l2:
-                HW += model.l2 * model.layer_views(V, l)[0]
+            HW, hb = _blocks_t(model, outT, l)
+            n_l, n_prev = HW.shape[1], HW.shape[2]
+            HW[...] = (D.reshape(n, k * n_l).T @ lin.A[l - 1]).reshape(k, n_l, n_prev)
             if hb is not None:
-                hb[...] = D.sum(axis=0).T
+                hb[...] = D.sum(axis=0)
             if l > 1:
                 D = (D.reshape(n * k, n_l) @ lin.Ws[l - 1]).reshape(n, k, n_prev)
                 D *= lin.dphi[l - 2][:, None, :]
+        out = np.ascontiguousarray(outT.T)
+        if V is not None and model.l2:
+            out += model.l2 * model.weight_mask(out.dtype)[:, None] * V
         return out
 
     # ---- entrywise Gauss–Newton (SPEC §3) -------------------------------------------------------------
+    # Factors are stored unit-major, S_l as (n_l, n, d) and A_{l−1}ᵀ as (n_{l−1}, n), so that gathering the
+    # factor of one parameter reads contiguous memory.
     def gnh_precompute(self, lin: Lin) -> Factors:
         model = lin.model
         n, d = lin.F.shape
         S = [None] * model.num_layers
-        S[-1] = LOSSES[model.loss].hout_factor(lin.aux, lin.F)  # S_L = Cᵀ: (n, d, d)
+        S[-1] = np.ascontiguousarray(LOSSES[model.loss].hout_factor(lin.aux, lin.F).transpose(2, 0, 1))
         for l in range(model.num_layers - 1, 0, -1):
-            # S_l = S_{l+1} W_{l+1} D_l: one GEMM with n·d rows
+            # S_l = D_l W_{l+1}ᵀ S_{l+1}: one GEMM (n_l, n_{l+1}) @ (n_{l+1}, n·d)
             n_next, n_l = lin.Ws[l].shape
-            S_l = (S[l].reshape(n * d, n_next) @ lin.Ws[l]).reshape(n, d, n_l)
-            S_l *= lin.dphi[l - 1][:, None, :]
+            S_l = (lin.Ws[l].T @ S[l].reshape(n_next, n * d)).reshape(n_l, n, d)
+            S_l *= lin.dphi[l - 1].T[:, :, None]
             S[l - 1] = S_l
-        nu = [np.sqrt(np.einsum("kdi,kdi->ki", S_l, S_l)) for S_l in S]
-        return Factors(model, lin.A, S, nu, lin.scale, n, d)
+        nu = [np.sqrt(np.einsum("ikd,ikd->ik", S_l, S_l)) for S_l in S]
+        AT = [np.ascontiguousarray(A.T) for A in lin.A]
+        return Factors(model, AT, S, nu, lin.scale, n, d)
 
     @staticmethod
     def _gather(fac: Factors, idx: Array) -> Array:
-        """x_{k,p} = a_{l−1,k}[j] S_{l,k}[:, i] for every sample k and index p: (n, d, len(idx))."""
-        out = np.empty((fac.n, fac.d, idx.size), dtype=fac.S[0].dtype)
+        """x_{p,k} = a_{l−1,k}[j] S_{l,k}[:, i] for every index p and sample k: (len(idx), n, d)."""
+        out = np.empty((idx.size, fac.n, fac.d), dtype=fac.dtype)
         layer, row, col = fac.model.decode(idx)
         for l in np.unique(layer):
             sel = np.flatnonzero(layer == l)
-            x = fac.S[l - 1][:, :, row[sel]]
             c = col[sel]
-            w = c >= 0
-            if w.any():
-                x[:, :, w] *= fac.A[l - 1][:, None, c[w]]
-            out[:, :, sel] = x
+            a = np.where(c[:, None] >= 0, fac.AT[l - 1][np.maximum(c, 0)], 1)
+            out[sel] = fac.S[l - 1][row[sel]] * a[:, :, None]
         return out
 
     @staticmethod
     def _gather_norms(fac: Factors, idx: Array) -> Array:
-        """‖x_{k,p}‖ = |a_{l−1,k}[j]| ν_{l,k,i}: (n, len(idx))."""
-        out = np.empty((fac.n, idx.size), dtype=fac.S[0].dtype)
+        """‖x_{p,k}‖ = |a_{l−1,k}[j]| ν_{l,k,i}: (len(idx), n)."""
+        out = np.empty((idx.size, fac.n), dtype=fac.dtype)
         layer, row, col = fac.model.decode(idx)
         for l in np.unique(layer):
             sel = np.flatnonzero(layer == l)
-            x = fac.nu[l - 1][:, row[sel]]
             c = col[sel]
-            w = c >= 0
-            x[:, w] *= np.abs(fac.A[l - 1][:, c[w]])
-            out[:, sel] = x
+            a = np.where(c[:, None] >= 0, np.abs(fac.AT[l - 1][np.maximum(c, 0)]), 1)
+            out[sel] = fac.nu[l - 1][row[sel]] * a
         return out
 
     @staticmethod
     def _l2_diag(fac: Factors, rows: Array, cols: Array) -> Array:
         """λ where rows[t] == cols[t] is a weight coordinate, else 0."""
         if not fac.model.l2:
-            return np.zeros(rows.shape, dtype=fac.S[0].dtype)
-        return np.where((rows == cols) & (fac.model.decode(rows)[2] >= 0), fac.model.l2, 0).astype(fac.S[0].dtype)
+            return np.zeros(rows.shape, dtype=fac.dtype)
+        return np.where((rows == cols) & (fac.model.decode(rows)[2] >= 0), fac.model.l2, 0).astype(fac.dtype)
 
-    def _chunk(self, fac: Factors) -> int:
-        return max(1, (1 << 22) // (fac.n * fac.d))
+    @staticmethod
+    def _chunk(fac: Factors, per_item: int) -> int:
+        """How many entries to process at once so that the gathered factors stay near 2²² numbers."""
+        return max(1, (1 << 22) // max(per_item, 1))
 
     def gnh_entries(self, fac: Factors, rows: Array, cols: Array) -> Array:
-        out = np.empty(rows.size, dtype=fac.S[0].dtype)
-        step = self._chunk(fac)
+        out = np.empty(rows.size, dtype=fac.dtype)
+        step = self._chunk(fac, fac.n * fac.d)
         for s in range(0, rows.size, step):
             X = self._gather(fac, rows[s : s + step])
             Y = self._gather(fac, cols[s : s + step])
-            out[s : s + step] = np.einsum("kdm,kdm->m", X, Y)
+            out[s : s + step] = np.einsum("mkd,mkd->m", X, Y)
         out *= out.dtype.type(fac.scale)
         return out + self._l2_diag(fac, rows, cols)
 
     def gnh_block(self, fac: Factors, I: Array, J: Array) -> Array:
         nd = fac.n * fac.d
-        XI = self._gather(fac, I).reshape(nd, I.size)
-        YJ = self._gather(fac, J).reshape(nd, J.size)
-        G = XI.T @ YJ
+        XI = self._gather(fac, I).reshape(I.size, nd)
+        YJ = self._gather(fac, J).reshape(J.size, nd)
+        G = XI @ YJ.T  # one GEMM over the stacked (n·d)-long factors
         G *= G.dtype.type(fac.scale)
         if fac.model.l2:
             G += self._l2_diag(fac, I[:, None], J[None, :])
@@ -292,15 +308,16 @@ class NumpyBackend:
     def gnh_columns(self, fac: Factors, J: Array) -> Array:
         model = fac.model
         m = J.size
-        U = self._gather(fac, J)  # (n, d, m)
-        out = np.empty((model.num_params, m), dtype=U.dtype)
+        U = self._gather(fac, J)  # (m, n, d)
+        outT = np.empty((m, model.num_params), dtype=fac.dtype)
         for l in range(1, model.num_layers + 1):
-            GW, gb = model.layer_views(out, l)
-            n_l, n_prev = GW.shape[0], GW.shape[1]
-            Tl = np.matmul(U.transpose(0, 2, 1), fac.S[l - 1])  # u_kᵀ S_{l,k}: (n, m, n_l)
-            GW[...] = (Tl.reshape(fac.n, m * n_l).T @ fac.A[l - 1]).reshape(m, n_l, n_prev).transpose(1, 2, 0)
+            GW, gb = _blocks_t(model, outT, l)
+            n_l, n_prev = GW.shape[1], GW.shape[2]
+            T = np.einsum("ikd,mkd->kmi", fac.S[l - 1], U, optimize=True)  # S_{l,k}ᵀ u_k: (n, m, n_l)
+            GW[...] = (T.reshape(fac.n, m * n_l).T @ fac.AT[l - 1].T).reshape(m, n_l, n_prev)
             if gb is not None:
-                gb[...] = Tl.sum(axis=0).T
+                gb[...] = T.sum(axis=0)
+        out = np.ascontiguousarray(outT.T)
         out *= out.dtype.type(fac.scale)
         if model.l2:
             out[J, np.arange(m)] += self._l2_diag(fac, J, J)
@@ -308,13 +325,13 @@ class NumpyBackend:
 
     def gnh_diagonal(self, fac: Factors) -> Array:
         model = fac.model
-        out = np.empty(model.num_params, dtype=fac.S[0].dtype)
+        out = np.empty(model.num_params, dtype=fac.dtype)
         for l in range(1, model.num_layers + 1):
             GW, gb = model.layer_views(out, l)
             nu2 = fac.nu[l - 1] ** 2
-            np.matmul(nu2.T, fac.A[l - 1] ** 2, out=GW)
+            np.matmul(nu2, (fac.AT[l - 1] ** 2).T, out=GW)  # O(n) per entry
             if gb is not None:
-                gb[...] = nu2.sum(axis=0)
+                gb[...] = nu2.sum(axis=1)
         out *= out.dtype.type(fac.scale)
         if model.l2:
             out += model.l2 * model.weight_mask(out.dtype)
@@ -322,8 +339,8 @@ class NumpyBackend:
 
     def gnh_sample(self, fac: Factors, rows: Array, cols: Array, s: int, seed: int | None) -> Array:
         rng = np.random.default_rng(seed)
-        out = np.empty(rows.size, dtype=fac.S[0].dtype)
-        step = max(1, (1 << 22) // (fac.n + s * fac.d))
+        out = np.empty(rows.size, dtype=fac.dtype)
+        step = self._chunk(fac, fac.n + s * fac.d)
         for c0 in range(0, rows.size, step):
             r, c = rows[c0 : c0 + step], cols[c0 : c0 + step]
             out[c0 : c0 + step] = self._sample_chunk(fac, r, c, s, rng)
@@ -331,35 +348,34 @@ class NumpyBackend:
 
     def _sample_chunk(self, fac: Factors, rows: Array, cols: Array, s: int, rng: np.random.Generator) -> Array:
         n, m = fac.n, rows.size
-        w = self._gather_norms(fac, rows) * self._gather_norms(fac, cols)  # π_k ∝ ‖x_k‖‖y_k‖: (n, m)
-        total = w.sum(axis=0)
+        w = self._gather_norms(fac, rows) * self._gather_norms(fac, cols)  # π ∝ ‖x_k‖‖y_k‖: (m, n)
+        total = w.sum(axis=1)
         live = total > 0
-        cdf = np.cumsum(w, axis=0) / np.where(live, total, 1)
-        cdf[-1] = 1  # guard the last bin against rounding
-        # Inverse-CDF draws for all m entries at once: shifting column t by t makes the stacked CDFs one
-        # increasing sequence, so a single searchsorted serves every column.
+        safe = np.where(live, total, 1)
+        cdf = np.cumsum(w, axis=1) / safe[:, None]
+        cdf[:, -1] = 1  # guard the last bin against rounding
+        # Inverse-CDF draws for all m entries at once: shifting row t by t makes the stacked CDFs one
+        # increasing sequence, so a single searchsorted serves every entry.
         shift = np.arange(m)
-        u = rng.random((s, m))
-        pos = np.searchsorted((cdf + shift).T.ravel(), (u + shift).T.ravel(), side="right")
-        k = np.minimum(pos.reshape(m, s).T - shift * n, n - 1)  # (s, m) sample indices
-        xy = self._sampled_factor(fac, rows, k) * self._sampled_factor(fac, cols, k)
-        dots = xy.sum(axis=2)  # x_{k_t}ᵀ y_{k_t}: (s, m)
-        prob = np.take_along_axis(w, k, axis=0) / np.where(live, total, 1)
-        est = np.where(prob > 0, dots / np.where(prob > 0, prob, 1), 0).mean(axis=0)
-        return np.where(live, est * fac.scale, 0).astype(fac.S[0].dtype)
+        u = rng.random((m, s))
+        pos = np.searchsorted((cdf + shift[:, None]).ravel(), (u + shift[:, None]).ravel(), side="right")
+        k = np.minimum(pos.reshape(m, s) - shift[:, None] * n, n - 1)  # (m, s) sample indices
+        dots = (self._sampled_factor(fac, rows, k) * self._sampled_factor(fac, cols, k)).sum(axis=2)
+        prob = np.take_along_axis(w, k, axis=1) / safe[:, None]
+        est = np.where(prob > 0, dots / np.where(prob > 0, prob, 1), 0).mean(axis=1)
+        return np.where(live, est * fac.scale, 0).astype(fac.dtype)
 
     @staticmethod
     def _sampled_factor(fac: Factors, idx: Array, k: Array) -> Array:
-        """x_{k[t, c], idx[c]} for sample indices k (s, m): (s, m, d)."""
-        s, m = k.shape
-        out = np.empty((s, m, fac.d), dtype=fac.S[0].dtype)
+        """x_{idx[t], k[t, j]} for sample indices k (m, s): (m, s, d)."""
+        m, s = k.shape
+        out = np.empty((m, s, fac.d), dtype=fac.dtype)
         layer, row, col = fac.model.decode(idx)
         for l in np.unique(layer):
             sel = np.flatnonzero(layer == l)
-            ks = k[:, sel]
-            x = fac.S[l - 1][ks, :, row[sel]]  # (s, |sel|, d)
+            ks = k[sel]
+            x = fac.S[l - 1][row[sel][:, None], ks]  # (|sel|, s, d)
             c = col[sel]
-            a = np.where(c >= 0, fac.A[l - 1][ks, np.maximum(c, 0)], 1)
-            out[:, sel, :] = x * a[:, :, None]
+            a = np.where(c[:, None] >= 0, fac.AT[l - 1][np.maximum(c, 0)[:, None], ks], 1)
+            out[sel] = x * a[:, :, None]
         return out
-
