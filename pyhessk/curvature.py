@@ -91,8 +91,7 @@ class Curvature:
         v, single = self._block(V)
         if v.shape[1] == 0:
             return np.empty_like(v)
-        rf = self._engine.r_forward(self._lin, v)
-        return self._unblock(self._engine.r_backward(self._lin, rf, v), single)
+        return self._unblock(self._engine.hvp(self._lin, v), single)
 
     def gnvp(self, V: Any) -> np.ndarray:
         """Gauss–Newton products G V = Jᵀ H_out J V (+ λ P_W V): V (N,) or (N, k) → same shape.
@@ -102,9 +101,7 @@ class Curvature:
         v, single = self._block(V)
         if v.shape[1] == 0:
             return np.empty_like(v)
-        rf = self._engine.r_forward(self._lin, v)
-        U = self._engine.output_hessian(self._lin, rf.output)
-        return self._unblock(self._engine.gn_backward(self._lin, U, v), single)
+        return self._unblock(self._engine.gnvp(self._lin, v), single)
 
     def jvp(self, V: Any) -> np.ndarray:
         """Jacobian products J V of the network output: V (N,) → (n, d); V (N, k) → (n, d, k)."""
@@ -112,7 +109,7 @@ class Curvature:
         n, d = self._lin.n, self._model.sizes[-1]
         if v.shape[1] == 0:
             return np.empty((n, d, 0), dtype=self._dtype)
-        out = self._engine.r_forward(self._lin, v).output  # (n, k, d)
+        out = self._engine.jvp(self._lin, v)  # (n, k, d)
         return out[:, 0, :].copy() if single else np.ascontiguousarray(out.transpose(0, 2, 1))
 
     def vjp(self, U: Any) -> np.ndarray:
@@ -125,7 +122,7 @@ class Curvature:
         if not single and u.shape[2] == 0:
             return np.empty((self._model.num_params, 0), dtype=self._dtype)
         blk = u[:, None, :] if single else np.ascontiguousarray(u.transpose(0, 2, 1))
-        return self._unblock(self._engine.gn_backward(self._lin, blk), single)
+        return self._unblock(self._engine.vjp(self._lin, blk), single)
 
     # ---- dense matrices ------------------------------------------------------------------------------
     def _dense(self, product: Any, max_params: int, chunk_size: int | None) -> np.ndarray:

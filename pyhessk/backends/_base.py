@@ -117,7 +117,10 @@ class GnhFactors(Protocol):
 
 
 class Backend(Protocol):
-    """The primitive passes of one engine. Every array argument has the linearization's dtype."""
+    """The primitive passes of one engine, and the four products the API calls (see ``BackendBase``).
+
+    Every array argument has the linearization's dtype.
+    """
 
     name: str
 
@@ -152,6 +155,22 @@ class Backend(Protocol):
         """Jᵀ U summed over samples for U of shape (n, k, d) → (N, k); if V is given, adds λ·P_W·V."""
         ...
 
+    def hvp(self, lin: Linearization, V: Array) -> Array:
+        """H V (N, k) → (N, k); ``BackendBase`` composes it from the primitives."""
+        ...
+
+    def gnvp(self, lin: Linearization, V: Array) -> Array:
+        """G V (N, k) → (N, k), including λ P_W V."""
+        ...
+
+    def jvp(self, lin: Linearization, V: Array) -> Array:
+        """J V (N, k) → (n, k, d); the result may be a view of engine memory, valid until the next call."""
+        ...
+
+    def vjp(self, lin: Linearization, U: Array) -> Array:
+        """Jᵀ U (n, k, d) → (N, k), no λ term."""
+        ...
+
     def gnh_precompute(self, lin: Linearization) -> GnhFactors:
         """Store a_{l,k}, S_{l,k} = C_kᵀ ∂f_k/∂z_l and ν_{l,k,i} = ‖S_{l,k}[:, i]‖ (SPEC §3)."""
         ...
@@ -175,3 +194,28 @@ class Backend(Protocol):
     def gnh_sample(self, fac: GnhFactors, rows: np.ndarray, cols: np.ndarray, s: int, seed: int | None) -> Array:
         """Importance-sampled estimates of G[rows[t], cols[t]] with s draws each (SPEC §3) → (m,)."""
         ...
+
+
+class BackendBase:
+    """Composite products built from the primitives; an engine may override any of them with a fused pass.
+
+    The API layer calls these four, so an engine that fuses (e.g. a compiled R-forward + R-backward that
+    keeps the R-quantities in its own workspace) replaces one method without changing the API.
+    """
+
+    def hvp(self, lin: Linearization, V: Array) -> Array:
+        """H V for V (N, k) → (N, k): R-forward then R-backward (6 layer-GEMMs per layer, 2 for the first)."""
+        return self.r_backward(lin, self.r_forward(lin, V), V)  # type: ignore[attr-defined]
+
+    def gnvp(self, lin: Linearization, V: Array) -> Array:
+        """G V for V (N, k) → (N, k): R-forward, H_out, Gauss–Newton backward (4 per layer, 2 for the first)."""
+        rf = self.r_forward(lin, V)  # type: ignore[attr-defined]
+        return self.gn_backward(lin, self.output_hessian(lin, rf.output), V)  # type: ignore[attr-defined]
+
+    def jvp(self, lin: Linearization, V: Array) -> Array:
+        """J V for V (N, k) → (n, k, d)."""
+        return self.r_forward(lin, V).output  # type: ignore[attr-defined]
+
+    def vjp(self, lin: Linearization, U: Array) -> Array:
+        """Jᵀ U summed over samples for U (n, k, d) → (N, k)."""
+        return self.gn_backward(lin, U)  # type: ignore[attr-defined]

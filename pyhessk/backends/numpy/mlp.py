@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ... import _spec
-from .._base import ModelSpec
+from .._base import BackendBase, ModelSpec
 from .activations import ACTIVATIONS
 from .losses import LOSSES
 
@@ -90,7 +90,7 @@ def _blocks_t(model: ModelSpec, VT: Array, l: int) -> tuple[Array, Array | None]
     return VW, (VT[:, b0:end] if model.bias else None)
 
 
-class NumpyBackend:
+class NumpyBackend(BackendBase):
     """The readable reference engine (and the oracle every other engine is compared with)."""
 
     name = "numpy"
