@@ -1,0 +1,207 @@
+// pyhessk._core_cpu: the C++ CPU engine. Arrays are checked in Python (pyhessk/backends/cpp) and again,
+// cheaply, here; they cross as typed C-contiguous buffers (noconvert: a wrong dtype is a TypeError, never
+// a cast). Outputs are allocated in Python and filled here. All compute runs with the GIL released.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <string>
+
+#include "common/activations.h"
+#include "common/losses.h"
+#include "common/views.h"
+#include "cpu/gemm_cpu.h"
+#include "cpu/linearization_cpu.h"
+
+namespace py = pybind11;
+using pyhessk::MlpShape;
+using pyhessk::cpu::Linearization;
+
+namespace {
+
+template <typename T>
+using carray = py::array_t<T, py::array::c_style>;
+
+template <typename T>
+void expect_shape(const carray<T>& a, std::initializer_list<py::ssize_t> shape, const char* name) {
+  bool ok = a.ndim() == py::ssize_t(shape.size());
+  int i = 0;
+  for (auto s : shape) {
+    ok = ok && (s < 0 || a.shape(i) == s);
+    ++i;
+  }
+  if (!ok) {
+    std::string want = "(";
+    for (auto s : shape) want += (s < 0 ? std::string("k") : std::to_string(s)) + ", ";
+    want.replace(want.size() - 2, 2, ")");
+    throw std::invalid_argument(std::string(name) + " must have shape " + want);
+  }
+}
+
+template <typename T>
+py::array_t<T> view(py::handle owner, const T* ptr, std::vector<py::ssize_t> shape) {
+  return py::array_t<T>(shape, ptr, owner);  // a view of engine memory kept alive by its owner
+}
+
+template <typename T>
+void bind_dtype(py::module_& m, const char* suffix) {
+  using Lin = Linearization<T>;
+  const std::string cls = std::string("Linearization") + suffix;
+  py::class_<Lin>(m, cls.c_str(), "A fused forward (+ backward) pass over one batch and the products reusing it.")
+      .def(py::init([](std::vector<int> sizes, std::vector<int> acts, int loss, double l2, bool mean, bool bias,
+                       const carray<T>& theta, const carray<T>& X, const carray<T>& Y, bool backward) {
+             MlpShape shape(std::move(sizes), std::move(acts), loss, l2, mean, bias);
+             expect_shape(theta, {shape.num_params}, "theta");
+             expect_shape(X, {-1, shape.sizes[0]}, "X");
+             const int n = int(X.shape(0));
+             expect_shape(Y, {n, shape.out_dim()}, "Y");
+             const T *pt = theta.data(), *px = X.data(), *py_ = Y.data();
+             py::gil_scoped_release nogil;
+             return std::make_unique<Lin>(shape, pt, px, py_, n, backward);
+           }),
+           py::arg("sizes"), py::arg("acts"), py::arg("loss"), py::arg("l2"), py::arg("mean"), py::arg("bias"),
+           py::arg("theta").noconvert(), py::arg("X").noconvert(), py::arg("Y").noconvert(), py::arg("backward"))
+      .def_property_readonly("loss", &Lin::loss)
+      .def_property_readonly("has_grad", &Lin::has_grad)
+      .def_property_readonly("n", &Lin::n)
+      .def_property_readonly("scale", &Lin::scale)
+      .def("backward", [](Lin& self) {
+        py::gil_scoped_release nogil;
+        self.backward();
+      })
+      .def("grad", [](py::object self) {
+        const Lin& lin = self.cast<const Lin&>();
+        if (!lin.has_grad()) throw std::logic_error("the gradient pass has not run");
+        return view<T>(self, lin.grad(), {py::ssize_t(lin.shape().num_params)});
+      })
+      .def("theta", [](py::object self) {
+        const Lin& lin = self.cast<const Lin&>();
+        return view<T>(self, lin.theta(), {py::ssize_t(lin.shape().num_params)});
+      })
+      .def("act", [](py::object self, int l) {
+        const Lin& lin = self.cast<const Lin&>();
+        if (l < 0 || l >= lin.shape().layers()) throw std::out_of_range("act: layer out of range");
+        return view<T>(self, lin.act(l), {lin.n(), lin.shape().sizes[l]});
+      })
+      .def("dphi", [](py::object self, int l) {
+        const Lin& lin = self.cast<const Lin&>();
+        if (l < 1 || l >= lin.shape().layers()) throw std::out_of_range("dphi: layer out of range");
+        return view<T>(self, lin.dphi(l), {lin.n(), lin.shape().sizes[l]});
+      })
+      .def("output", [](py::object self) {
+        const Lin& lin = self.cast<const Lin&>();
+        return view<T>(self, lin.output(), {lin.n(), lin.d()});
+      })
+      .def("aux", [](py::object self) {
+        const Lin& lin = self.cast<const Lin&>();
+        return view<T>(self, lin.aux(), {lin.n(), lin.d()});
+      })
+      .def("hvp", [](Lin& self, const carray<T>& V, carray<T>& out) {
+            expect_shape(V, {self.shape().num_params, -1}, "V");
+            expect_shape(out, {self.shape().num_params, V.shape(1)}, "out");
+            const T* pv = V.data();
+            T* po = out.mutable_data();
+            const int k = int(V.shape(1));
+            py::gil_scoped_release nogil;
+            self.hvp(pv, k, po);
+          }, py::arg("V").noconvert(), py::arg("out").noconvert())
+      .def("gnvp", [](Lin& self, const carray<T>& V, carray<T>& out) {
+            expect_shape(V, {self.shape().num_params, -1}, "V");
+            expect_shape(out, {self.shape().num_params, V.shape(1)}, "out");
+            const T* pv = V.data();
+            T* po = out.mutable_data();
+            const int k = int(V.shape(1));
+            py::gil_scoped_release nogil;
+            self.gnvp(pv, k, po);
+          }, py::arg("V").noconvert(), py::arg("out").noconvert())
+      .def("jvp", [](Lin& self, const carray<T>& V, carray<T>& out) {
+            expect_shape(V, {self.shape().num_params, -1}, "V");
+            expect_shape(out, {self.n(), V.shape(1), self.d()}, "out");
+            const T* pv = V.data();
+            T* po = out.mutable_data();
+            const int k = int(V.shape(1));
+            py::gil_scoped_release nogil;
+            self.jvp(pv, k, po);
+          }, py::arg("V").noconvert(), py::arg("out").noconvert())
+      .def("vjp", [](Lin& self, const carray<T>& U, carray<T>& out) {
+            expect_shape(U, {self.n(), -1, self.d()}, "U");
+            expect_shape(out, {self.shape().num_params, U.shape(1)}, "out");
+            const T* pu = U.data();
+            T* po = out.mutable_data();
+            const int k = int(U.shape(1));
+            py::gil_scoped_release nogil;
+            self.vjp(pu, k, po);
+          }, py::arg("U").noconvert(), py::arg("out").noconvert())
+      .def("output_hessian", [](const Lin& self, const carray<T>& R, carray<T>& out) {
+            expect_shape(R, {self.n(), -1, self.d()}, "R");
+            expect_shape(out, {self.n(), R.shape(1), self.d()}, "out");
+            const T* pr = R.data();
+            T* po = out.mutable_data();
+            const int k = int(R.shape(1));
+            py::gil_scoped_release nogil;
+            self.output_hessian(pr, k, po);
+          }, py::arg("R").noconvert(), py::arg("out").noconvert());
+
+  const std::string fwd = std::string("forward") + suffix;
+  m.def(fwd.c_str(), [](std::vector<int> sizes, std::vector<int> acts, bool bias, const carray<T>& theta,
+                        const carray<T>& X, carray<T>& out) {
+        MlpShape shape(std::move(sizes), std::move(acts), 0, 0.0, true, bias);
+        expect_shape(theta, {shape.num_params}, "theta");
+        expect_shape(X, {-1, shape.sizes[0]}, "X");
+        expect_shape(out, {X.shape(0), shape.out_dim()}, "out");
+        const T *pt = theta.data(), *px = X.data();
+        T* po = out.mutable_data();
+        const int n = int(X.shape(0));
+        py::gil_scoped_release nogil;
+        pyhessk::cpu::forward<T>(shape, pt, px, n, po);
+      }, py::arg("sizes"), py::arg("acts"), py::arg("bias"), py::arg("theta").noconvert(), py::arg("X").noconvert(),
+      py::arg("out").noconvert(), "The network output f(X; θ) into out (n, d).");
+}
+
+template <typename Fn>
+Fn* capsule_pointer(const py::capsule& cap) {
+  void* ptr = PyCapsule_GetPointer(cap.ptr(), PyCapsule_GetName(cap.ptr()));
+  if (!ptr) throw py::error_already_set();
+  return reinterpret_cast<Fn*>(ptr);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core_cpu, m, py::mod_gil_not_used()) {
+  m.doc() = "pyhessk's C++ CPU engine (private; use pyhessk.MLP(..., backend='cpp')).";
+  m.def("set_blas", [](const py::capsule& sgemm, const py::capsule& dgemm) {
+        auto& table = pyhessk::cpu::blas_table();
+        table.sgemm = capsule_pointer<pyhessk::cpu::sgemm_fn>(sgemm);
+        table.dgemm = capsule_pointer<pyhessk::cpu::dgemm_fn>(dgemm);
+      }, py::arg("sgemm"), py::arg("dgemm"),
+      "Install the sgemm/dgemm function pointers (capsules from scipy.linalg.cython_blas.__pyx_capi__).");
+  m.def("activation_ids", [] {
+    using pyhessk::Act;
+    return py::dict(py::arg("identity") = int(Act::identity), py::arg("tanh") = int(Act::tanh),
+                    py::arg("sigmoid") = int(Act::sigmoid), py::arg("relu") = int(Act::relu),
+                    py::arg("leaky_relu") = int(Act::leaky_relu), py::arg("softplus") = int(Act::softplus),
+                    py::arg("gelu") = int(Act::gelu), py::arg("silu") = int(Act::silu), py::arg("sin") = int(Act::sin));
+  }, "The ids of the compiled activation enum (must equal pyhessk._spec).");
+  m.def("loss_ids", [] {
+    using pyhessk::Loss;
+    return py::dict(py::arg("mse") = int(Loss::mse),
+                    py::arg("softmax_cross_entropy") = int(Loss::softmax_cross_entropy),
+                    py::arg("sigmoid_cross_entropy") = int(Loss::sigmoid_cross_entropy));
+  }, "The ids of the compiled loss enum (must equal pyhessk._spec).");
+  m.def("build_info", [] {
+    py::dict info;
+#ifdef _OPENMP
+    info["openmp"] = py::int_(_OPENMP);
+#else
+    info["openmp"] = py::none();
+#endif
+#ifdef __VERSION__
+    info["compiler"] = std::string(__VERSION__);
+#endif
+    info["version"] = std::string(PYHESSK_VERSION);
+    return info;
+  }, "How this module was built: OpenMP version (or None), compiler, pyhessk version.");
+  bind_dtype<float>(m, "F32");
+  bind_dtype<double>(m, "F64");
+}

@@ -1,0 +1,402 @@
+// Forward, backward and R-passes of the C++ CPU engine. GEMM counts per layer (l ≥ 2 / l = 1) are those of
+// ALGORITHMS.md §10: forward 1, gradient backward 2/1, R-forward 2/1, R-backward 4/1, Gauss–Newton
+// backward 2/1. Every elementwise step is one fused sweep after its GEMM.
+#include "cpu/linearization_cpu.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/dispatch.h"
+#include "cpu/gemm_cpu.h"
+
+namespace pyhessk::cpu {
+namespace {
+
+constexpr int64_t kParallelMin = 1 << 15;  // elements below which a sweep stays on one thread
+
+// Z ← φ(Z + b) in place, with φ′ and φ″ (d2 may be null when φ″ ≡ 0): Z is (n, m), b is (m,) or null.
+template <Act kAct, typename T>
+void activation_sweep(int n, int m, const T* b, T* Z, T* d1, T* d2) {
+#pragma omp parallel for schedule(static) if (int64_t(n) * m >= kParallelMin)
+  for (int s = 0; s < n; ++s) {
+    T* z = Z + int64_t(s) * m;
+    T* p1 = d1 + int64_t(s) * m;
+    T* p2 = d2 ? d2 + int64_t(s) * m : nullptr;
+    for (int j = 0; j < m; ++j) {
+      T a, x1, x2;
+      ActOps<kAct>::eval(z[j] + (b ? b[j] : T(0)), a, x1, x2);
+      z[j] = a;
+      p1[j] = x1;
+      if constexpr (!ActOps<kAct>::kD2Zero) p2[j] = x2;
+    }
+  }
+}
+
+template <Act kAct, typename T>
+void activation_only(int n, int m, const T* b, T* Z) {
+#pragma omp parallel for schedule(static) if (int64_t(n) * m >= kParallelMin)
+  for (int s = 0; s < n; ++s) {
+    T* z = Z + int64_t(s) * m;
+    for (int j = 0; j < m; ++j) z[j] = ActOps<kAct>::f(z[j] + (b ? b[j] : T(0)));
+  }
+}
+
+template <typename T>
+void add_bias(int n, int m, const T* b, T* Z) {
+  if (!b) return;
+  for (int s = 0; s < n; ++s)
+    for (int j = 0; j < m; ++j) Z[int64_t(s) * m + j] += b[j];
+}
+
+// out[j] = Σ_s D[s, j] for D (n, m).
+template <typename T>
+void column_sums(int n, int m, const T* D, T* out) {
+  std::fill(out, out + m, T(0));
+  for (int s = 0; s < n; ++s) {
+    const T* row = D + int64_t(s) * m;
+    for (int j = 0; j < m; ++j) out[j] += row[j];
+  }
+}
+
+// Σ_s ℓ_s over the batch (in double), writing e = ∂ℓ/∂f and the loss head's aux rows.
+template <Loss kLoss, typename T>
+double loss_heads(int n, int d, const T* F, const T* Y, T* E, T* aux) {
+  double total = 0;
+#pragma omp parallel for reduction(+ : total) schedule(static) if (int64_t(n) * d >= kParallelMin)
+  for (int s = 0; s < n; ++s) {
+    const int64_t o = int64_t(s) * d;
+    total += double(LossOps<kLoss>::head(F + o, Y + o, d, E + o, aux + o));
+  }
+  return total;
+}
+
+// out = sc · H_out R for R (n, k, d), each sample's H_out from its aux row.
+template <Loss kLoss, typename T>
+void hout_rows(int n, int k, int d, const T* aux, const T* R, T sc, T* out) {
+#pragma omp parallel for schedule(static) if (int64_t(n) * k * d >= kParallelMin)
+  for (int s = 0; s < n; ++s)
+    for (int j = 0; j < k; ++j) {
+      const int64_t o = (int64_t(s) * k + j) * d;
+      LossOps<kLoss>::hout(aux + int64_t(s) * d, R + o, d, out + o);
+      for (int c = 0; c < d; ++c) out[o + c] *= sc;
+    }
+}
+
+}  // namespace
+
+template <typename T>
+Linearization<T>::Linearization(const MlpShape& shape, const T* theta, const T* X, const T* Y, int n,
+                                bool backward)
+    : s_(shape), n_(n), d_(shape.out_dim()), L_(shape.layers()), scale_(shape.mean ? T(1) / T(n) : T(1)) {
+  PYHESSK_CHECK(n >= 1, "X must hold at least one sample");
+  theta_.assign(theta, theta + s_.num_params);
+  A_.resize(L_);
+  dphi_.resize(L_ - 1);
+  d2phi_.resize(L_ - 1);
+  A_[0].assign(X, X + int64_t(n) * s_.sizes[0]);
+  for (int l = 1; l < L_; ++l) {
+    const int n_l = s_.sizes[l], n_prev = s_.sizes[l - 1];
+    A_[l].resize(int64_t(n) * n_l);
+    dphi_[l - 1].resize(A_[l].size());
+    gemm<T>(false, true, n, n_l, n_prev, T(1), A_[l - 1].data(), n_prev, W(l), n_prev, T(0), A_[l].data(), n_l);
+    PYHESSK_DISPATCH_ACT(s_.acts[l - 1], kAct, [&] {
+      if constexpr (!ActOps<kAct>::kD2Zero) d2phi_[l - 1].resize(A_[l].size());
+      activation_sweep<kAct>(n, n_l, b(l), A_[l].data(), dphi_[l - 1].data(),
+                             d2phi_[l - 1].empty() ? nullptr : d2phi_[l - 1].data());
+    });
+  }
+  const int n_last = s_.sizes[L_ - 1];
+  F_.resize(int64_t(n) * d_);
+  gemm<T>(false, true, n, d_, n_last, T(1), A_[L_ - 1].data(), n_last, W(L_), n_last, T(0), F_.data(), d_);
+  add_bias(n, d_, b(L_), F_.data());
+  aux_.resize(F_.size());
+  E_.resize(F_.size());
+  double total = 0;
+  PYHESSK_DISPATCH_LOSS(s_.loss, kLoss,
+                        [&] { total = loss_heads<kLoss>(n, d_, F_.data(), Y, E_.data(), aux_.data()); });
+  for (auto& e : E_) e *= scale_;
+  loss_ = double(scale_) * total;
+  if (s_.l2 != 0) {
+    double sq = 0;
+    for (int l = 1; l <= L_; ++l) {
+      const T* w = W(l);
+      for (int64_t i = 0; i < int64_t(s_.sizes[l]) * s_.sizes[l - 1]; ++i) sq += double(w[i]) * double(w[i]);
+    }
+    loss_ += 0.5 * s_.l2 * sq;
+  }
+  if (backward) backward_locked();
+}
+
+template <typename T>
+void Linearization<T>::backward() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  backward_locked();
+}
+
+template <typename T>
+void Linearization<T>::backward_locked() {
+  if (has_grad_) return;
+  grad_.resize(s_.num_params);
+  delta_.resize(L_);
+  gamma_.resize(L_ - 1);
+  delta_[L_ - 1] = E_;
+  for (int l = L_; l >= 1; --l) {
+    const int n_l = s_.sizes[l], n_prev = s_.sizes[l - 1];
+    const T* D = delta_[l - 1].data();
+    T* gW = grad_.data() + s_.w_off[l - 1];
+    gemm<T>(true, false, n_l, n_prev, n_, T(1), D, n_l, A_[l - 1].data(), n_prev, T(0), gW, n_prev);
+    if (s_.l2 != 0) {
+      const T lam = T(s_.l2);
+      const T* w = W(l);
+      for (int64_t i = 0; i < int64_t(n_l) * n_prev; ++i) gW[i] += lam * w[i];
+    }
+    if (s_.bias) column_sums(n_, n_l, D, grad_.data() + s_.b_off[l - 1]);
+    if (l > 1) {
+      auto& G = gamma_[l - 2];
+      G.resize(int64_t(n_) * n_prev);
+      gemm<T>(false, false, n_, n_prev, n_l, T(1), D, n_l, W(l), n_prev, T(0), G.data(), n_prev);
+      auto& Dn = delta_[l - 2];
+      Dn.resize(G.size());
+      const T* p1 = dphi_[l - 2].data();
+      for (size_t i = 0; i < G.size(); ++i) Dn[i] = p1[i] * G[i];
+    }
+  }
+  has_grad_ = true;
+}
+
+template <typename T>
+void Linearization<T>::reserve(int k) {
+  if (k <= ws_k_) return;
+  int64_t max_w = 0, max_nl = 0;
+  for (int l = 1; l <= L_; ++l) {
+    max_w = std::max<int64_t>(max_w, std::max(s_.sizes[l], s_.sizes[l - 1]));
+    max_nl = std::max<int64_t>(max_nl, int64_t(s_.sizes[l]) * s_.sizes[l - 1]);
+  }
+  RZ_.resize(L_);
+  RA_.resize(L_ - 1);
+  for (int l = 1; l <= L_; ++l) RZ_[l - 1].resize(int64_t(n_) * k * s_.sizes[l]);
+  for (int l = 1; l < L_; ++l) RA_[l - 1].resize(int64_t(n_) * k * s_.sizes[l]);
+  buf_a_.resize(int64_t(n_) * k * max_w);
+  buf_b_.resize(buf_a_.size());
+  const int64_t blk = std::max<int64_t>(int64_t(k) * max_nl, int64_t(k) * max_w);
+  pack_a_.resize(blk);
+  pack_b_.resize(blk);
+  hw_.resize(blk);
+  t2_.resize(blk);
+  ws_k_ = k;
+}
+
+template <typename T>
+const T* Linearization<T>::pack_rows(const T* V, int k, int l, T* buf) const {
+  const int64_t w0 = s_.w_off[l - 1];
+  if (k == 1) return V + w0;
+  const int n_l = s_.sizes[l], n_prev = s_.sizes[l - 1];
+  const int64_t nl = int64_t(n_l) * n_prev;
+  for (int64_t i = 0; i < nl; ++i) {  // i = r·n_prev + c
+    const T* src = V + (w0 + i) * k;
+    for (int j = 0; j < k; ++j) buf[j * nl + i] = src[j];
+  }
+  return buf;
+}
+
+template <typename T>
+const T* Linearization<T>::pack_cols(const T* V, int k, int l, T* buf) const {
+  const int64_t w0 = s_.w_off[l - 1];
+  if (k == 1) return V + w0;
+  const int n_l = s_.sizes[l], n_prev = s_.sizes[l - 1];
+  for (int r = 0; r < n_l; ++r)
+    for (int c = 0; c < n_prev; ++c) {
+      const T* src = V + (w0 + int64_t(r) * n_prev + c) * k;
+      T* dst = buf + int64_t(r) * k * n_prev + c;
+      for (int j = 0; j < k; ++j) dst[int64_t(j) * n_prev] = src[j];
+    }
+  return buf;
+}
+
+template <typename T>
+void Linearization<T>::r_forward(const T* V, int k) {
+  for (int l = 1; l <= L_; ++l) {
+    const int n_l = s_.sizes[l], n_prev = s_.sizes[l - 1];
+    T* RZ = RZ_[l - 1].data();
+    // A_{l−1} [V_l^(1); …; V_l^(k)]ᵀ: one GEMM (n × n_{l−1}) · (n_{l−1} × k·n_l)
+    const T* P = pack_rows(V, k, l, pack_a_.data());
+    gemm<T>(false, true, n_, k * n_l, n_prev, T(1), A_[l - 1].data(), n_prev, P, n_prev, T(0), RZ, k * n_l);
+    if (l > 1)  // + W_l R{A_{l−1}}: one GEMM over n·k rows
+      gemm<T>(false, true, n_ * k, n_l, n_prev, T(1), RA_[l - 2].data(), n_prev, W(l), n_prev, T(1), RZ, n_l);
+    T* vb = hw_.data();  // v_l^(j)[r] packed as (k, n_l)
+    if (s_.bias)
+      for (int r = 0; r < n_l; ++r)
+        for (int j = 0; j < k; ++j) vb[int64_t(j) * n_l + r] = V[(s_.b_off[l - 1] + r) * k + j];
+    const bool hidden = l < L_;
+    const T* p1 = hidden ? dphi_[l - 1].data() : nullptr;
+    T* RA = hidden ? RA_[l - 1].data() : nullptr;
+    const bool bias = s_.bias;
+#pragma omp parallel for schedule(static) if (int64_t(n_) * k * n_l >= kParallelMin)
+    for (int s = 0; s < n_; ++s)
+      for (int j = 0; j < k; ++j) {
+        T* z = RZ + (int64_t(s) * k + j) * n_l;
+        const T* v = vb + int64_t(j) * n_l;
+        T* ra = hidden ? RA + (int64_t(s) * k + j) * n_l : nullptr;
+        const T* d1 = hidden ? p1 + int64_t(s) * n_l : nullptr;
+        for (int r = 0; r < n_l; ++r) {
+          const T zr = z[r] + (bias ? v[r] : T(0));
+          z[r] = zr;
+          if (hidden) ra[r] = d1[r] * zr;
+        }
+      }
+  }
+}
+
+template <typename T>
+void Linearization<T>::output_hessian(const T* R, int k, T* out) const {
+  PYHESSK_DISPATCH_LOSS(s_.loss, kLoss,
+                        [&] { hout_rows<kLoss>(n_, k, d_, aux_.data(), R, scale_, out); });
+}
+
+template <typename T>
+void Linearization<T>::assemble_layer(int l, int k, const T* D, const T* RA, const T* V, T* out) {
+  // W block: Dᵀ A_{l−1} (+ Δ_lᵀ R{A_{l−1}} when RA is given) (+ λ V_l when V is given); then the bias sums.
+  const int n_l = s_.sizes[l], n_prev = s_.sizes[l - 1];
+  const int64_t w0 = s_.w_off[l - 1], nl = int64_t(n_l) * n_prev;
+  const T lam = T(s_.l2);
+  const T* A = A_[l - 1].data();
+  if (k == 1) {
+    T* HW = out + w0;
+    gemm<T>(true, false, n_l, n_prev, n_, T(1), D, n_l, A, n_prev, T(0), HW, n_prev);
+    if (RA) gemm<T>(true, false, n_l, n_prev, n_, T(1), delta_[l - 1].data(), n_l, RA, n_prev, T(1), HW, n_prev);
+    if (V && lam != T(0))
+      for (int64_t i = 0; i < nl; ++i) HW[i] += lam * V[w0 + i];
+    if (s_.bias) column_sums(n_, n_l, D, out + s_.b_off[l - 1]);
+    return;
+  }
+  T* hw = hw_.data();  // (k, n_l, n_{l−1})
+  T* t2 = t2_.data();  // (n_l, k, n_{l−1})
+  gemm<T>(true, false, k * n_l, n_prev, n_, T(1), D, k * n_l, A, n_prev, T(0), hw, n_prev);
+  if (RA) gemm<T>(true, false, n_l, k * n_prev, n_, T(1), delta_[l - 1].data(), n_l, RA, k * n_prev, T(0), t2, k * n_prev);
+  const bool reg = V && lam != T(0);
+#pragma omp parallel for schedule(static) if (nl * k >= kParallelMin)
+  for (int r = 0; r < n_l; ++r)
+    for (int c = 0; c < n_prev; ++c) {
+      const int64_t i = int64_t(r) * n_prev + c;
+      T* dst = out + (w0 + i) * k;
+      for (int j = 0; j < k; ++j) {
+        T v = hw[int64_t(j) * nl + i];
+        if (RA) v += t2[(int64_t(r) * k + j) * n_prev + c];
+        if (reg) v += lam * V[(w0 + i) * k + j];
+        dst[j] = v;
+      }
+    }
+  if (s_.bias) {
+    column_sums(n_, k * n_l, D, t2);  // (k, n_l)
+    for (int r = 0; r < n_l; ++r)
+      for (int j = 0; j < k; ++j) out[(s_.b_off[l - 1] + r) * k + j] = t2[int64_t(j) * n_l + r];
+  }
+}
+
+template <typename T>
+void Linearization<T>::hvp(const T* V, int k, T* out) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  backward_locked();
+  reserve(k);
+  r_forward(V, k);
+  T* RD = buf_a_.data();
+  T* RG = buf_b_.data();
+  output_hessian(RZ_[L_ - 1].data(), k, RD);  // R{Δ_L}
+  for (int l = L_; l >= 1; --l) {
+    const int n_l = s_.sizes[l], n_prev = s_.sizes[l - 1];
+    assemble_layer(l, k, RD, l > 1 ? RA_[l - 2].data() : nullptr, V, out);
+    if (l == 1) break;
+    // R{Γ_{l−1}} = Δ_l V_l + R{Δ_l} W_l: two GEMMs; then R{Δ_{l−1}} = φ′ R{Γ} + φ″ Γ R{Z} in one sweep
+    const T* P = pack_cols(V, k, l, pack_b_.data());
+    gemm<T>(false, false, n_, k * n_prev, n_l, T(1), delta_[l - 1].data(), n_l, P, k * n_prev, T(0), RG, k * n_prev);
+    gemm<T>(false, false, n_ * k, n_prev, n_l, T(1), RD, n_l, W(l), n_prev, T(1), RG, n_prev);
+    const T* p1 = dphi_[l - 2].data();
+    const T* p2 = d2phi_[l - 2].empty() ? nullptr : d2phi_[l - 2].data();
+    const T* G = gamma_[l - 2].data();
+    const T* RZ = RZ_[l - 2].data();
+#pragma omp parallel for schedule(static) if (int64_t(n_) * k * n_prev >= kParallelMin)
+    for (int s = 0; s < n_; ++s)
+      for (int j = 0; j < k; ++j) {
+        const int64_t o = (int64_t(s) * k + j) * n_prev, q = int64_t(s) * n_prev;
+        T* rg = RG + o;
+        if (p2) {
+          for (int c = 0; c < n_prev; ++c) rg[c] = p1[q + c] * rg[c] + p2[q + c] * G[q + c] * RZ[o + c];
+        } else {
+          for (int c = 0; c < n_prev; ++c) rg[c] = p1[q + c] * rg[c];
+        }
+      }
+    std::swap(RD, RG);
+  }
+}
+
+template <typename T>
+void Linearization<T>::gn_backward(const T* U, int k, const T* V, T* out) {
+  const T* D = U;
+  T* next = (U == buf_a_.data()) ? buf_b_.data() : buf_a_.data();
+  for (int l = L_; l >= 1; --l) {
+    const int n_l = s_.sizes[l], n_prev = s_.sizes[l - 1];
+    assemble_layer(l, k, D, nullptr, V, out);
+    if (l == 1) break;
+    gemm<T>(false, false, n_ * k, n_prev, n_l, T(1), D, n_l, W(l), n_prev, T(0), next, n_prev);
+    const T* p1 = dphi_[l - 2].data();
+#pragma omp parallel for schedule(static) if (int64_t(n_) * k * n_prev >= kParallelMin)
+    for (int s = 0; s < n_; ++s)
+      for (int j = 0; j < k; ++j) {
+        T* x = next + (int64_t(s) * k + j) * n_prev;
+        const T* d1 = p1 + int64_t(s) * n_prev;
+        for (int c = 0; c < n_prev; ++c) x[c] *= d1[c];
+      }
+    D = next;
+    next = (next == buf_a_.data()) ? buf_b_.data() : buf_a_.data();
+  }
+}
+
+template <typename T>
+void Linearization<T>::gnvp(const T* V, int k, T* out) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  reserve(k);
+  r_forward(V, k);
+  output_hessian(RZ_[L_ - 1].data(), k, buf_a_.data());
+  gn_backward(buf_a_.data(), k, V, out);
+}
+
+template <typename T>
+void Linearization<T>::jvp(const T* V, int k, T* out) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  reserve(k);
+  r_forward(V, k);
+  std::memcpy(out, RZ_[L_ - 1].data(), sizeof(T) * size_t(n_) * k * d_);
+}
+
+template <typename T>
+void Linearization<T>::vjp(const T* U, int k, T* out) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  reserve(k);
+  gn_backward(U, k, nullptr, out);
+}
+
+template <typename T>
+void forward(const MlpShape& s, const T* theta, const T* X, int n, T* out) {
+  const int L = s.layers();
+  std::vector<T> a(X, X + int64_t(n) * s.sizes[0]), z;
+  for (int l = 1; l <= L; ++l) {
+    const int n_l = s.sizes[l], n_prev = s.sizes[l - 1];
+    const T* W = theta + s.w_off[l - 1];
+    const T* b = s.bias ? theta + s.b_off[l - 1] : nullptr;
+    T* dst = l == L ? out : (z.resize(int64_t(n) * n_l), z.data());
+    gemm<T>(false, true, n, n_l, n_prev, T(1), a.data(), n_prev, W, n_prev, T(0), dst, n_l);
+    if (l == L) {
+      add_bias(n, n_l, b, dst);
+    } else {
+      PYHESSK_DISPATCH_ACT(s.acts[l - 1], kAct, [&] { activation_only<kAct>(n, n_l, b, dst); });
+      a.swap(z);
+    }
+  }
+}
+
+template class Linearization<float>;
+template class Linearization<double>;
+template void forward<float>(const MlpShape&, const float*, const float*, int, float*);
+template void forward<double>(const MlpShape&, const double*, const double*, int, double*);
+
+}  // namespace pyhessk::cpu

@@ -1,0 +1,103 @@
+"""The C++ engine's binding contract: ids equal the registry, typed buffers, clear errors, threads."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import pyhessk as hk
+from cases import Case
+from pyhessk import _spec
+
+core = pytest.importorskip("pyhessk._core_cpu", reason="the C++ engine is not built")
+
+
+def test_enum_ids_equal_the_registry():
+    assert core.activation_ids() == {a.name: a.id for a in _spec.ACTIVATIONS}
+    assert core.loss_ids() == {l.name: l.id for l in _spec.LOSSES}
+
+
+def test_build_info():
+    info = core.build_info()
+    assert info["version"] == hk.__version__
+    assert "openmp" in info
+
+
+def raw(dtype=np.float64):
+    case = Case((3, 4, 2), "tanh", "mse", n=5)
+    th, X, Y = case.data(str(np.dtype(dtype)))
+    cls = core.LinearizationF64 if dtype == np.float64 else core.LinearizationF32
+    return cls, th, X, Y
+
+
+def test_wrong_dtype_is_a_type_error_not_a_cast():
+    cls, th, X, Y = raw()
+    with pytest.raises(TypeError):
+        cls([3, 4, 2], [1], 0, 0.0, True, True, th.astype(np.float32), X, Y, True)
+
+
+def test_shapes_are_rechecked_in_cpp():
+    cls, th, X, Y = raw()
+    with pytest.raises(ValueError, match="theta must have shape"):
+        cls([3, 4, 2], [1], 0, 0.0, True, True, th[:-1], X, Y, True)
+    with pytest.raises(ValueError, match="X must have shape"):
+        cls([3, 4, 2], [1], 0, 0.0, True, True, th, X[:, :2].copy(), Y, True)
+    with pytest.raises(ValueError, match="activation"):
+        cls([3, 4, 2], [42], 0, 0.0, True, True, th, X, Y, True)
+    lin = cls([3, 4, 2], [1], 0, 0.0, True, True, th, X, Y, True)
+    V = np.zeros((th.size, 2))
+    with pytest.raises(ValueError, match="out must have shape"):
+        lin.hvp(V, np.zeros((th.size, 3)))
+    with pytest.raises(IndexError):
+        lin.act(7)
+
+
+def test_cache_views_keep_their_owner_alive():
+    cls, th, X, Y = raw()
+    lin = cls([3, 4, 2], [1], 0, 0.0, True, True, th, X, Y, True)
+    A0 = lin.act(0)
+    del lin
+    np.testing.assert_array_equal(A0, X)
+
+
+def test_two_threads_on_two_snapshots_get_correct_answers():
+    cases = [Case((20, 64, 64, 5), "tanh", "softmax_cross_entropy", n=300, seed=s) for s in (40, 41)]
+    snaps = [c.net("cpp").linearize(*c.data()) for c in cases]
+    refs = [c.net("numpy").linearize(*c.data()) for c in cases]
+    V = np.random.default_rng(0).standard_normal((snaps[0].num_params, 8))
+    want = [r.hvp(V) for r in refs]
+    got: list = [None, None]
+
+    def work(i):
+        for _ in range(20):
+            got[i] = snaps[i].hvp(V)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-14)
+
+
+def test_one_snapshot_shared_by_threads_stays_correct():
+    case = Case((10, 32, 32, 3), "gelu", "softmax_cross_entropy", n=200, seed=42)
+    c = case.net("cpp").linearize(*case.data())
+    ref = case.net("numpy").linearize(*case.data())
+    rng = np.random.default_rng(1)
+    Vs = [rng.standard_normal((c.num_params, k)) for k in (1, 3, 5, 2)]
+    out: dict = {}
+
+    def work(i):
+        out[i] = [c.gnvp(Vs[i]) for _ in range(10)][-1]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(Vs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, V in enumerate(Vs):
+        np.testing.assert_allclose(out[i], ref.gnvp(V), rtol=1e-12, atol=1e-14)
