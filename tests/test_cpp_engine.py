@@ -101,3 +101,19 @@ def test_one_snapshot_shared_by_threads_stays_correct():
         t.join()
     for i, V in enumerate(Vs):
         np.testing.assert_allclose(out[i], ref.gnvp(V), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["tanh", "sigmoid", "silu", "softplus", "sin"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_activations_match_libm_to_a_few_ulp(name, dtype):
+    """A [1, 1, 1] net with unit weights outputs φ(x) itself, so the compiled φ is compared directly."""
+    net = hk.MLP([1, 1, 1], activation=name, loss="mse", backend="cpp")
+    theta = np.array([1, 0, 1, 0], dtype=dtype)
+    x = np.concatenate([np.linspace(-40, 40, 20001), np.geomspace(1e-30, 1, 300), -np.geomspace(1e-30, 1, 300)])
+    got = net.forward(theta, x.astype(dtype)[:, None])[:, 0]
+    xs = x.astype(dtype).astype(np.float64)
+    ref = {"tanh": np.tanh(xs), "sigmoid": 1 / (1 + np.exp(-xs)), "silu": xs / (1 + np.exp(-xs)),
+           "softplus": np.logaddexp(0, xs), "sin": np.sin(xs)}[name]
+    eps = np.finfo(dtype).eps
+    tol = 8 * eps * np.maximum(np.abs(ref), np.finfo(dtype).tiny)
+    assert np.all(np.abs(got - ref) <= tol), float(np.max(np.abs(got - ref) / np.maximum(np.abs(ref), 1e-300)))

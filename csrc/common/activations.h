@@ -3,6 +3,7 @@
 // relu′(0) = 0, leaky_relu′(0) = slope, φ″ = 0 for the piecewise-linear ones.
 #pragma once
 #include "config.h"
+#include "math.h"
 
 namespace pyhessk {
 
@@ -22,7 +23,7 @@ constexpr double kLeakySlope = 0.01;
 
 template <typename T>
 PYHESSK_HD inline T logistic(T z) {
-  return T(1) / (T(1) + exp(-z));
+  return T(1) / (T(1) + fast_exp(-z));
 }
 
 // ActOps<A>::f(z) is φ(z); ActOps<A>::eval(z, a, d1, d2) writes φ, φ′, φ″ at once (sharing the
@@ -40,9 +41,9 @@ struct ActOps<Act::identity> {
 template <>
 struct ActOps<Act::tanh> {
   static constexpr bool kD2Zero = false;
-  template <typename T> PYHESSK_HD static T f(T z) { return tanh(z); }
+  template <typename T> PYHESSK_HD static T f(T z) { return fast_tanh(z); }
   template <typename T> PYHESSK_HD static void eval(T z, T& a, T& d1, T& d2) {
-    a = tanh(z);
+    a = fast_tanh(z);
     d1 = T(1) - a * a;
     d2 = T(-2) * a * d1;
   }

@@ -9,14 +9,25 @@
 #include "common/dispatch.h"
 #include "cpu/gemm_cpu.h"
 
+// The elementwise sweeps are compiled twice, for x86-64-v3 (AVX2, FMA) and for the baseline, and the
+// loader picks the clone the CPU supports; their transcendental functions (common/math.h) vectorize.
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && defined(__linux__)
+#define PYHESSK_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define PYHESSK_CPU_CLONES
+#endif
+
 namespace pyhessk::cpu {
 namespace {
 
-constexpr int64_t kParallelMin = 1 << 15;  // elements below which a sweep stays on one thread
+// Elements below which a sweep stays on one thread. Sweeps are memory-bound and follow a multithreaded
+// GEMM; small parallel regions make the OpenMP and BLAS thread pools spin against each other (measured:
+// 100x slowdowns on 2 cores), so only very large sweeps use OpenMP.
+constexpr int64_t kParallelMin = int64_t(1) << 20;
 
 // Z ← φ(Z + b) in place, with φ′ and φ″ (d2 may be null when φ″ ≡ 0): Z is (n, m), b is (m,) or null.
 template <Act kAct, typename T>
-void activation_sweep(int n, int m, const T* b, T* Z, T* d1, T* d2) {
+PYHESSK_CPU_CLONES void activation_sweep(int n, int m, const T* b, T* Z, T* d1, T* d2) {
 #pragma omp parallel for schedule(static) if (int64_t(n) * m >= kParallelMin)
   for (int s = 0; s < n; ++s) {
     T* z = Z + int64_t(s) * m;
@@ -33,7 +44,7 @@ void activation_sweep(int n, int m, const T* b, T* Z, T* d1, T* d2) {
 }
 
 template <Act kAct, typename T>
-void activation_only(int n, int m, const T* b, T* Z) {
+PYHESSK_CPU_CLONES void activation_only(int n, int m, const T* b, T* Z) {
 #pragma omp parallel for schedule(static) if (int64_t(n) * m >= kParallelMin)
   for (int s = 0; s < n; ++s) {
     T* z = Z + int64_t(s) * m;
@@ -56,6 +67,54 @@ void column_sums(int n, int m, const T* D, T* out) {
     const T* row = D + int64_t(s) * m;
     for (int j = 0; j < m; ++j) out[j] += row[j];
   }
+}
+
+// R-forward epilogue: RZ (n, k, m) += v_l (k, m) (if given); RA = φ′ ⊙ RZ (if given, hidden layers).
+template <typename T>
+PYHESSK_CPU_CLONES void rforward_sweep(int n, int k, int m, const T* vb, const T* d1, T* RZ, T* RA) {
+#pragma omp parallel for schedule(static) if (int64_t(n) * k * m >= kParallelMin)
+  for (int s = 0; s < n; ++s)
+    for (int j = 0; j < k; ++j) {
+      T* z = RZ + (int64_t(s) * k + j) * m;
+      if (vb) {
+        const T* v = vb + int64_t(j) * m;
+        for (int r = 0; r < m; ++r) z[r] += v[r];
+      }
+      if (RA) {
+        T* ra = RA + (int64_t(s) * k + j) * m;
+        const T* p = d1 + int64_t(s) * m;
+        for (int r = 0; r < m; ++r) ra[r] = p[r] * z[r];
+      }
+    }
+}
+
+// R-backward epilogue: R{Δ} = φ′ ⊙ R{Γ} + φ″ ⊙ Γ ⊙ R{Z} in place of R{Γ} (n, k, m); d2 null when φ″ ≡ 0.
+template <typename T>
+PYHESSK_CPU_CLONES void rbackward_sweep(int n, int k, int m, const T* d1, const T* d2, const T* G, const T* RZ,
+                                        T* RG) {
+#pragma omp parallel for schedule(static) if (int64_t(n) * k * m >= kParallelMin)
+  for (int s = 0; s < n; ++s)
+    for (int j = 0; j < k; ++j) {
+      const int64_t o = (int64_t(s) * k + j) * m, q = int64_t(s) * m;
+      T* rg = RG + o;
+      if (d2) {
+        for (int c = 0; c < m; ++c) rg[c] = d1[q + c] * rg[c] + d2[q + c] * G[q + c] * RZ[o + c];
+      } else {
+        for (int c = 0; c < m; ++c) rg[c] = d1[q + c] * rg[c];
+      }
+    }
+}
+
+// X (n, k, m) ⊙= φ′ (n, m), broadcast over k.
+template <typename T>
+PYHESSK_CPU_CLONES void scale_rows(int n, int k, int m, const T* d1, T* X) {
+#pragma omp parallel for schedule(static) if (int64_t(n) * k * m >= kParallelMin)
+  for (int s = 0; s < n; ++s)
+    for (int j = 0; j < k; ++j) {
+      T* x = X + (int64_t(s) * k + j) * m;
+      const T* p = d1 + int64_t(s) * m;
+      for (int c = 0; c < m; ++c) x[c] *= p[c];
+    }
 }
 
 // Σ_s ℓ_s over the batch (in double), writing e = ∂ℓ/∂f and the loss head's aux rows.
@@ -228,22 +287,8 @@ void Linearization<T>::r_forward(const T* V, int k) {
       for (int r = 0; r < n_l; ++r)
         for (int j = 0; j < k; ++j) vb[int64_t(j) * n_l + r] = V[(s_.b_off[l - 1] + r) * k + j];
     const bool hidden = l < L_;
-    const T* p1 = hidden ? dphi_[l - 1].data() : nullptr;
-    T* RA = hidden ? RA_[l - 1].data() : nullptr;
-    const bool bias = s_.bias;
-#pragma omp parallel for schedule(static) if (int64_t(n_) * k * n_l >= kParallelMin)
-    for (int s = 0; s < n_; ++s)
-      for (int j = 0; j < k; ++j) {
-        T* z = RZ + (int64_t(s) * k + j) * n_l;
-        const T* v = vb + int64_t(j) * n_l;
-        T* ra = hidden ? RA + (int64_t(s) * k + j) * n_l : nullptr;
-        const T* d1 = hidden ? p1 + int64_t(s) * n_l : nullptr;
-        for (int r = 0; r < n_l; ++r) {
-          const T zr = z[r] + (bias ? v[r] : T(0));
-          z[r] = zr;
-          if (hidden) ra[r] = d1[r] * zr;
-        }
-      }
+    rforward_sweep(n_, k, n_l, s_.bias ? vb : nullptr, hidden ? dphi_[l - 1].data() : nullptr, RZ,
+                   hidden ? RA_[l - 1].data() : nullptr);
   }
 }
 
@@ -310,21 +355,8 @@ void Linearization<T>::hvp(const T* V, int k, T* out) {
     const T* P = pack_cols(V, k, l, pack_b_.data());
     gemm<T>(false, false, n_, k * n_prev, n_l, T(1), delta_[l - 1].data(), n_l, P, k * n_prev, T(0), RG, k * n_prev);
     gemm<T>(false, false, n_ * k, n_prev, n_l, T(1), RD, n_l, W(l), n_prev, T(1), RG, n_prev);
-    const T* p1 = dphi_[l - 2].data();
-    const T* p2 = d2phi_[l - 2].empty() ? nullptr : d2phi_[l - 2].data();
-    const T* G = gamma_[l - 2].data();
-    const T* RZ = RZ_[l - 2].data();
-#pragma omp parallel for schedule(static) if (int64_t(n_) * k * n_prev >= kParallelMin)
-    for (int s = 0; s < n_; ++s)
-      for (int j = 0; j < k; ++j) {
-        const int64_t o = (int64_t(s) * k + j) * n_prev, q = int64_t(s) * n_prev;
-        T* rg = RG + o;
-        if (p2) {
-          for (int c = 0; c < n_prev; ++c) rg[c] = p1[q + c] * rg[c] + p2[q + c] * G[q + c] * RZ[o + c];
-        } else {
-          for (int c = 0; c < n_prev; ++c) rg[c] = p1[q + c] * rg[c];
-        }
-      }
+    rbackward_sweep(n_, k, n_prev, dphi_[l - 2].data(), d2phi_[l - 2].empty() ? nullptr : d2phi_[l - 2].data(),
+                    gamma_[l - 2].data(), RZ_[l - 2].data(), RG);
     std::swap(RD, RG);
   }
 }
@@ -338,14 +370,7 @@ void Linearization<T>::gn_backward(const T* U, int k, const T* V, T* out) {
     assemble_layer(l, k, D, nullptr, V, out);
     if (l == 1) break;
     gemm<T>(false, false, n_ * k, n_prev, n_l, T(1), D, n_l, W(l), n_prev, T(0), next, n_prev);
-    const T* p1 = dphi_[l - 2].data();
-#pragma omp parallel for schedule(static) if (int64_t(n_) * k * n_prev >= kParallelMin)
-    for (int s = 0; s < n_; ++s)
-      for (int j = 0; j < k; ++j) {
-        T* x = next + (int64_t(s) * k + j) * n_prev;
-        const T* d1 = p1 + int64_t(s) * n_prev;
-        for (int c = 0; c < n_prev; ++c) x[c] *= d1[c];
-      }
+    scale_rows(n_, k, n_prev, dphi_[l - 2].data(), next);
     D = next;
     next = (next == buf_a_.data()) ? buf_b_.data() : buf_a_.data();
   }
