@@ -4,10 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import optim
 from ._dispatch import available_backends, show_config
 from ._version import __version__
+from .bishop import (
+    becker_lecun_diagonal,
+    check_hessian,
+    empirical_fisher_diagonal,
+    outer_product,
+    outer_product_vectors,
+    sherman_morrison,
+)
 from .curvature import Curvature, GnhEntries
+from .linalg import CGResult, CurvatureOperator, InverseOperator, as_linear_operator, cg, inverse_operator
 from .mlp import MLP
+from .optim import scipy_problem
+from .spectral import diagonal, eigsh, slq, spectral_density, trace
 
 
 def hvp(net: MLP, theta: Any, X: Any, Y: Any, V: Any) -> Any:
@@ -22,11 +34,30 @@ def gnvp(net: MLP, theta: Any, X: Any, Y: Any, V: Any) -> Any:
 
 __all__ = [
     "MLP",
+    "CGResult",
     "Curvature",
+    "CurvatureOperator",
     "GnhEntries",
+    "InverseOperator",
     "__version__",
+    "as_linear_operator",
     "available_backends",
+    "becker_lecun_diagonal",
+    "cg",
+    "check_hessian",
+    "diagonal",
+    "eigsh",
+    "empirical_fisher_diagonal",
     "gnvp",
     "hvp",
+    "inverse_operator",
+    "optim",
+    "outer_product",
+    "outer_product_vectors",
+    "scipy_problem",
+    "sherman_morrison",
     "show_config",
+    "slq",
+    "spectral_density",
+    "trace",
 ]

@@ -1,4 +1,4 @@
-"""Command line: ``python -m pyhessk [demo|config]`` (also installed as the ``pyhessk`` command)."""
+"""Command line: ``python -m pyhessk [demo|config] [options]`` (also installed as the ``pyhessk`` command)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,31 @@ import argparse
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="pyhessk", description="Exact second-order information of MLPs.")
     parser.add_argument("command", nargs="?", default="demo", choices=["demo", "config"],
-                        help="demo: a short check on the digits data (default); config: which engines can run")
+                        help="demo: train on the digits data with three optimizers and analyse the curvature "
+                             "(default); config: which engines can run")
+    demo = parser.add_argument_group("demo options")
+    demo.add_argument("--out", default="pyhessk-demo-report", metavar="DIR",
+                      help="folder for the report: summary.md and PNG plots (default: %(default)s)")
+    demo.add_argument("--no-report", action="store_true", help="print the summary only")
+    demo.add_argument("--budget", type=float, default=8.0, metavar="SECONDS",
+                      help="optimizer wall time per method (default: %(default)s)")
+    demo.add_argument("--hidden", type=int, default=32, help="hidden units (default: %(default)s)")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the split, start and estimators (default: 0)")
+    demo.add_argument("--backend", default="auto", help="pyhessk engine (default: auto)")
+    demo.add_argument("--threads", type=int, default=1,
+                      help="BLAS threads; 0 keeps the library default (default: %(default)s)")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     if args.command == "config":
         from . import show_config
 
         show_config()
     else:
-        from .demo import main as demo
+        from .demo import main as demo_main
 
-        demo()
+        demo_main({"report": None if args.no_report else args.out, "budget": args.budget, "hidden": args.hidden,
+                   "seed": args.seed, "backend": args.backend, "threads": args.threads or None,
+                   "progress": not args.no_progress})
 
 
 if __name__ == "__main__":

@@ -157,6 +157,14 @@ class Curvature:
         """The dense Gauss–Newton Hessian (N, N); the same guard as ``hessian``."""
         return self._dense(self.gnvp, max_params, chunk_size)
 
+    # ---- linear operators ----------------------------------------------------------------------------
+    def linear_operator(self, kind: str = "hessian", damping: float = 0.0) -> Any:
+        """H + damping·I (``kind="hessian"``) or G + damping·I (``kind="gnh"``) as a symmetric
+        ``scipy.sparse.linalg.LinearOperator`` whose ``matmat`` is one block product (``pyhessk.linalg``)."""
+        from .linalg import as_linear_operator
+
+        return as_linear_operator(self, kind, damping)
+
     # ---- entrywise Gauss–Newton ----------------------------------------------------------------------
     def gnh_entries(self) -> GnhEntries:
         """Run (once) the precomputation of SPEC §3 and return exact and sampled access to G's entries."""

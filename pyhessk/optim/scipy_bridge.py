@@ -1,0 +1,61 @@
+"""``scipy_problem``: the objective, its gradient and curvature products in the form ``scipy.optimize.minimize`` takes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..linalg import check_kind
+
+if TYPE_CHECKING:
+    from ..mlp import MLP
+
+
+def scipy_problem(net: MLP, X: Any, Y: Any, kind: str = "hessian") -> dict[str, Any]:
+    """``fun``, ``jac`` and ``hessp`` of L(θ) on the batch (X, Y), for ``scipy.optimize.minimize(**problem, x0=θ)``.
+
+    ``hessp(θ, p)`` is the exact H p (``kind="hessian"``, for Newton-CG, trust-ncg, trust-krylov) or the
+    Gauss–Newton G p (``kind="gnh"``: positive semi-definite, so every CG-based method stays well posed).
+    The three share one ``linearize`` per distinct θ: the latest snapshot is cached and reused while SciPy
+    asks about the same point. SciPy works in float64, so float32 inputs are cast to float64 here.
+
+    Example:
+        >>> import numpy as np, scipy.optimize, pyhessk as hk
+        >>> rng = np.random.default_rng(0)
+        >>> X, Y = rng.standard_normal((20, 3)), rng.standard_normal((20, 1))
+        >>> net = hk.MLP([3, 1], loss="mse", backend="numpy")
+        >>> res = scipy.optimize.minimize(**hk.scipy_problem(net, X, Y), x0=net.init(seed=0), method="trust-ncg",
+        ...                               options={"gtol": 1e-10})
+        >>> bool(res.success and np.linalg.norm(net.grad(res.x, X, Y)) < 1e-8)
+        True
+
+    Returns:
+        A dict with keys "fun", "jac" and "hessp".
+    """
+    kind = check_kind(kind)
+    X = np.asarray(X)
+    X = X.astype(np.float64) if X.dtype.kind == "f" else X
+    Yarr = np.asarray(Y)
+    Y = Yarr.astype(np.float64) if Yarr.dtype.kind == "f" else Y
+    cache: dict[str, Any] = {}
+
+    def snapshot(x: np.ndarray) -> Any:
+        x = np.asarray(x, dtype=np.float64)
+        if "x" not in cache or not np.array_equal(cache["x"], x):
+            cache["c"] = net.linearize(x, X, Y)
+            cache["x"] = x.copy()
+        return cache["c"]
+
+    def fun(x: np.ndarray) -> float:
+        return snapshot(x).loss
+
+    def jac(x: np.ndarray) -> np.ndarray:
+        return snapshot(x).grad
+
+    def hessp(x: np.ndarray, p: np.ndarray) -> np.ndarray:
+        c = snapshot(x)
+        p = np.asarray(p, dtype=np.float64)
+        return c.hvp(p) if kind == "hessian" else c.gnvp(p)
+
+    return {"fun": fun, "jac": jac, "hessp": hessp}

@@ -1,0 +1,211 @@
+"""Optimizers (pyhessk.optim): Hessian-free, Levenberg–Marquardt and the scipy.optimize bridge."""
+
+import numpy as np
+import pytest
+import scipy.optimize
+import scipy.sparse.linalg as ssl
+from cases import CASES, Case
+
+import pyhessk as hk
+import pyhessk.optim.hessian_free as hf_module
+from pyhessk.optim.hessian_free import martens_cg
+
+
+def linear_least_squares(seed=0, n=40, n0=5, d=2, bias=True):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, n0))
+    Y = X @ rng.standard_normal((n0, d)) + 0.3 * rng.standard_normal((n, d))
+    net = hk.MLP([n0, d], loss="mse", bias=bias, backend="numpy")
+    Xb = np.hstack([X, np.ones((n, 1))]) if bias else X
+    coef = np.linalg.lstsq(Xb, Y, rcond=None)[0]  # (n0 [+1], d)
+    exact = net.flatten([coef[:n0].T], [coef[n0]] if bias else [])
+    return net, X, Y, exact
+
+
+# ---- Hessian-free -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("preconditioner", [False, True])
+@pytest.mark.parametrize("bias", [True, False])
+def test_hessian_free_solves_linear_least_squares_in_one_step(preconditioner, bias, backend):
+    net, X, Y, exact = linear_least_squares(bias=bias)
+    net = hk.MLP(net.sizes, loss="mse", bias=bias, backend=backend)
+    opt = hk.optim.HessianFree(net, damping=0.0, preconditioner=preconditioner)
+    theta = opt.step(net.init(seed=1), X, Y)
+    assert np.abs(theta - exact).max() <= 1e-9 * np.abs(exact).max()
+    h = opt.history[-1]
+    assert h["alpha"] == 1.0 and h["cg_stop"] == "residual" and abs(h["rho"] - 1.0) < 1e-8
+
+
+def test_martens_cg_follows_cg_and_keeps_the_backtracking_iterates():
+    rng = np.random.default_rng(0)
+    N = 60
+    Q = np.linalg.qr(rng.standard_normal((N, N)))[0]
+    A = Q @ np.diag(np.geomspace(0.5, 5.0, N)) @ Q.T
+    b = rng.standard_normal(N)
+    run = martens_cg(lambda v: A @ v, b, max_iter=8, eps=0.0, tol=0.0)
+    ref, _ = ssl.cg(A, b, rtol=1e-30, maxiter=8)
+    assert run.iterations == 8 and run.reason == "max_iter"
+    assert np.linalg.norm(run.x - ref) <= 1e-12 * np.linalg.norm(ref)
+    assert [i for i, _, _ in run.stored] == [2, 3, 4, 5, 7, 8]  # ⌈1.3^j⌉ up to 8, then the last iterate
+    for i, x, phi in run.stored:
+        assert np.isclose(phi, 0.5 * x @ A @ x - b @ x, rtol=1e-12)
+        assert np.linalg.norm(x - ssl.cg(A, b, rtol=1e-30, maxiter=i)[0]) <= 1e-12 * np.linalg.norm(x)
+
+
+def test_martens_cg_relative_progress_stop():
+    rng = np.random.default_rng(1)
+    N = 400
+    A = np.diag(np.geomspace(1e-4, 1.0, N))  # slow convergence: only the progress rule stops it early
+    b = rng.standard_normal(N)
+    run = martens_cg(lambda v: A @ v, b, max_iter=400, eps=5e-4, tol=0.0)
+    assert run.reason == "progress" and 10 < run.iterations < 400
+    i = run.iterations
+    k = max(10, int(0.1 * i))
+    phi = lambda x: 0.5 * x @ A @ x - b @ x  # noqa: E731
+    prev = ssl.cg(A, b, rtol=1e-30, maxiter=i - k)[0]
+    assert (phi(run.x) - phi(prev)) / phi(run.x) < k * 5e-4
+    before = ssl.cg(A, b, rtol=1e-30, maxiter=i - 1)[0]  # one iteration earlier the rule had not fired
+    k1 = max(10, int(0.1 * (i - 1)))
+    assert (phi(before) - phi(ssl.cg(A, b, rtol=1e-30, maxiter=i - 1 - k1)[0])) / phi(before) >= k1 * 5e-4
+
+
+def test_hessian_free_damping_rule_and_warm_start():
+    case = Case((4, 6, 3), "tanh", "softmax_cross_entropy", n=30, seed=5)
+    theta, X, Y = case.data()
+    net = case.net()
+    opt = hk.optim.HessianFree(net, damping=1.0, cg_max_iter=5)
+    for _ in range(6):
+        theta = opt.step(theta, X, Y)
+    for h, nxt in zip(opt.history, opt.history[1:] + [{"damping": opt.damping}]):
+        expected = h["damping"] * (1.5 if h["rho"] < 0.25 else 2 / 3 if h["rho"] > 0.75 else 1.0)
+        assert np.isclose(nxt["damping"], expected)
+        assert h["new_loss"] <= h["loss"]
+    assert any(h["rho"] > 0.75 for h in opt.history)
+    frozen = hk.optim.HessianFree(net, damping=0.5, adapt_damping=False)
+    frozen.step(theta, X, Y)
+    assert frozen.damping == 0.5
+
+
+def test_hessian_free_warm_start(monkeypatch):
+    case = Case((4, 6, 3), "tanh", "softmax_cross_entropy", n=30, seed=5)
+    theta, X, Y = case.data()
+    calls = []
+    original = hf_module.martens_cg
+
+    def spy(mul, b, x0=None, *args):
+        calls.append(None if x0 is None else x0.copy())
+        run = original(mul, b, x0, *args)
+        calls.append(run.x.copy())
+        return run
+
+    monkeypatch.setattr(hf_module, "martens_cg", spy)
+    opt = hk.optim.HessianFree(case.net(), warm_start=0.9)
+    opt.step(opt.step(theta, X, Y), X, Y)
+    assert calls[0] is None and np.allclose(calls[2], 0.9 * calls[1])  # ζ × the previous final CG iterate
+
+
+def test_hessian_free_backtracks_and_line_searches():
+    case = Case((3, 8, 2), "tanh", "mse", n=25, seed=6)
+    theta, X, Y = case.data()
+    theta = 3.0 * theta  # a strongly nonlinear start: full CG steps overshoot
+    net = case.net()
+    opt = hk.optim.HessianFree(net, damping=1e-4, adapt_damping=False, preconditioner=False)
+    losses = [net.loss(theta, X, Y)]
+    for _ in range(5):
+        theta = opt.step(theta, X, Y)
+        losses.append(net.loss(theta, X, Y))
+    assert all(b <= a for a, b in zip(losses, losses[1:]))
+    assert any(h["backtracked_to"] < h["cg_iterations"] or h["alpha"] < 1 for h in opt.history)
+    for h in opt.history:  # Armijo's condition held for every accepted step
+        assert h["alpha"] == 0 or h["new_loss"] <= h["loss"]
+
+
+def test_hessian_free_trains_with_a_curvature_minibatch():
+    case = Case((5, 10, 3), "tanh", "softmax_cross_entropy", n=200, seed=7)
+    theta, X, _ = case.data()
+    Y = np.argmax(X @ np.random.default_rng(0).standard_normal((5, 3)), axis=1)  # learnable labels
+    net = case.net()
+    opt = hk.optim.HessianFree(net, curvature_batch=50, seed=0)
+    start = net.loss(theta, X, Y)
+    for _ in range(10):
+        theta = opt.step(theta, X, Y)
+    assert net.loss(theta, X, Y) < 0.5 * start
+    twin = hk.optim.HessianFree(net, curvature_batch=50, seed=0)
+    again = case.data()[0]
+    for _ in range(10):
+        again = twin.step(again, X, Y)
+    assert np.array_equal(theta, again)
+
+
+# ---- Levenberg–Marquardt ----------------------------------------------------------------------------
+@pytest.mark.parametrize("solver", ["dense", "cg"])
+@pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[5]], ids=lambda c: c.id)
+def test_levenberg_marquardt_step_is_the_dense_solve(case, solver, backend):
+    theta, X, Y = case.data()
+    net = case.net(backend)
+    c = net.linearize(theta, X, Y)
+    opt = hk.optim.LevenbergMarquardt(net, mu=1e-2, solver=solver, cg_rtol=1e-13)
+    new = opt.step(theta, X, Y)
+    h = opt.history[-1]
+    assert h["accepted"] and h["solver"] == solver
+    ref = np.linalg.solve(c.gnh() + h["mu"] * np.eye(net.num_params), -c.grad)
+    assert np.linalg.norm((new - theta) - ref) <= 1e-9 * np.linalg.norm(ref)
+    assert np.isclose(opt.mu, h["mu"] * 0.1)
+
+
+def test_levenberg_marquardt_mu_rule():
+    case = Case((3, 6, 2), "tanh", "mse", n=20, seed=8)
+    theta, X, Y = case.data()
+    theta = 4.0 * theta
+    net = case.net()
+    opt = hk.optim.LevenbergMarquardt(net, mu=1e-8)  # too small: the first trials are rejected
+    new = opt.step(theta, X, Y)
+    h = opt.history[-1]
+    assert h["trials"] > 1 and np.isclose(h["mu"], 1e-8 * 10 ** (h["trials"] - 1))
+    assert h["accepted"] and net.loss(new, X, Y) < net.loss(theta, X, Y)
+    assert h["trials"] >= 3
+    stuck = hk.optim.LevenbergMarquardt(net, mu=1e-8, mu_max=1e-8 * 10 ** (h["trials"] - 2))
+    assert np.array_equal(stuck.step(theta, X, Y), theta)  # every μ up to mu_max is rejected: no step
+    assert not stuck.history[-1]["accepted"] and stuck.history[-1]["trials"] == h["trials"] - 1
+    assert stuck.mu > stuck.mu_max
+
+
+def test_levenberg_marquardt_reaches_the_least_squares_solution():
+    net, X, Y, exact = linear_least_squares(seed=2)
+    theta = hk.optim.LevenbergMarquardt(net, mu=1e-13, solver="auto").step(net.init(seed=0), X, Y)
+    assert np.abs(theta - exact).max() <= 1e-9 * np.abs(exact).max()
+    assert hk.optim.LevenbergMarquardt(net, max_dense_params=0).step(net.init(seed=0), X, Y) is not None
+    with pytest.raises(ValueError, match="solver"):
+        hk.optim.LevenbergMarquardt(net, solver="qr")
+
+
+# ---- the scipy.optimize bridge ----------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["Newton-CG", "trust-ncg", "trust-krylov"])
+def test_scipy_problem_minimizes(method):
+    case = Case((3, 5, 2), "tanh", "softmax_cross_entropy", l2=0.05, n=30, seed=9)
+    theta, X, Y = case.data()
+    net = case.net()
+    kind = "gnh" if method == "Newton-CG" else "hessian"
+    options = {"xtol": 1e-12} if method == "Newton-CG" else {"gtol": 1e-7}  # trlib breaks down below ~1e-8
+    res = scipy.optimize.minimize(**hk.scipy_problem(net, X, Y, kind=kind), x0=theta, method=method,
+                                  options=options)
+    assert np.linalg.norm(net.grad(res.x, X, Y)) < 1e-6
+    assert res.fun < net.loss(theta, X, Y)
+
+
+def test_scipy_problem_products_and_cache(monkeypatch):
+    case = CASES[3]
+    theta, X, Y = case.data()
+    net = case.net()
+    problem = hk.scipy_problem(net, X, Y)
+    c = net.linearize(theta, X, Y)
+    v = np.arange(net.num_params, dtype=float)
+    calls = []
+    original = hk.MLP.linearize
+    monkeypatch.setattr(hk.MLP, "linearize", lambda self, *a: calls.append(1) or original(self, *a))
+    assert problem["fun"](theta) == c.loss
+    assert np.array_equal(problem["jac"](theta), c.grad)
+    assert np.allclose(problem["hessp"](theta, v), c.hvp(v), rtol=1e-14)
+    assert len(calls) == 1
+    problem["fun"](theta + 1.0)
+    assert len(calls) == 2
+    assert np.allclose(hk.scipy_problem(net, X, Y, kind="gnh")["hessp"](theta, v), c.gnvp(v), rtol=1e-14)

@@ -1,0 +1,211 @@
+"""Eigenpairs, SLQ, traces and diagonals (pyhessk.spectral) against the dense matrices.
+
+Stochastic estimators are checked in distribution over many seeds (means within 5 standard errors of the
+exact value, empirical variances against the stated formulas), never with one lucky seed.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+from cases import CASE_IDS, CASES, Case
+
+import pyhessk as hk
+
+
+def dense(c, kind):
+    return c.hessian() if kind == "hessian" else c.gnh()
+
+
+def snapshot(case, backend="numpy", dtype="float64"):
+    return case.net(backend).linearize(*case.data(dtype))
+
+
+# ---- eigsh ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("kind", ["hessian", "gnh"])
+def test_eigsh_matches_eigh(case, kind, backend):
+    c = snapshot(case, backend)
+    A = dense(c, kind)
+    ev = np.linalg.eigvalsh(A)
+    scale = max(1.0, np.abs(ev).max())
+    k = min(3, c.num_params)
+    for which, ref in (("LA", ev[::-1]), ("SA", ev), ("LM", ev[np.argsort(-np.abs(ev), kind="stable")])):
+        vals, vecs = hk.eigsh(c, k=k, kind=kind, which=which, tol=1e-10, seed=1)
+        assert vals.shape == (k,) and vecs.shape == (c.num_params, k)
+        assert np.abs(vals - ref[:k]).max() <= 1e-8 * scale, which
+        assert np.linalg.norm(A @ vecs - vecs * vals) <= 1e-6 * scale
+        assert np.abs(vecs.T @ vecs - np.eye(k)).max() <= 1e-10
+
+
+def test_eigsh_converges_before_the_krylov_space_fills():
+    case = Case((8, 12, 10, 4), "tanh", "softmax_cross_entropy", n=40, seed=3)
+    c = snapshot(case)
+    N = c.num_params
+    H = c.hessian()
+    ev = np.linalg.eigvalsh(H)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        vals, vecs = hk.eigsh(c, k=2, block_size=2, maxiter=40, tol=1e-9)  # a basis of 80 < N vectors
+    assert N > 200
+    assert np.abs(vals - ev[::-1][:2]).max() <= 1e-8 * np.abs(ev).max()
+    overlap = np.abs(vecs.T @ np.linalg.eigh(H)[1][:, ::-1][:, :2])
+    assert np.allclose(np.diag(overlap), 1.0, atol=1e-6)
+    with pytest.warns(RuntimeWarning, match="maxiter"):
+        hk.eigsh(c, k=2, maxiter=1)
+
+
+def test_eigsh_float32_and_reproducibility(dtype):
+    case = CASES[3]
+    c = snapshot(case, dtype=dtype)
+    ev = np.linalg.eigvalsh(c.gnh().astype(np.float64))
+    vals, vecs = hk.eigsh(c, k=2, kind="gnh", tol=1e-6 if dtype == np.float32 else 1e-10)
+    assert vecs.dtype == dtype
+    assert np.allclose(vals, ev[::-1][:2], rtol=1e-5 if dtype == np.float32 else 1e-10)
+    again = hk.eigsh(c, k=2, kind="gnh", tol=1e-6 if dtype == np.float32 else 1e-10)
+    assert np.array_equal(vals, again[0]) and np.array_equal(vecs, again[1])
+
+
+def test_eigsh_arguments_are_checked():
+    c = snapshot(CASES[0])
+    for kwargs, match in (({"k": c.num_params + 1}, "k must be"), ({"which": "BE"}, "which"),
+                          ({"kind": "fisher"}, "kind"), ({"k": 0}, "k must be")):
+        with pytest.raises(ValueError, match=match):
+            hk.eigsh(c, **kwargs)
+
+
+# ---- SLQ and the density ----------------------------------------------------------------------------
+@pytest.mark.parametrize("case", CASES[:6], ids=CASE_IDS[:6])
+@pytest.mark.parametrize("kind", ["hessian", "gnh"])
+def test_slq_is_gauss_quadrature(case, kind):
+    c = snapshot(case)
+    A = dense(c, kind)
+    N = c.num_params
+    V = np.random.default_rng(5).choice([-1.0, 1.0], size=(N, 3))
+    m = 4
+    nodes, weights = hk.slq(c, kind, steps=m, start=V)
+    assert nodes.shape == weights.shape == (3, m)
+    assert np.allclose(weights.sum(axis=1), 1.0, rtol=1e-12)
+    V = V / np.linalg.norm(V, axis=0)
+    scale = np.abs(np.linalg.eigvalsh(A)).max()
+    for p in range(2 * m):
+        quad = (weights * nodes**p).sum(axis=1)
+        exact = np.einsum("ir,ir->r", V, np.linalg.matrix_power(A, p) @ V)
+        assert np.allclose(quad, exact, rtol=0, atol=1e-10 * scale**p), p
+
+
+def test_slq_stops_when_the_krylov_space_closes():
+    case = Case((4, 6, 2), "tanh", "mse", n=3, seed=2)  # rank G ≤ n·d = 6 < N = 44
+    c = snapshot(case)
+    G = c.gnh()
+    v = np.random.default_rng(0).choice([-1.0, 1.0], size=c.num_params)
+    nodes, weights = hk.slq(c, "gnh", steps=30, start=v)
+    assert (weights[0] > 0).sum() <= 7 and np.isclose(weights.sum(), 1.0)
+    v /= np.linalg.norm(v)
+    for p in range(12):
+        assert np.isclose((weights * nodes**p).sum(), v @ np.linalg.matrix_power(G, p) @ v,
+                          rtol=1e-9, atol=1e-12), p
+
+
+@pytest.mark.parametrize("kind", ["hessian", "gnh"])
+def test_spectral_density_integrates_to_one_and_keeps_the_mean(kind):
+    case = CASES[9]
+    c = snapshot(case)
+    A = dense(c, kind)
+    V = np.random.default_rng(7).choice([-1.0, 1.0], size=(c.num_params, 4))
+    grid, dens = hk.spectral_density(c, kind, steps=20, start=V, num_bins=4000)
+    assert grid.shape == dens.shape == (4000,) and np.all(dens >= 0)
+    assert abs(np.trapezoid(dens, grid) - 1.0) < 1e-6
+    V = V / np.linalg.norm(V, axis=0)
+    mean = np.einsum("ir,ir->r", V, A @ V).mean()  # first moment of the quadrature, kept by the kernel
+    assert abs(np.trapezoid(grid * dens, grid) - mean) < 1e-8 * np.abs(A).max()
+    ev = np.linalg.eigvalsh(A)
+    assert grid[0] < ev[0] and grid[-1] > ev[-1]
+
+
+def test_slq_start_vectors_are_checked():
+    c = snapshot(CASES[0])
+    for bad in (np.ones(2 * c.num_params), np.zeros(c.num_params), np.ones((c.num_params, 0))):
+        with pytest.raises(ValueError, match="start"):
+            hk.slq(c, start=bad)
+
+
+def test_spectral_density_is_seeded():
+    c = snapshot(CASES[3])
+    g1, d1 = hk.spectral_density(c, runs=2, steps=10, seed=3, num_bins=500)
+    g2, d2 = hk.spectral_density(c, runs=2, steps=10, seed=3, num_bins=500)
+    g3, d3 = hk.spectral_density(c, runs=2, steps=10, seed=4, num_bins=500)
+    assert np.array_equal(d1, d2) and np.array_equal(g1, g2) and not np.array_equal(d1, d3)
+
+
+# ---- traces -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["hessian", "gnh"])
+def test_exact_trace(kind, backend):
+    c = snapshot(CASES[3], backend)
+    assert np.isclose(hk.trace(c, kind, method="exact"), np.trace(dense(c, kind)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["hessian", "gnh"])
+def test_hutchinson_trace_is_unbiased_with_the_stated_variance(kind):
+    c = snapshot(CASES[9])
+    A = dense(c, kind)
+    m, seeds = 5, 300
+    est = np.array([hk.trace(c, kind, method="hutchinson", probes=m, seed=s) for s in range(seeds)])
+    var = 2.0 / m * ((A**2).sum() - (np.diag(A) ** 2).sum())
+    assert abs(est.mean() - np.trace(A)) <= 5 * np.sqrt(var / seeds)
+    assert 0.6 <= est.var(ddof=1) / var <= 1.5
+
+
+def test_hutchpp_is_exact_for_low_rank_and_beats_hutchinson_on_g():
+    low = snapshot(Case((4, 6, 2), "tanh", "softmax_cross_entropy", n=2, seed=1))  # rank G ≤ 4
+    G = low.gnh()
+    for seed in range(5):
+        assert np.isclose(hk.trace(low, "gnh", method="hutch++", probes=15, seed=seed), np.trace(G), rtol=1e-10)
+    c = snapshot(Case((4, 8, 3), "tanh", "softmax_cross_entropy", n=20, seed=2))
+    exact = np.trace(c.gnh())
+    seeds = range(200)
+    hpp = np.array([hk.trace(c, "gnh", method="hutch++", probes=30, seed=s) for s in seeds])
+    hut = np.array([hk.trace(c, "gnh", method="hutchinson", probes=30, seed=s) for s in seeds])
+    assert abs(hpp.mean() - exact) <= 5 * hpp.std(ddof=1) / np.sqrt(len(hpp))  # unbiased
+    assert ((hpp - exact) ** 2).mean() < 0.2 * ((hut - exact) ** 2).mean()
+
+
+def test_trace_arguments_are_checked():
+    c = snapshot(CASES[0])
+    with pytest.raises(ValueError, match="method"):
+        hk.trace(c, method="girard")
+    with pytest.raises(ValueError, match="probes"):
+        hk.trace(c, method="hutch++", probes=2)
+
+
+# ---- diagonals --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_exact_diagonals(case, backend):
+    c = snapshot(case, backend)
+    for kind in ("hessian", "gnh"):
+        d = hk.diagonal(c, kind, "exact", block_size=7)
+        assert d.shape == (c.num_params,)
+        assert np.abs(d - np.diag(dense(c, kind))).max() <= 1e-12 * max(1.0, np.abs(np.diag(dense(c, kind))).max())
+
+
+@pytest.mark.parametrize("kind", ["hessian", "gnh"])
+def test_hutchinson_diagonal_is_unbiased_with_the_stated_variance(kind):
+    c = snapshot(CASES[0])
+    A = dense(c, kind)
+    m, seeds = 4, 300
+    est = np.array([hk.diagonal(c, kind, "hutchinson", probes=m, seed=s, block_size=3) for s in range(seeds)])
+    var = ((A**2).sum(axis=1) - np.diag(A) ** 2) / m
+    assert np.all(np.abs(est.mean(axis=0) - np.diag(A)) <= 5 * np.sqrt(var / seeds) + 1e-14)
+    ratio = est.var(axis=0, ddof=1)[var > 0] / var[var > 0]
+    assert 0.85 <= ratio.mean() <= 1.15
+
+
+def test_diagonal_arguments_are_checked():
+    c = snapshot(CASES[0])
+    with pytest.raises(ValueError, match="method"):
+        hk.diagonal(c, method="mc")
+    with pytest.raises(ValueError, match="data="):
+        hk.diagonal(c, method="becker_lecun")
+    theta, X, Y = CASES[0].data()
+    with pytest.raises(ValueError, match="snapshot"):
+        hk.diagonal(c, method="becker_lecun", data=(theta + 1.0, X, Y))
