@@ -217,7 +217,7 @@ def _run(X: np.ndarray, y: np.ndarray, hidden: int, budget: float, seed: int, ba
                 # PyHessian's kernel variance 1e-5 suits eigenvalues ≫ 1; scale it to this spectrum instead
                 sigma = max(float(np.abs(spectra[f"top_{kind}"]).max()) / 150, 1e-150)
                 spectra[f"density_{kind}"] = spectral_density(c, kind, runs=4, steps=60, seed=seed,
-                                                              sigma_squared=sigma * sigma)
+                                                              sigma_squared=sigma * sigma, overhead=0.0)
             else:
                 first_out = hidden * X.shape[1] + hidden  # W_2, the output layer's weights, starts here
                 block = np.arange(first_out, first_out + classes * hidden)
