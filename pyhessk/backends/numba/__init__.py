@@ -1,0 +1,17 @@
+"""The Numba engine: compiled CPU passes for when the C++ extension is not built.
+
+Importing it needs ``numba`` (``pip install "pyhessk[numba]"``); nothing is compiled at import. Each
+compiled function is built on its first call, once per dtype, and cached on disk by Numba, so later
+processes load it instead of compiling.
+"""
+
+try:
+    import numba  # noqa: F401
+except ImportError as exc:  # the dispatcher reports this message as the reason the engine cannot run
+    raise ImportError(f"the numba engine needs the numba package (pip install 'pyhessk[numba]'): {exc}") from exc
+
+from .mlp import NumbaBackend
+
+BACKEND = NumbaBackend()
+
+__all__ = ["BACKEND", "NumbaBackend"]

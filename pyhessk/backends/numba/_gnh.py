@@ -1,0 +1,272 @@
+"""Compiled entrywise Gauss–Newton Hessian (SPEC §3): the precomputation, exact reads and the sampler.
+
+Factors are stored unit-major in flat buffers, so that the factor of one parameter is contiguous:
+
+- ``S``: S_l as (n_l, n, d) at n·d·(cum[l] − cum[1]), S[l][i, k, :] = S_{l,k}[:, i];
+- ``nu``: ν_l as (n_l, n) at n·(cum[l] − cum[1]);
+- ``AT``: A_lᵀ as (n_l, n) at n·cum[l], l = 0..L−1 (a_{l,k}[j] for all k is one row).
+
+A parameter p decodes to (layer l, unit row i, input column j; j = −1 for a bias) and has the factor
+x_{p,k} = a_{l−1,k}[j] S_{l,k}[:, i] (a = 1 for a bias); G[p, q] = s Σ_k ⟨x_{p,k}, x_{q,k}⟩ (+ λ on the
+weight diagonal). Every gather is a compiled loop; dot products accumulate in float64.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import losses
+from ._jit import jit
+from ._passes import mat, mat3, prefix, weights
+
+
+@jit
+def precompute(theta: Any, sizes: Any, woff: Any, loss: int, acts: Any, d1: Any, aux: Any) -> tuple[Any, Any, Any]:
+    """(S, nu, AT): S_L = Cᵀ from the loss head; S_l = (W_{l+1}ᵀ S_{l+1}) ⊙ φ′_l, one GEMM per layer l < L."""
+    L = sizes.size - 1
+    cum = prefix(sizes)
+    n, d = aux.shape
+    S = np.empty(n * d * (cum[L + 1] - cum[1]), acts.dtype)
+    nu = np.empty(n * (cum[L + 1] - cum[1]), acts.dtype)
+    AT = np.empty(n * cum[L], acts.dtype)
+    losses.factor(loss, aux, mat3(S, n * d * (cum[L] - cum[1]), d, n, d))
+    for l in range(L, 0, -1):
+        n_l = sizes[l]
+        Sl = mat3(S, n * d * (cum[l] - cum[1]), n_l, n, d)
+        if l < L:  # W_{l+1}ᵀ S_{l+1}: (n_l, n_{l+1}) @ (n_{l+1}, n·d)
+            np.dot(weights(theta, sizes, woff, l + 1).T,
+                   mat(S, n * d * (cum[l + 1] - cum[1]), sizes[l + 1], n * d), Sl.reshape((n_l, n * d)))
+        D1 = mat(d1, n * (cum[l] - cum[1]), n, n_l) if l < L else mat(acts, 0, 0, 0)
+        NU = mat(nu, n * (cum[l] - cum[1]), n_l, n)
+        for i in range(n_l):
+            for k in range(n):
+                g = D1[k, i] if l < L else 1.0
+                acc = 0.0
+                for e in range(d):
+                    v = Sl[i, k, e] * g
+                    Sl[i, k, e] = v
+                    acc += float(v) * float(v)
+                NU[i, k] = np.sqrt(acc)
+    for l in range(L):
+        A = mat(acts, n * cum[l], n, sizes[l])
+        T = mat(AT, n * cum[l], sizes[l], n)
+        for k in range(n):
+            for j in range(sizes[l]):
+                T[j, k] = A[k, j]
+    return S, nu, AT
+
+
+@jit
+def locate(p: int, sizes: Any, woff: Any) -> tuple[int, int, int]:
+    """Flat parameter index → (layer l ≥ 1, unit row i, input column j; j = −1 for a bias)."""
+    l = sizes.size - 1
+    while woff[l - 1] > p:
+        l -= 1
+    local, n_p = p - woff[l - 1], sizes[l - 1]
+    n_w = sizes[l] * n_p
+    if local < n_w:
+        return l, local // n_p, local % n_p
+    return l, local - n_w, -1
+
+
+@jit
+def _factor(S: Any, AT: Any, ones: Any, sizes: Any, woff: Any, p: int, n: int, d: int) -> tuple[Any, Any, bool]:
+    """(S_l[i] as (n·d,), a_{l−1}[j] as (n,) — ones for a bias —, is_weight) of parameter p."""
+    cum = prefix(sizes)
+    l, i, j = locate(p, sizes, woff)
+    s0 = n * d * (cum[l] - cum[1]) + i * n * d
+    a = AT[n * cum[l - 1] + j * n:n * cum[l - 1] + (j + 1) * n] if j >= 0 else ones
+    return S[s0:s0 + n * d], a, j >= 0
+
+
+@jit
+def _nu(nu: Any, AT: Any, ones: Any, sizes: Any, woff: Any, p: int, n: int) -> tuple[Any, Any]:
+    """(ν_l[i] (n,), a_{l−1}[j] (n,) — ones for a bias) of parameter p."""
+    cum = prefix(sizes)
+    l, i, j = locate(p, sizes, woff)
+    a = AT[n * cum[l - 1] + j * n:n * cum[l - 1] + (j + 1) * n] if j >= 0 else ones
+    o = n * (cum[l] - cum[1]) + i * n
+    return nu[o:o + n], a
+
+
+@jit
+def entries(S: Any, AT: Any, sizes: Any, woff: Any, rows: Any, cols: Any, n: int, d: int, scale: float,
+            l2: float) -> Any:
+    """G[rows[t], cols[t]]: O(n·d) each."""
+    out = np.empty(rows.size, S.dtype)
+    ones = np.ones(n, S.dtype)
+    for t in range(rows.size):
+        sp, ap, wp = _factor(S, AT, ones, sizes, woff, rows[t], n, d)
+        sq, aq, _ = _factor(S, AT, ones, sizes, woff, cols[t], n, d)
+        acc = 0.0
+        for k in range(n):
+            dot = 0.0
+            for e in range(d):
+                dot += float(sp[k * d + e]) * float(sq[k * d + e])
+            acc += float(ap[k]) * float(aq[k]) * dot
+        out[t] = scale * acc + (l2 if wp and rows[t] == cols[t] else 0.0)
+    return out
+
+
+@jit
+def gather(S: Any, AT: Any, sizes: Any, woff: Any, idx: Any, n: int, d: int) -> Any:
+    """x_{p,k} for p in idx: (len(idx), n·d)."""
+    out = np.empty((idx.size, n * d), S.dtype)
+    ones = np.ones(n, S.dtype)
+    for t in range(idx.size):
+        sp, ap, _ = _factor(S, AT, ones, sizes, woff, idx[t], n, d)
+        for k in range(n):
+            for e in range(d):
+                out[t, k * d + e] = ap[k] * sp[k * d + e]
+    return out
+
+
+@jit
+def _add_l2(G: Any, sizes: Any, woff: Any, I: Any, J: Any, l2: float) -> None:
+    for r in range(I.size):
+        if locate(I[r], sizes, woff)[2] >= 0:
+            for c in range(J.size):
+                if J[c] == I[r]:
+                    G[r, c] += l2
+
+
+@jit
+def block(S: Any, AT: Any, sizes: Any, woff: Any, I: Any, J: Any, n: int, d: int, scale: float, l2: float) -> Any:
+    """G[I × J]: gather both factor sets, then one GEMM (|I|, n·d) @ (n·d, |J|)."""
+    XI = gather(S, AT, sizes, woff, I, n, d)
+    YJ = gather(S, AT, sizes, woff, J, n, d)
+    G = np.empty((I.size, J.size), S.dtype)
+    np.dot(XI, YJ.T, G)
+    for r in range(I.size):
+        for c in range(J.size):
+            G[r, c] *= scale
+    if l2 != 0.0:
+        _add_l2(G, sizes, woff, I, J, l2)
+    return G
+
+
+@jit
+def columns(S: Any, AT: Any, sizes: Any, woff: Any, boff: Any, J: Any, n: int, d: int, scale: float,
+            l2: float) -> Any:
+    """G[:, J] (N, m): per layer, T[k, t, i] = ⟨S_{l,k}[:, i], x_{J[t],k}⟩, then one GEMM Tᵀ A_{l−1}."""
+    L = sizes.size - 1
+    cum = prefix(sizes)
+    m = J.size
+    N = woff[L - 1] + sizes[L] * sizes[L - 1] + (sizes[L] if boff[L - 1] >= 0 else 0)
+    U = gather(S, AT, sizes, woff, J, n, d)
+    out = np.empty((N, m), S.dtype)
+    for l in range(1, L + 1):
+        n_l, n_p = sizes[l], sizes[l - 1]
+        Sl = mat3(S, n * d * (cum[l] - cum[1]), n_l, n, d)
+        T = np.empty((n, m * n_l), S.dtype)
+        for i in range(n_l):
+            for k in range(n):
+                for t in range(m):
+                    dot = 0.0
+                    for e in range(d):
+                        dot += float(Sl[i, k, e]) * float(U[t, k * d + e])
+                    T[k, t * n_l + i] = dot
+        GW = np.empty((m * n_l, n_p), S.dtype)  # (m, n_l, n_{l−1})
+        np.dot(T.T, mat(AT, n * cum[l - 1], n_p, n).T, GW)
+        w0 = woff[l - 1]
+        for t in range(m):
+            for i in range(n_l):
+                for c in range(n_p):
+                    out[w0 + i * n_p + c, t] = scale * GW[t * n_l + i, c]
+        b0 = boff[l - 1]
+        if b0 >= 0:
+            for t in range(m):
+                for i in range(n_l):
+                    acc = 0.0
+                    for k in range(n):
+                        acc += T[k, t * n_l + i]
+                    out[b0 + i, t] = scale * acc
+    if l2 != 0.0:
+        for t in range(m):
+            if locate(J[t], sizes, woff)[2] >= 0:
+                out[J[t], t] += l2
+    return out
+
+
+@jit
+def _squares(X: Any) -> Any:
+    out = np.empty_like(X)
+    for r in range(X.shape[0]):
+        for c in range(X.shape[1]):
+            out[r, c] = X[r, c] * X[r, c]
+    return out
+
+
+@jit
+def diagonal(nu: Any, AT: Any, sizes: Any, woff: Any, boff: Any, n: int, scale: float, l2: float) -> Any:
+    """diag(G) from the norms: per layer one GEMM (ν_l²) (A_{l−1}²)ᵀ, O(n) per entry."""
+    L = sizes.size - 1
+    cum = prefix(sizes)
+    N = woff[L - 1] + sizes[L] * sizes[L - 1] + (sizes[L] if boff[L - 1] >= 0 else 0)
+    out = np.empty(N, nu.dtype)
+    for l in range(1, L + 1):
+        n_l, n_p = sizes[l], sizes[l - 1]
+        nu2 = _squares(mat(nu, n * (cum[l] - cum[1]), n_l, n))
+        a2 = _squares(mat(AT, n * cum[l - 1], n_p, n))
+        GW = mat(out, woff[l - 1], n_l, n_p)
+        np.dot(nu2, a2.T, GW)
+        for i in range(n_l):
+            for c in range(n_p):
+                GW[i, c] = scale * GW[i, c] + l2
+        b0 = boff[l - 1]
+        if b0 >= 0:
+            for i in range(n_l):
+                acc = 0.0
+                for k in range(n):
+                    acc += nu2[i, k]
+                out[b0 + i] = scale * acc
+    return out
+
+
+@jit
+def sample(S: Any, nu: Any, AT: Any, sizes: Any, woff: Any, rows: Any, cols: Any, u: Any, n: int, d: int,
+           scale: float, l2: float) -> Any:
+    """Importance-sampled G[rows[t], cols[t]] with the s = u.shape[1] uniforms of row t (SPEC §3).
+
+    Each draw picks sample k with probability π_k ∝ ‖x_k‖‖y_k‖ (inverse CDF); the estimate is
+    s·(1/s_draws) Σ x_kᵀ y_k / π_k, unbiased; an entry with Σ‖x_k‖‖y_k‖ = 0 is exactly 0.
+    """
+    m, s = u.shape
+    out = np.empty(m, S.dtype)
+    ones = np.ones(n, S.dtype)
+    w = np.empty(n, np.float64)
+    cdf = np.empty(n, np.float64)
+    for t in range(m):
+        nup, ap = _nu(nu, AT, ones, sizes, woff, rows[t], n)
+        nuq, aq = _nu(nu, AT, ones, sizes, woff, cols[t], n)
+        total = 0.0
+        for k in range(n):
+            w[k] = abs(float(ap[k])) * float(nup[k]) * abs(float(aq[k])) * float(nuq[k])
+            total += w[k]
+            cdf[k] = total
+        est = 0.0
+        if total > 0.0:
+            sp, _, _ = _factor(S, AT, ones, sizes, woff, rows[t], n, d)
+            sq, _, _ = _factor(S, AT, ones, sizes, woff, cols[t], n, d)
+            acc = 0.0
+            for r in range(s):
+                target = u[t, r] * total
+                lo, hi = 0, n  # first k with cdf[k] > target
+                while lo < hi:
+                    mid = (lo + hi) // 2
+                    if cdf[mid] > target:
+                        hi = mid
+                    else:
+                        lo = mid + 1
+                k = min(lo, n - 1)
+                if w[k] > 0.0:
+                    dot = 0.0
+                    for e in range(d):
+                        dot += float(sp[k * d + e]) * float(sq[k * d + e])
+                    acc += float(ap[k]) * float(aq[k]) * dot * total / w[k]
+            est = scale * acc / s
+        _, _, wp = locate(rows[t], sizes, woff)
+        out[t] = est + (l2 if wp >= 0 and rows[t] == cols[t] else 0.0)
+    return out

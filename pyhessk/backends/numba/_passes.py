@@ -1,0 +1,411 @@
+"""The compiled passes of the Numba engine: forward, gradient, R-forward, R-backward, Gauss–Newton backward.
+
+Data layout. Per-layer quantities live in flat buffers, one block per layer, batch-major (one sample per
+row), so a whole pass is one compiled call with a handful of arguments whatever the depth:
+
+- ``acts``: A_0 = X, A_1, …, A_{L−1} and F = Z_L; block l at n·cum[l], shape (n, n_l);
+- ``d1``, ``d2``, ``gamma`` (hidden layers) and ``delta`` (l = 1..L): block l at n·(cum[l] − cum[1]);
+- blocks of k directions: R{Z_l}, R{A_l} (n, k, n_l) at k times those offsets;
+- a block V (N, k) is packed per layer: ``Vp`` holds V_l^(j) as (k, n_l, n_{l−1}) at k·woff[l−1] (the
+  operand of A_{l−1}[V_l^(1); …]ᵀ), ``Vq`` as (n_l, k, n_{l−1}) (the operand of Δ_l [V_l^(1) | …]); the
+  weight part of a result is built in the same two layouts (``P``, ``Q``) and unpacked once.
+
+Here cum[l] = n_0 + … + n_{l−1}. θ layout is SPEC §1: W_l at woff[l−1], b_l at boff[l−1] (−1: no bias).
+GEMMs are ``np.dot(a, b, out)`` (BLAS; a transposed operand is a ``.T`` view, a BLAS flag, not a copy);
+everything elementwise is fused into one loop per layer and pass. GEMM counts per layer (l ≥ 2 / l = 1)
+are those of ALGORITHMS.md §10.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import activations, losses
+from ._jit import jit
+
+# ---- views into flat buffers ------------------------------------------------------------------------------
+@jit
+def prefix(sizes: Any) -> Any:
+    """cum[l] = n_0 + … + n_{l−1}, for l = 0..L+1."""
+    cum = np.zeros(sizes.size + 1, np.int64)
+    for l in range(sizes.size):
+        cum[l + 1] = cum[l] + sizes[l]
+    return cum
+
+
+@jit
+def mat(buf: Any, start: int, rows: int, cols: int) -> Any:
+    return buf[start:start + rows * cols].reshape((rows, cols))
+
+
+@jit
+def mat3(buf: Any, start: int, a: int, b: int, c: int) -> Any:
+    return buf[start:start + a * b * c].reshape((a, b, c))
+
+
+@jit
+def weights(theta: Any, sizes: Any, woff: Any, l: int) -> Any:
+    """W_l (n_l, n_{l−1}) as a view of θ; l counts from 1."""
+    return mat(theta, woff[l - 1], sizes[l], sizes[l - 1])
+
+
+@jit
+def bias(theta: Any, sizes: Any, boff: Any, l: int) -> Any:
+    """b_l (n_l,) as a view of θ, or zeros without biases."""
+    if boff[l - 1] >= 0:
+        return theta[boff[l - 1]:boff[l - 1] + sizes[l]]
+    return np.zeros(sizes[l], theta.dtype)
+
+
+# ---- forward and gradient: 1 GEMM per layer forward, 2 (l = 1: 1) backward --------------------------------
+@jit
+def add_bias(Z: Any, b: Any) -> None:
+    n, m = Z.shape
+    for s in range(n):
+        for i in range(m):
+            Z[s, i] += b[i]
+
+
+@jit
+def forward(theta: Any, X: Any, sizes: Any, woff: Any, boff: Any, act_ids: Any) -> Any:
+    """F = f(X; θ) (n, d), keeping only two layers of activations alive."""
+    n, L = X.shape[0], sizes.size - 1
+    width = np.max(sizes[1:])
+    bufs = (np.empty(n * width, X.dtype), np.empty(n * width, X.dtype))
+    A = X
+    for l in range(1, L + 1):
+        Z = mat(bufs[l % 2], 0, n, sizes[l])
+        np.dot(A, weights(theta, sizes, woff, l).T, Z)
+        if l < L:
+            activations.sweep_values(act_ids[l - 1], Z, bias(theta, sizes, boff, l))
+        else:
+            add_bias(Z, bias(theta, sizes, boff, l))
+        A = Z
+    return A.copy()
+
+
+@jit
+def linearize(theta: Any, sizes: Any, woff: Any, boff: Any, act_ids: Any, modes: Any, loss: int, T: Any,
+              acts: Any, d1: Any, d2: Any, delta: Any, aux: Any, scale: float, l2: float) -> float:
+    """Forward pass keeping A_l, φ′_l (and φ″_l where ``modes`` asks) and Δ_L = s·∂ℓ/∂f; returns L(θ).
+
+    ``acts`` holds X in its first block on entry.
+    """
+    n, L = T.shape[0], sizes.size - 1
+    cum = prefix(sizes)
+    for l in range(1, L + 1):
+        Z = mat(acts, n * cum[l], n, sizes[l])
+        np.dot(mat(acts, n * cum[l - 1], n, sizes[l - 1]), weights(theta, sizes, woff, l).T, Z)
+        b = bias(theta, sizes, boff, l)
+        if l < L:
+            o = n * (cum[l] - cum[1])
+            D1 = mat(d1, o, n, sizes[l])
+            D2 = mat(d2, o, n, sizes[l]) if modes[l - 1] == activations.SECOND else D1
+            activations.sweep_derivatives(act_ids[l - 1], Z, b, D1, D2)
+        else:
+            add_bias(Z, b)
+    E = mat(delta, n * (cum[L] - cum[1]), n, sizes[L])
+    value = scale * losses.head(loss, mat(acts, n * cum[L], n, sizes[L]), T, E, aux, scale)
+    if l2 != 0.0:
+        reg = 0.0
+        for l in range(1, L + 1):
+            for w in theta[woff[l - 1]:woff[l - 1] + sizes[l] * sizes[l - 1]]:
+                reg += float(w) * float(w)
+        value += 0.5 * l2 * reg
+    return value
+
+
+@jit
+def backward(theta: Any, sizes: Any, woff: Any, boff: Any, modes: Any, acts: Any, d1: Any, d2: Any, delta: Any,
+             gamma: Any, grad: Any, l2: float) -> None:
+    """Δ_l, Γ_l and ∇L into ``grad``; φ″_l is replaced by φ″_l ⊙ Γ_l, the only form the R-backward pass reads."""
+    n, L = acts.size // prefix(sizes)[-1], sizes.size - 1
+    cum = prefix(sizes)
+    gb = np.zeros(sizes[L], grad.dtype)
+    D = mat(delta, n * (cum[L] - cum[1]), n, sizes[L])
+    for s in range(n):
+        for i in range(sizes[L]):
+            gb[i] += D[s, i]
+    for l in range(L, 0, -1):
+        W = weights(theta, sizes, woff, l)
+        gW = mat(grad, woff[l - 1], sizes[l], sizes[l - 1])
+        np.dot(D.T, mat(acts, n * cum[l - 1], n, sizes[l - 1]), gW)
+        if l2 != 0.0:
+            for i in range(sizes[l]):
+                for j in range(sizes[l - 1]):
+                    gW[i, j] += l2 * W[i, j]
+        if boff[l - 1] >= 0:
+            for i in range(sizes[l]):
+                grad[boff[l - 1] + i] = gb[i]
+        if l > 1:
+            m, o = sizes[l - 1], n * (cum[l - 1] - cum[1])
+            G = mat(gamma, o, n, m)
+            np.dot(D, W, G)
+            D = mat(delta, o, n, m)
+            D1 = mat(d1, o, n, m)
+            gb = np.zeros(m, grad.dtype)
+            for s in range(n):
+                for i in range(m):
+                    v = D1[s, i] * G[s, i]
+                    D[s, i] = v
+                    gb[i] += v
+            if modes[l - 2] == activations.SECOND:
+                D2 = mat(d2, o, n, m)
+                for s in range(n):
+                    for i in range(m):
+                        D2[s, i] *= G[s, i]
+
+
+# ---- blocks of directions: packing and unpacking ------------------------------------------------------------
+@jit
+def pack(sizes: Any, woff: Any, boff: Any, V: Any, want_q: bool) -> tuple[Any, Any]:
+    """V (N, k) → (Vp, Vq) per layer: V_l^(j)[i, c] at Vp[k·w0 + (j·n_l + i)·n_p + c] and
+    Vq[k·w0 + (i·k + j)·n_p + c]; b_l^(j)[i] at Vp[k·b0 + j·n_l + i]."""
+    N, k = V.shape
+    Vp = np.empty(N * k, V.dtype)
+    Vq = np.empty(N * k if want_q else 0, V.dtype)
+    for l in range(1, sizes.size):
+        n_l, n_p, w0 = sizes[l], sizes[l - 1], woff[l - 1]
+        for i in range(n_l):
+            for c in range(n_p):
+                row = w0 + i * n_p + c
+                for j in range(k):
+                    Vp[k * w0 + (j * n_l + i) * n_p + c] = V[row, j]
+                    if want_q:
+                        Vq[k * w0 + (i * k + j) * n_p + c] = V[row, j]
+        b0 = boff[l - 1]
+        if b0 >= 0:
+            for i in range(n_l):
+                for j in range(k):
+                    Vp[k * b0 + j * n_l + i] = V[b0 + i, j]
+    return Vp, Vq
+
+
+@jit
+def unpack(sizes: Any, woff: Any, boff: Any, k: int, P: Any, Q: Any, V: Any, l2: float) -> Any:
+    """The result (N, k) from P (and Q, where it is not empty) in the packed layouts, plus l2·P_W·V."""
+    N = P.size // k
+    out = np.empty((N, k), P.dtype)
+    use_q, use_v = Q.size > 0, l2 != 0.0 and V.size > 0
+    for l in range(1, sizes.size):
+        n_l, n_p, w0 = sizes[l], sizes[l - 1], woff[l - 1]
+        q = use_q and l > 1
+        for i in range(n_l):
+            for c in range(n_p):
+                row = w0 + i * n_p + c
+                for j in range(k):
+                    v = P[k * w0 + (j * n_l + i) * n_p + c]
+                    if q:
+                        v += Q[k * w0 + (i * k + j) * n_p + c]
+                    if use_v:
+                        v += l2 * V[row, j]
+                    out[row, j] = v
+        b0 = boff[l - 1]
+        if b0 >= 0:
+            for i in range(n_l):
+                for j in range(k):
+                    out[b0 + i, j] = P[k * b0 + j * n_l + i]
+    return out
+
+
+@jit
+def _bias_sums(R: Any, P: Any, start: int) -> None:
+    """P[start + j·m + i] = Σ_s R[s, j, i] for R (n, k, m): the bias part of a weight-gradient-like block."""
+    n, k, m = R.shape
+    acc = np.zeros((k, m), np.float64)
+    for s in range(n):
+        for j in range(k):
+            for i in range(m):
+                acc[j, i] += R[s, j, i]
+    for j in range(k):
+        for i in range(m):
+            P[start + j * m + i] = acc[j, i]
+
+
+# ---- R-forward: 2 GEMMs per layer (l = 1: 1) ---------------------------------------------------------------
+@jit
+def r_forward(theta: Any, sizes: Any, woff: Any, boff: Any, acts: Any, d1: Any, Vp: Any, k: int,
+              keep: bool) -> tuple[Any, Any]:
+    """R{Z_l} and R{A_l} for the packed block Vp; returns (rz, ra).
+
+    ``keep``: every layer's R{Z_l}, R{A_l} stay (the Hessian product needs them); otherwise two layers at a
+    time (Gauss–Newton and Jacobian products), and R{f} = R{Z_L} is the first block of ``rz``.
+    """
+    L = sizes.size - 1
+    cum = prefix(sizes)
+    n = acts.size // cum[-1]
+    width = np.max(sizes[1:])
+    if keep:
+        rz = np.empty(n * k * (cum[L + 1] - cum[1]), acts.dtype)
+        ra = np.empty(n * k * (cum[L] - cum[1]), acts.dtype)
+    else:
+        rz = np.empty(n * k * width, acts.dtype)
+        ra = np.empty(2 * n * k * width, acts.dtype)
+    tmp = np.empty(n * k * width, acts.dtype)
+    for l in range(1, L + 1):
+        n_l, n_p = sizes[l], sizes[l - 1]
+        zo = n * k * (cum[l] - cum[1]) if keep else 0
+        RZ = mat(rz, zo, n, k * n_l)
+        # A_{l−1} [V_l^(1); …; V_l^(k)]ᵀ: (n, n_{l−1}) @ (n_{l−1}, k·n_l)
+        np.dot(mat(acts, n * cum[l - 1], n, n_p), mat(Vp, k * woff[l - 1], k * n_l, n_p).T, RZ)
+        TT = mat(tmp, 0, n * k, n_l)
+        if l > 1:  # W_l R{A_{l−1}}: (n·k, n_{l−1}) @ (n_{l−1}, n_l)
+            ao = n * k * (cum[l - 1] - cum[1]) if keep else n * k * width * ((l - 1) % 2)
+            np.dot(mat(ra, ao, n * k, n_p), weights(theta, sizes, woff, l).T, TT)
+        vb = mat(Vp, k * boff[l - 1], k, n_l) if boff[l - 1] >= 0 else np.zeros((k, n_l), acts.dtype)
+        last = l == L
+        RA = RZ
+        D1 = mat(acts, 0, n, n_l)
+        if not last:
+            RA = mat(ra, n * k * (cum[l] - cum[1]) if keep else n * k * width * (l % 2), n, k * n_l)
+            D1 = mat(d1, n * (cum[l] - cum[1]), n, n_l)
+        for s in range(n):
+            for j in range(k):
+                o = j * n_l
+                t = s * k + j
+                if l > 1:
+                    for i in range(n_l):
+                        RZ[s, o + i] += TT[t, i] + vb[j, i]
+                else:
+                    for i in range(n_l):
+                        RZ[s, o + i] += vb[j, i]
+                if not last:  # R{A_l} = φ′_l ⊙ R{Z_l}
+                    for i in range(n_l):
+                        RA[s, o + i] = D1[s, i] * RZ[s, o + i]
+    return rz, ra
+
+
+@jit
+def output_hessian(loss: int, aux: Any, R: Any, scale: float) -> Any:
+    """s·H_out·R for R (n, k, d)."""
+    U = np.empty_like(R)
+    losses.hout(loss, aux, R, U, scale)
+    return U
+
+
+# ---- R-backward: 4 GEMMs per layer (l = 1: 1); with the R-forward, 6 (l = 1: 2) ----------------------------
+@jit
+def r_backward(theta: Any, sizes: Any, woff: Any, boff: Any, modes: Any, acts: Any, d1: Any, d2g: Any,
+               delta: Any, rz: Any, ra: Any, Vq: Any, RD: Any) -> tuple[Any, Any]:
+    """The packed Hessian block (P, Q) from R{Δ_L} = s·H_out·R{f} (n, k, d) and the kept R-forward state."""
+    L = sizes.size - 1
+    cum = prefix(sizes)
+    n, k = RD.shape[0], RD.shape[1]
+    N = Vq.size // k
+    width = np.max(sizes[1:])
+    P = np.empty(N * k, acts.dtype)
+    Q = np.empty(N * k, acts.dtype)  # layer 1 has no Q block; unpack never reads one
+    bufs = (np.empty(n * k * width, acts.dtype), np.empty(n * k * width, acts.dtype))
+    tmp = np.empty(n * k * width, acts.dtype)
+    R = mat(RD.ravel(), 0, n, k * sizes[L])
+    for l in range(L, 0, -1):
+        n_l, n_p = sizes[l], sizes[l - 1]
+        # R{Δ_l}ᵀ A_{l−1} for all directions: (k·n_l, n) @ (n, n_{l−1})
+        np.dot(R.T, mat(acts, n * cum[l - 1], n, n_p), mat(P, k * woff[l - 1], k * n_l, n_p))
+        if boff[l - 1] >= 0:
+            _bias_sums(R.reshape((n, k, n_l)), P, k * boff[l - 1])
+        if l == 1:
+            break
+        o = n * (cum[l - 1] - cum[1])
+        Dl = mat(delta, n * (cum[l] - cum[1]), n, n_l)
+        # Δ_lᵀ R{A_{l−1}}: (n_l, n) @ (n, k·n_{l−1})
+        np.dot(Dl.T, mat(ra, k * o, n, k * n_p), mat(Q, k * woff[l - 1], n_l, k * n_p))
+        # R{Γ_{l−1}} = Δ_l V_l + R{Δ_l} W_l, then R{Δ_{l−1}} = φ′ R{Γ} + (φ″ ⊙ Γ) R{Z}
+        Rn = mat(bufs[l % 2], 0, n, k * n_p)
+        np.dot(Dl, mat(Vq, k * woff[l - 1], n_l, k * n_p), Rn)
+        TT = mat(tmp, 0, n * k, n_p)
+        np.dot(R.reshape((n * k, n_l)), weights(theta, sizes, woff, l), TT)
+        D1 = mat(d1, o, n, n_p)
+        second = modes[l - 2] == activations.SECOND
+        D2 = mat(d2g, o, n, n_p) if second else D1
+        RZp = mat(rz, k * o, n, k * n_p)
+        for s in range(n):
+            for j in range(k):
+                c0 = j * n_p
+                t = s * k + j
+                if second:
+                    for c in range(n_p):
+                        Rn[s, c0 + c] = D1[s, c] * (Rn[s, c0 + c] + TT[t, c]) + D2[s, c] * RZp[s, c0 + c]
+                else:
+                    for c in range(n_p):
+                        Rn[s, c0 + c] = D1[s, c] * (Rn[s, c0 + c] + TT[t, c])
+        R = Rn
+    return P, Q
+
+
+# ---- Gauss–Newton backward: 2 GEMMs per layer (l = 1: 1); no gradient pass needed --------------------------
+@jit
+def gn_backward(theta: Any, sizes: Any, woff: Any, boff: Any, acts: Any, d1: Any, U: Any) -> Any:
+    """The packed Jᵀ U (summed over samples) for U (n, k, d)."""
+    L = sizes.size - 1
+    cum = prefix(sizes)
+    n, k = U.shape[0], U.shape[1]
+    N = woff[L - 1] + sizes[L] * sizes[L - 1] + (sizes[L] if boff[L - 1] >= 0 else 0)
+    width = np.max(sizes[1:])
+    P = np.empty(N * k, acts.dtype)
+    bufs = (np.empty(n * k * width, acts.dtype), np.empty(n * k * width, acts.dtype))
+    D = mat(U.ravel(), 0, n, k * sizes[L])
+    for l in range(L, 0, -1):
+        n_l, n_p = sizes[l], sizes[l - 1]
+        np.dot(D.T, mat(acts, n * cum[l - 1], n, n_p), mat(P, k * woff[l - 1], k * n_l, n_p))
+        if boff[l - 1] >= 0:
+            _bias_sums(D.reshape((n, k, n_l)), P, k * boff[l - 1])
+        if l == 1:
+            break
+        Dn = mat(bufs[l % 2], 0, n * k, n_p)
+        np.dot(D.reshape((n * k, n_l)), weights(theta, sizes, woff, l), Dn)
+        D1 = mat(d1, n * (cum[l - 1] - cum[1]), n, n_p)
+        for s in range(n):
+            for j in range(k):
+                t = s * k + j
+                for c in range(n_p):
+                    Dn[t, c] *= D1[s, c]
+        D = Dn.reshape((n, k * n_p))
+    return P
+
+
+# ---- the four products, each one compiled call -------------------------------------------------------------
+@jit
+def hvp(theta: Any, sizes: Any, woff: Any, boff: Any, modes: Any, loss: int, acts: Any, d1: Any, d2g: Any,
+        delta: Any, aux: Any, scale: float, l2: float, V: Any) -> Any:
+    """H V (N, k): pack, R-forward, s·H_out, R-backward, unpack."""
+    k, L = V.shape[1], sizes.size - 1
+    n, d = aux.shape
+    Vp, Vq = pack(sizes, woff, boff, V, True)
+    rz, ra = r_forward(theta, sizes, woff, boff, acts, d1, Vp, k, True)
+    cum = prefix(sizes)
+    RD = output_hessian(loss, aux, mat3(rz, n * k * (cum[L] - cum[1]), n, k, d), scale)
+    P, Q = r_backward(theta, sizes, woff, boff, modes, acts, d1, d2g, delta, rz, ra, Vq, RD)
+    return unpack(sizes, woff, boff, k, P, Q, V, l2)
+
+
+@jit
+def gnvp(theta: Any, sizes: Any, woff: Any, boff: Any, loss: int, acts: Any, d1: Any, aux: Any, scale: float,
+         l2: float, V: Any) -> Any:
+    """G V (N, k): pack, R-forward (two layers alive at a time), s·H_out, Gauss–Newton backward, unpack."""
+    k = V.shape[1]
+    n, d = aux.shape
+    Vp, Vq = pack(sizes, woff, boff, V, False)
+    rz, _ = r_forward(theta, sizes, woff, boff, acts, d1, Vp, k, False)
+    U = output_hessian(loss, aux, mat3(rz, 0, n, k, d), scale)
+    P = gn_backward(theta, sizes, woff, boff, acts, d1, U)
+    return unpack(sizes, woff, boff, k, P, Vq, V, l2)
+
+
+@jit
+def jvp(theta: Any, sizes: Any, woff: Any, boff: Any, acts: Any, d1: Any, V: Any) -> Any:
+    """J V (n, k, d)."""
+    k, n, d = V.shape[1], acts.size // prefix(sizes)[-1], sizes[-1]
+    Vp, _ = pack(sizes, woff, boff, V, False)
+    rz, _ = r_forward(theta, sizes, woff, boff, acts, d1, Vp, k, False)
+    return mat3(rz, 0, n, k, d).copy()
+
+
+@jit
+def vjp(theta: Any, sizes: Any, woff: Any, boff: Any, acts: Any, d1: Any, U: Any) -> Any:
+    """Jᵀ U (N, k) for U (n, k, d), summed over samples."""
+    P = gn_backward(theta, sizes, woff, boff, acts, d1, U)
+    empty = np.empty((0, 0), P.dtype)
+    return unpack(sizes, woff, boff, U.shape[1], P, P[:0], empty, 0.0)

@@ -1,0 +1,245 @@
+"""The Numba engine: every primitive of ``backends._base.Backend`` as compiled passes over flat buffers.
+
+The Python layer below only allocates a linearization's buffers and calls one compiled function per
+operation (see ``_passes`` for the layout and ``_gnh`` for the entrywise Gauss–Newton Hessian). Each
+product the API calls (``hvp``, ``gnvp``, ``jvp``, ``vjp``) is a single compiled call that packs the block
+of directions, runs the R-passes and unpacks the result, so Python overhead does not grow with the depth
+or with the number of directions k. Compilation happens on first use (or is loaded from Numba's cache),
+never at import, once per dtype: activations and losses are selected by registry id inside the kernels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from ... import _spec
+from .._base import BackendBase, ModelSpec
+from . import _gnh, _passes
+from .activations import ACTIVATIONS, FIRST, SECOND
+from .losses import LOSSES
+
+Array = np.ndarray
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """A model as the kernels see it: int64 arrays of sizes, offsets and ids (made once per ModelSpec)."""
+
+    sizes: Array  # (L + 1,) layer widths
+    woff: Array  # (L,) start of W_l in θ
+    boff: Array  # (L,) start of b_l in θ, −1 without biases
+    acts: Array  # (L − 1,) activation registry ids of the hidden layers
+    modes: Array  # (L − 1,) FIRST (φ″ ≡ 0) or SECOND: what the linearization keeps per hidden layer
+    loss: int  # loss registry id
+    cum: Array  # (L + 2,) cum[l] = n_0 + … + n_{l−1}
+
+    @property
+    def keeps_d2(self) -> bool:
+        return bool((self.modes == SECOND).any())
+
+
+@lru_cache(maxsize=256)
+def geometry(model: ModelSpec) -> Geometry:
+    acts = [ACTIVATIONS[a].id for a in model.activations]
+    modes = [FIRST if _spec.ACTIVATION_BY_NAME[a].d2_zero else SECOND for a in model.activations]
+    return Geometry(
+        sizes=np.array(model.sizes, dtype=np.int64),
+        woff=np.array([o[0] for o in model.offsets], dtype=np.int64),
+        boff=np.array([o[1] if model.bias else -1 for o in model.offsets], dtype=np.int64),
+        acts=np.array(acts, dtype=np.int64),
+        modes=np.array(modes, dtype=np.int64),
+        loss=LOSSES[model.loss].id,
+        cum=np.concatenate([[0], np.cumsum(model.sizes)]).astype(np.int64),
+    )
+
+
+def _writable(a: Array) -> Array:
+    """The array itself, or a copy when it is read-only (so the kernels see one array type per dtype)."""
+    return a if a.flags.writeable else a.copy()
+
+
+@dataclass
+class Lin:
+    """A linearization: owned copies of θ and X and the flat caches of the passes (layout in ``_passes``)."""
+
+    model: ModelSpec
+    geo: Geometry
+    theta: Array  # (N,) owned copy
+    acts: Array  # A_0 = X (copy), A_1 … A_{L−1}, F
+    d1: Array  # φ′_l, hidden layers
+    d2: Array  # φ″_l (φ″_l ⊙ Γ_l once the backward pass ran); empty if every φ″ ≡ 0
+    delta: Array  # Δ_L = s·∂ℓ/∂f after the forward pass; every Δ_l after the backward pass
+    gamma: Array  # Γ_l, hidden layers (backward pass)
+    aux: Array  # (n, d): p (softmax), σ(f)σ(−f) (sigmoid); unused for mse
+    scale: float
+    loss: float
+    n: int
+    grad: Array | None = None
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.theta.dtype
+
+    @property
+    def F(self) -> Array:
+        c, n = self.geo.cum, self.n
+        return self.acts[n * c[-2]:].reshape(n, -1)
+
+
+@dataclass
+class RState:
+    """The R-forward state of a block of k directions (every layer kept, for the R-backward pass)."""
+
+    Vq: Array  # the directions in the (n_l, k, n_{l−1}) layout
+    rz: Array  # R{Z_l}, l = 1..L
+    ra: Array  # R{A_l}, l = 1..L−1
+    output: Array  # R{f} = J V: (n, k, d), a view of rz
+
+
+@dataclass
+class Factors:
+    """The precomputation of SPEC §3 (layout in ``_gnh``)."""
+
+    model: ModelSpec
+    geo: Geometry
+    S: Array
+    nu: Array
+    AT: Array
+    scale: float
+    n: int
+    d: int
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.S.dtype
+
+
+class NumbaBackend(BackendBase):
+    """Compiled CPU engine: fused elementwise sweeps, BLAS GEMMs, one compiled call per product."""
+
+    name = "numba"
+
+    # ---- forward and gradient ----------------------------------------------------------------------------
+    def forward(self, model: ModelSpec, theta: Array, X: Array) -> Array:
+        g = geometry(model)
+        return _passes.forward(_writable(theta), _writable(X), g.sizes, g.woff, g.boff, g.acts)
+
+    def linearize(self, model: ModelSpec, theta: Array, X: Array, T: Array, backward: bool = True) -> Lin:
+        g = geometry(model)
+        n, dt = X.shape[0], theta.dtype
+        c = g.cum
+        acts = np.empty(n * c[-1], dtype=dt)
+        acts[: X.size] = X.ravel()
+        hidden = n * (c[-2] - c[1])
+        d1 = np.empty(hidden, dtype=dt)
+        d2 = np.empty(hidden if g.keeps_d2 else 0, dtype=dt)
+        delta = np.empty(n * (c[-1] - c[1]), dtype=dt)
+        aux = np.empty((n, model.sizes[-1]), dtype=dt)
+        theta = np.array(theta, copy=True)
+        scale = model.scale(n)
+        value = _passes.linearize(theta, g.sizes, g.woff, g.boff, g.acts, g.modes, g.loss, _writable(T), acts, d1,
+                                  d2, delta, aux, scale, float(model.l2))
+        lin = Lin(model, g, theta, acts, d1, d2, delta, np.empty(hidden, dtype=dt), aux, scale, float(value), n)
+        if backward:
+            self.backward(lin)
+        return lin
+
+    def backward(self, lin: Lin) -> None:
+        if lin.grad is not None:
+            return
+        g = lin.geo
+        grad = np.empty_like(lin.theta)
+        _passes.backward(lin.theta, g.sizes, g.woff, g.boff, g.modes, lin.acts, lin.d1, lin.d2, lin.delta,
+                         lin.gamma, grad, float(lin.model.l2))
+        lin.grad = grad
+
+    # ---- the primitives of the R-operator ---------------------------------------------------------------------
+    def r_forward(self, lin: Lin, V: Array) -> RState:
+        g = lin.geo
+        k = V.shape[1]
+        Vp, Vq = _passes.pack(g.sizes, g.woff, g.boff, _writable(V), True)
+        rz, ra = _passes.r_forward(lin.theta, g.sizes, g.woff, g.boff, lin.acts, lin.d1, Vp, k, True)
+        n, c = lin.n, g.cum
+        d = lin.model.sizes[-1]
+        out = rz[n * k * (c[-2] - c[1]):].reshape(n, k, d)
+        return RState(Vq, rz, ra, out)
+
+    def output_hessian(self, lin: Lin, R: Array) -> Array:
+        return _passes.output_hessian(lin.geo.loss, lin.aux, np.ascontiguousarray(R), lin.scale)
+
+    def r_backward(self, lin: Lin, rf: RState, V: Array) -> Array:
+        self.backward(lin)
+        g = lin.geo
+        RD = self.output_hessian(lin, rf.output)
+        P, Q = _passes.r_backward(lin.theta, g.sizes, g.woff, g.boff, g.modes, lin.acts, lin.d1, lin.d2,
+                                  lin.delta, rf.rz, rf.ra, rf.Vq, RD)
+        return _passes.unpack(g.sizes, g.woff, g.boff, V.shape[1], P, Q, _writable(V), float(lin.model.l2))
+
+    def gn_backward(self, lin: Lin, U: Array, V: Array | None = None) -> Array:
+        g = lin.geo
+        U = _writable(np.ascontiguousarray(U))
+        P = _passes.gn_backward(lin.theta, g.sizes, g.woff, g.boff, lin.acts, lin.d1, U)
+        l2 = float(lin.model.l2) if V is not None else 0.0
+        V = _writable(V) if V is not None else np.empty((0, 0), dtype=P.dtype)
+        return _passes.unpack(g.sizes, g.woff, g.boff, U.shape[1], P, P[:0], V, l2)
+
+    # ---- the four products: one compiled call each --------------------------------------------------------------
+    def hvp(self, lin: Lin, V: Array) -> Array:
+        self.backward(lin)
+        g = lin.geo
+        return _passes.hvp(lin.theta, g.sizes, g.woff, g.boff, g.modes, g.loss, lin.acts, lin.d1, lin.d2,
+                           lin.delta, lin.aux, lin.scale, float(lin.model.l2), _writable(V))
+
+    def gnvp(self, lin: Lin, V: Array) -> Array:
+        g = lin.geo
+        return _passes.gnvp(lin.theta, g.sizes, g.woff, g.boff, g.loss, lin.acts, lin.d1, lin.aux, lin.scale,
+                            float(lin.model.l2), _writable(V))
+
+    def jvp(self, lin: Lin, V: Array) -> Array:
+        g = lin.geo
+        return _passes.jvp(lin.theta, g.sizes, g.woff, g.boff, lin.acts, lin.d1, _writable(V))
+
+    def vjp(self, lin: Lin, U: Array) -> Array:
+        g = lin.geo
+        return _passes.vjp(lin.theta, g.sizes, g.woff, g.boff, lin.acts, lin.d1,
+                           _writable(np.ascontiguousarray(U)))
+
+    # ---- entrywise Gauss–Newton (SPEC §3) -----------------------------------------------------------------------
+    def gnh_precompute(self, lin: Lin) -> Factors:
+        g = lin.geo
+        S, nu, AT = _gnh.precompute(lin.theta, g.sizes, g.woff, g.loss, lin.acts, lin.d1, lin.aux)
+        return Factors(lin.model, g, S, nu, AT, lin.scale, lin.n, lin.model.sizes[-1])
+
+    def gnh_entries(self, fac: Factors, rows: Array, cols: Array) -> Array:
+        g = fac.geo
+        return _gnh.entries(fac.S, fac.AT, g.sizes, g.woff, _writable(rows), _writable(cols), fac.n, fac.d,
+                            fac.scale, float(fac.model.l2))
+
+    def gnh_block(self, fac: Factors, I: Array, J: Array) -> Array:
+        g = fac.geo
+        return _gnh.block(fac.S, fac.AT, g.sizes, g.woff, _writable(I), _writable(J), fac.n, fac.d, fac.scale,
+                          float(fac.model.l2))
+
+    def gnh_columns(self, fac: Factors, J: Array) -> Array:
+        g = fac.geo
+        return _gnh.columns(fac.S, fac.AT, g.sizes, g.woff, g.boff, _writable(J), fac.n, fac.d, fac.scale,
+                            float(fac.model.l2))
+
+    def gnh_diagonal(self, fac: Factors) -> Array:
+        g = fac.geo
+        return _gnh.diagonal(fac.nu, fac.AT, g.sizes, g.woff, g.boff, fac.n, fac.scale, float(fac.model.l2))
+
+    def gnh_sample(self, fac: Factors, rows: Array, cols: Array, s: int, seed: int | None) -> Array:
+        g = fac.geo
+        rng = np.random.default_rng(seed)
+        out = np.empty(rows.size, dtype=fac.dtype)
+        step = max(1, (1 << 22) // s)  # bound the uniforms held at once to ~2²² numbers
+        rows, cols = _writable(rows), _writable(cols)
+        for c0 in range(0, rows.size, step):
+            u = rng.random((min(step, rows.size - c0), s))
+            out[c0:c0 + step] = _gnh.sample(fac.S, fac.nu, fac.AT, g.sizes, g.woff, rows[c0:c0 + step],
+                                            cols[c0:c0 + step], u, fac.n, fac.d, fac.scale, float(fac.model.l2))
+        return out

@@ -1,0 +1,120 @@
+"""What the shared suite does not cover for the Numba engine: its place in ``backend="auto"``, its tables,
+lazy compilation, and concurrent use from several threads. (Every engine test of the suite also runs on it.)"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+
+import pyhessk as hk
+from pyhessk import _dispatch, _spec
+
+pytest.importorskip("numba")
+if _dispatch.probe("numba")[0] is None:
+    pytest.skip(f"engine 'numba': {_dispatch.probe('numba')[1]}", allow_module_level=True)
+
+from cases import CASES  # noqa: E402
+from oracles import rel_err  # noqa: E402
+
+from pyhessk.backends.numba import activations, losses  # noqa: E402
+from pyhessk.backends.numpy.activations import ACTIVATIONS as NP_ACTIVATIONS  # noqa: E402
+
+
+def test_auto_falls_back_to_numba_when_cpp_is_disabled(monkeypatch):
+    monkeypatch.setattr(_dispatch, "_probes", {})
+    monkeypatch.setenv("PYHESSK_DISABLE", "cpp")
+    assert hk.MLP([2, 3, 1]).backend == "numba"
+    assert "numba" in hk.available_backends() and "cpp" not in hk.available_backends()
+    monkeypatch.setattr(_dispatch, "_probes", {})
+    monkeypatch.setenv("PYHESSK_DISABLE", "cpp,numba")
+    assert hk.MLP([2, 3, 1]).backend == "numpy"
+
+
+def test_tables_cover_the_registry_with_its_ids():
+    assert {name: row.id for name, row in activations.ACTIVATIONS.items()} == {a.name: a.id for a in _spec.ACTIVATIONS}
+    assert {name: row.id for name, row in losses.LOSSES.items()} == {l.name: l.id for l in _spec.LOSSES}
+
+
+@pytest.mark.parametrize("name", [a.name for a in _spec.ACTIVATIONS])
+def test_scalar_activations_match_the_numpy_table(name):
+    """φ, φ′, φ″ of each row against the NumPy engine in float64, kinks and both tails included."""
+    row, ref = activations.ACTIVATIONS[name], NP_ACTIVATIONS[name]
+    z = np.concatenate([np.linspace(-12, 12, 97), [0.0, -1e-9, 1e-9, -30.0, 30.0, 300.0, -300.0]])
+    got = np.array([row.evaluate(x) for x in z])
+    a = ref.f(z)
+    want = np.stack([a, *ref.derivs(z, a)], axis=1)
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose([row.value(x) for x in z], a, rtol=1e-13, atol=1e-15)
+    spec = _spec.ACTIVATION_BY_NAME[name]
+    if spec.dphi_at_zero is not None:
+        assert row.evaluate(0.0)[1] == spec.dphi_at_zero
+    if spec.d2_zero:
+        assert not got[:, 2].any()
+
+
+@pytest.mark.parametrize("name", [a.name for a in _spec.ACTIVATIONS])
+def test_each_activation_through_the_engine(name):
+    """The kernels' id → row selection: f = φ(x) for a one-unit hidden layer, and ∂f/∂b_1 = φ′(x)."""
+    net = hk.MLP([1, 1, 1], activation=name, loss="mse", backend="numba")
+    theta = np.array([1.0, 0.0, 1.0, 0.0])  # W1, b1, W2, b2
+    x = np.linspace(-3, 3, 13)[:, None]
+    ref = NP_ACTIVATIONS[name]
+    np.testing.assert_allclose(net.forward(theta, x)[:, 0], ref.f(x[:, 0]), rtol=1e-13, atol=1e-15)
+    c = net.linearize(theta, x, np.zeros_like(x))
+    d1 = c.jvp(np.array([0.0, 1.0, 0.0, 0.0]))[:, 0]
+    np.testing.assert_allclose(d1, ref.derivs(x[:, 0], ref.f(x[:, 0]))[0], rtol=1e-13, atol=1e-15)
+
+
+def test_nothing_is_compiled_at_import(tmp_path):
+    """Importing the engine (and making an MLP on it) compiles nothing: every dispatcher is still empty."""
+    code = textwrap.dedent("""
+        import numba, pyhessk as hk
+        from pyhessk.backends.numba import _gnh, _passes, activations, losses, mlp
+        hk.MLP([2, 3, 1], backend="numba")
+        compiled = [f"{m.__name__}.{k}" for m in (_gnh, _passes, activations, losses, mlp)
+                    for k, v in vars(m).items()
+                    if isinstance(v, numba.core.dispatcher.Dispatcher) and v.signatures]
+        found = sum(isinstance(v, numba.core.dispatcher.Dispatcher) for m in (_passes, activations) for v in vars(m).values())
+        assert found > 10, found
+        print("compiled:", compiled)
+        assert not compiled, compiled
+    """)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    env.pop("PYHESSK_DISABLE", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_two_threads_with_two_snapshots_get_correct_answers():
+    """The kernels release the GIL and share no state: concurrent products on two snapshots stay exact."""
+    work = []
+    for case in (CASES[3], CASES[9]):
+        th, X, Y = case.data()
+        V = np.random.default_rng(case.seed).standard_normal((th.size, 4))
+        ref = case.net("numpy").linearize(th, X, Y)
+        work.append((case.net("numba").linearize(th, X, Y), V, ref.hvp(V), ref.gnvp(V), ref.gnh_entries().diagonal()))
+    for c, V, *_ in work:  # compile outside the threads
+        c.hvp(V), c.gnvp(V), c.gnh_entries().diagonal()
+    barrier = threading.Barrier(len(work))
+    errors: list[str] = []
+
+    def run(c, V, hv, gv, diag):
+        barrier.wait()
+        for _ in range(200):
+            for name, got, want in (("hvp", c.hvp(V), hv), ("gnvp", c.gnvp(V), gv),
+                                    ("diagonal", c.gnh_entries().diagonal(), diag)):
+                if rel_err(got, want) > 1e-12:
+                    errors.append(f"{name}: {rel_err(got, want)}")
+
+    threads = [threading.Thread(target=run, args=w) for w in work]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:5]
