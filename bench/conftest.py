@@ -48,6 +48,14 @@ def pytest_report_header(config):  # noqa: ANN001 - pytest hook
             "configs: " + ", ".join(c.id for c in configs.active_configs())]
 
 
+# ---- options ----------------------------------------------------------------------------------------------
+def pytest_addoption(parser):  # noqa: ANN001 - pytest hook
+    parser.addoption(
+        "--engine", action="store", default=None,
+        help="pyhessk engines that bench_peers.py compares with the peers: a comma list or 'all' "
+             "(default: PYHESSK_BENCH_BACKENDS when set, else every available CPU engine)")
+
+
 # ---- fixtures -------------------------------------------------------------------------------------------
 def _backends() -> list:
     wanted = [s.strip() for s in os.environ.get("PYHESSK_BENCH_BACKENDS", "numpy").split(",") if s.strip()]

@@ -5,6 +5,10 @@
 writes ``<outdir>/<engine>-<machine>-<date>.md`` and ``.json``. Rows are products, columns the BENCH.md
 configs, cells "ms (ratio× ideal)". Several input files are merged (a later file wins for a repeated
 cell), so a config can be re-run on its own and added.
+
+Results of ``bench_peers.py`` (they carry a ``peer`` key) go to their own section: pyhessk's best engine
+against the fastest peer per product and config, every peer's time and ratios, cold starts and the
+numerical check. A run of only the peers makes a report of only that section.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ def load(paths: list[str]) -> tuple[dict, dict[tuple[str, str], dict]]:
         machine = machine or data.get("machine_info", {})
         for b in data["benchmarks"]:
             e = b.get("extra_info", {})
-            if "product" not in e:
+            if "product" not in e or "peer" in e:  # peer comparisons: load_peers()
                 continue
             stats = b.get("stats", {})
             cell = dict(e)
@@ -60,6 +64,26 @@ def load(paths: list[str]) -> tuple[dict, dict[tuple[str, str], dict]]:
             cell["test"] = b.get("fullname", b.get("name"))
             cell["source"] = str(path)
             cells[(e["product"], e["config"])] = cell
+    return machine, cells
+
+
+def load_peers(paths: list[str]) -> tuple[dict, dict[tuple[str, str, str, str], dict]]:
+    """The cells of bench_peers.py, keyed (product, config, peer, engine); a later file wins."""
+    machine: dict = {}
+    cells: dict[tuple[str, str, str, str], dict] = {}
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        machine = machine or data.get("machine_info", {})
+        for b in data["benchmarks"]:
+            e = b.get("extra_info", {})
+            if "peer" not in e:
+                continue
+            cell = dict(e)
+            cell["median_round_ratio"] = _median(e.get("round_ratios") or [e["ratio"]])
+            cell["median_engine_vs_peer"] = _median(e.get("engine_vs_peer_rounds") or [e["engine_vs_peer"]])
+            cell["test"] = b.get("fullname", b.get("name"))
+            cell["source"] = str(path)
+            cells[(e["product"], e["config"], e["peer"], e["engine"])] = cell
     return machine, cells
 
 
@@ -106,17 +130,19 @@ def machine_name(info: dict) -> str:
 
 
 def columns(cells: dict) -> list[str]:
-    present = {c for _, c in cells}
+    present = {k[1] for k in cells}
     return [c for c in COLUMN_ORDER if c in present]
 
 
-def render(machine: dict, cells: dict, engine: str, command: str) -> str:
+def render(machine: dict, cells: dict, engine: str, command: str, peers: dict | None = None) -> str:
     info = machine.get("pyhessk_bench", {})
     blas = info.get("blas", {})
-    cols = columns(cells)
+    peers = peers or {}
+    cols = columns({**cells, **{k[:2]: v for k, v in peers.items()}})
     desc = {c.id: c.describe() for c in CONFIGS}
+    title = f"pyhessk benchmarks: `{engine}` engine" if cells else "pyhessk against the peers"
     lines = [
-        f"# pyhessk benchmarks: `{engine}` engine, {info.get('cpu_model', '?')} "
+        f"# {title}, {info.get('cpu_model', '?')} "
         f"({info.get('cores_available', '?')} cores), {info.get('date', '?')}",
         "",
         f"- **Machine**: {info.get('cpu_model', '?')}, {info.get('cores_available', '?')} cores available "
@@ -142,6 +168,10 @@ def render(machine: dict, cells: dict, engine: str, command: str) -> str:
         "|---|---|",
     ]
     lines += [f"| {c} | {desc.get(c, '')} |" for c in cols]
+    if peers:
+        lines += render_peers(peers, cols).splitlines()
+    if not cells:
+        return "\n".join(lines) + "\n"
     lines += [
         "",
         "## Time of one call in ms (ratio to its GEMM ideal)",
@@ -191,6 +221,173 @@ def render(machine: dict, cells: dict, engine: str, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+PEER_ROWS: tuple[tuple[str, str], ...] = (
+    ("hvp_fresh", "HVP, fresh: `hk.hvp` vs peers that redo the forward pass every call"),
+    ("hvp_cached", "HVP, cached: `c.hvp(v)` after `net.linearize` vs peers that keep a linearization or graph"),
+    ("ggn_fresh", "GGN product, fresh: `hk.gnvp` vs peers that redo the forward pass"),
+    ("ggn_cached", "GGN product, cached: `c.gnvp(v)` vs peers that keep the forward graph"),
+    ("hessian_dense", "dense Hessian of S: `net.linearize(θ, X, Y).hessian()` vs peers"),
+)
+
+
+def _peer_short(peer: str, cell: dict) -> str:
+    from bench.peers import BY_ID  # labels only: importing bench.peers loads no peer library
+
+    spec = BY_ID.get(peer)
+    return spec.short if spec is not None else cell.get("peer_label", peer)
+
+
+def _x(r: float) -> str:
+    """A time ratio with two significant digits at least (0.0042×, 0.31×, 2.65×, 12.4×)."""
+    if r >= 10:
+        return f"{r:.1f}×"
+    if r >= 0.1:
+        return f"{r:.2f}×"
+    return f"{r:.2g}×"
+
+
+def _vs_flag(cell: dict) -> str:
+    r, mr = cell["engine_vs_peer"], cell["median_engine_vs_peer"]
+    return "†" if abs(mr - r) > NOISE_FLAG * r else ""
+
+
+def _peer_versions(peers: dict) -> str:
+    found: dict[str, str] = {}
+    for cell in peers.values():
+        found.update(cell.get("peer_versions", {}))
+    return ", ".join(f"{k} {v}" for k, v in sorted(found.items())) or "?"
+
+
+def _peer_threads(peers: dict) -> str:
+    torch_t: dict = {}
+    xla_t: dict = {}
+    for cell in peers.values():
+        t = cell.get("peer_threads", {})
+        torch_t = torch_t or t.get("torch", {})
+        xla_t = xla_t or t.get("xla", {})
+    parts = []
+    if torch_t:
+        parts.append(f"torch {torch_t.get('num_threads')} intra-op / {torch_t.get('num_interop_threads')} inter-op "
+                     f"(`torch.set_num_threads`), OMP_WAIT_POLICY={torch_t.get('OMP_WAIT_POLICY') or 'unset'}")
+    if xla_t:
+        parts.append(f"XLA_FLAGS=`{xla_t.get('XLA_FLAGS')}`, NPROC={xla_t.get('NPROC')}, "
+                     f"{xla_t.get('cpus_allowed')} CPUs in the affinity mask")
+    return "; ".join(parts) or "?"
+
+
+def render_peers(peers: dict, cols: list[str]) -> str:
+    """The peer section: summary (best engine vs fastest peer), every peer, cold starts and the check."""
+    engines = sorted({k[3] for k in peers})
+    lines = [
+        "",
+        "## pyhessk against the peers (one run, interleaved)",
+        "",
+        f"- **Peers**: {_peer_versions(peers)}",
+        f"- **Peer threads**: {_peer_threads(peers)}",
+        f"- **Engines**: {', '.join(f'`{e}`' for e in engines)}",
+        "- **Method**: one test per (config, peer, engine). The peer is first checked against the engine's "
+        "own result on the same θ, X, Y, v (relative 2-norm error at most 1e-4 in float32, 1e-9 in float64; "
+        "a peer outside it fails the run). Then engine, peer and the GEMM ideal run round-robin (A B C A B C …) "
+        "in rounds, as above; each time is the minimum over rounds of the per-round medians, and "
+        "pyhessk / peer is the quotient of the two times of that same test. JIT and `torch.compile` compiles "
+        "happen in the untimed setup (cold start, below). † marks a pyhessk / peer ratio whose median over the "
+        f"rounds differs from it by more than {NOISE_FLAG:.0%}.",
+        "",
+        "### pyhessk's best engine against the fastest peer: time ratio pyhessk / peer (below 1: pyhessk is faster)",
+        "",
+        "| product | " + " | ".join(cols) + " |",
+        "|---|" + "---|" * len(cols),
+    ]
+    for product, label in PEER_ROWS:
+        if not any(k[0] == product for k in peers):
+            continue
+        row = []
+        for c in cols:
+            group = {k: v for k, v in peers.items() if k[0] == product and k[1] == c}
+            if not group:
+                row.append("")
+                continue
+            fastest = min(group.values(), key=lambda x: x["peer_ms"])["peer"]
+            best = min((v for k, v in group.items() if k[2] == fastest), key=lambda x: x["engine_vs_peer"])
+            row.append(f"`{best['engine']}` {_ms(best['product_ms'])} ms vs {_peer_short(fastest, best)} "
+                       f"{_ms(best['peer_ms'])} ms: **{_x(best['engine_vs_peer'])}**{_vs_flag(best)}")
+        lines.append(f"| {label} | " + " | ".join(row) + " |")
+    lines += [
+        "",
+        "### Every implementation: ms of one call (ratio to the GEMM ideal); after a peer, pyhessk / peer per engine",
+        "",
+        "A pyhessk row is the engine's best time over the tests of that product (each test times it against one "
+        "peer); the GEMM ideal is that of the pyhessk product (`bench/ideal.py`), the same reference for the peers.",
+        "",
+        "| product, implementation | " + " | ".join(cols) + " |",
+        "|---|" + "---|" * len(cols),
+    ]
+    from bench.peers import PEERS  # the row order
+
+    for product, label in PEER_ROWS:
+        group = {k: v for k, v in peers.items() if k[0] == product}
+        if not group:
+            continue
+        lines.append(f"| **{label.split(':')[0]}** |" + " |" * len(cols))
+        for eng in engines:
+            row = []
+            for c in cols:
+                mine = [v for k, v in group.items() if k[1] == c and k[3] == eng]
+                best = min(mine, key=lambda x: x["product_ms"]) if mine else None
+                row.append("" if best is None else f"{_ms(best['product_ms'])} ({best['ratio']:.2f}×{_flag(best)})")
+            lines.append(f"| pyhessk `{eng}` | " + " | ".join(row) + " |")
+        ids = [s.id for s in PEERS if s.product == product] + sorted({k[2] for k in group} - {s.id for s in PEERS})
+        for peer in ids:
+            if not any(k[2] == peer for k in group):
+                continue
+            row, label_p = [], None
+            for c in cols:
+                mine = {k[3]: v for k, v in group.items() if k[1] == c and k[2] == peer}
+                if not mine:
+                    row.append("")
+                    continue
+                fast = min(mine.values(), key=lambda x: x["peer_ms"])
+                label_p = label_p or fast.get("peer_label", peer)
+                vs = ", ".join(f"`{e}` {_x(v['engine_vs_peer'])}{_vs_flag(v)}" for e, v in sorted(mine.items()))
+                row.append(f"{_ms(fast['peer_ms'])} ({_x(fast['peer_ratio'])}) · {vs}")
+            lines.append(f"| {label_p or peer} | " + " | ".join(row) + " |")
+    lines += [
+        "",
+        "### Cold start (s: setup + first call, compiles included) and the check (relative 2-norm error vs pyhessk)",
+        "",
+        "| peer | " + " | ".join(cols) + " |",
+        "|---|" + "---|" * len(cols),
+    ]
+    for spec in PEERS:
+        group = {k: v for k, v in peers.items() if k[2] == spec.id}
+        if not group:
+            continue
+        row = []
+        for c in cols:
+            mine = [v for k, v in group.items() if k[1] == c]
+            if not mine:
+                row.append("")
+                continue
+            cold = min(v["peer_cold_start_s"] for v in mine)
+            err = max(v["check_rel_err"] for v in mine)
+            row.append(f"{cold:.2f} s; {err:.1e}")
+        lines.append(f"| {spec.label} | " + " | ".join(row) + " |")
+    for eng in engines:
+        row = []
+        for c in cols:
+            mine = [v for k, v in peers.items() if k[1] == c and k[3] == eng and "engine_first_call_s" in v]
+            row.append(f"{max(v['engine_first_call_s'] for v in mine):.3f} s" if mine else "")
+        lines.append(f"| pyhessk `{eng}`, first call of a product (slowest) | " + " | ".join(row) + " |")
+    notes = sorted({f"{v.get('peer_label', k[2])}: {v['peer_note']}" for k, v in peers.items() if v.get("peer_note")})
+    lines += ["", "Notes:"] + [f"- {n}" for n in notes] + [
+        "- mse is SPEC's ½‖f − y‖² averaged over samples in every peer; curvlinops only takes torch's "
+        "`MSELoss(mean)` (which divides by n·d and drops the ½), so it gets v scaled by d/2 outside the call.",
+        "- fresh pyhessk products (`hk.hvp`, `hk.gnvp`, the dense Hessian with its `linearize`) recompute "
+        "everything per call, like the fresh peers; cached ones reuse one `net.linearize` made outside the call.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def render_compare(cells: dict, other: dict, label: str, other_machine: dict) -> str:
     """A section comparing a second run (e.g. another allocator mode) with the main one, product by product."""
     cols = [c for c in columns(cells) if any(k[1] == c for k in other)]
@@ -219,14 +416,17 @@ def render_compare(cells: dict, other: dict, label: str, other_machine: dict) ->
     return "\n".join(lines) + "\n"
 
 
-def raw(machine: dict, cells: dict, engine: str, command: str) -> dict:
-    return {
+def raw(machine: dict, cells: dict, engine: str, command: str, peers: dict | None = None) -> dict:
+    out = {
         "engine": engine,
         "command": command,
         "machine": machine.get("pyhessk_bench", {}),
         "pytest_benchmark_machine_info": {k: v for k, v in machine.items() if k != "pyhessk_bench"},
         "results": [cells[k] for k in sorted(cells, key=lambda k: (k[1], k[0]))],
     }
+    if peers:
+        out["peers"] = [peers[k] for k in sorted(peers, key=lambda k: (k[1], k[0], k[2], k[3]))]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,15 +441,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compare-label", default="Second run")
     args = ap.parse_args(argv)
     machine, cells = load(args.inputs)
-    if not cells:
+    peer_machine, peers = load_peers(args.inputs)
+    machine = machine or peer_machine
+    if not cells and not peers:
         print("no pyhessk benchmark results in the inputs", file=sys.stderr)
         return 1
     info = machine.get("pyhessk_bench", {})
     name = f"{args.engine}-{args.machine or machine_name(info)}-{info.get('date', 'undated')}"
     out = Path(args.outdir)
     out.mkdir(parents=True, exist_ok=True)
-    text = render(machine, cells, args.engine, args.command)
-    data = raw(machine, cells, args.engine, args.command)
+    text = render(machine, cells, args.engine, args.command, peers)
+    data = raw(machine, cells, args.engine, args.command, peers)
     if args.compare:
         other_machine, other = load(args.compare)
         text += render_compare(cells, other, args.compare_label, other_machine)

@@ -97,3 +97,65 @@ def pedantic_rounds(t_product_ms: float) -> int:
     """How many rounds ``benchmark.pedantic`` gets: about 0.5 s of product calls, 1 to 10 rounds."""
     budget_ms = 100.0 if QUICK else 500.0
     return int(min(10, max(1, budget_ms // max(t_product_ms, 1e-6))))
+
+
+@dataclass
+class MultiComparison:
+    """Several callables timed round-robin in one loop (A B C A B C …); the times of ``interleaved_many``."""
+
+    names: list[str]
+    ms: dict[str, float]  # per side: min over rounds of the per-round median
+    round_ms: dict[str, list[float]]  # per side: the per-round medians
+    rounds: int
+    inner: int
+
+    def ratio(self, a: str, b: str) -> float:
+        """a / b of the headline times (min over rounds of the per-round medians)."""
+        return self.ms[a] / self.ms[b]
+
+    def round_ratios(self, a: str, b: str) -> list[float]:
+        """a / b round by round (both measured in the same rounds, so the machine's drift cancels)."""
+        return [x / y for x, y in zip(self.round_ms[a], self.round_ms[b], strict=True)]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def interleaved_many(calls: dict[str, Callable[[], object]], rounds: int | None = None,
+                     inner: int | None = None) -> MultiComparison:
+    """``interleaved`` for more than two sides: each round runs ``inner`` passes of every callable in turn.
+
+    All callables are assumed warm (each called once before). The same rules as ``interleaved``: each
+    side's time is the minimum over rounds of its per-round medians; more rounds run (up to
+    ``MAX_ROUNDS``) while any side's round medians spread by more than ``NOISY``.
+    """
+    names = list(calls)
+    t_pass = sum(_once(calls[k]) for k in names)  # one more warm pass, used to size the rounds
+    r, i = plan(t_pass)
+    rounds = rounds or r
+    inner = inner or i
+    times: dict[str, list[list[float]]] = {k: [] for k in names}
+
+    def spread(rows: list[list[float]]) -> float:
+        med = np.median(np.array(rows), axis=1)
+        return float(med.max() / med.min())
+
+    def noisy() -> bool:
+        return max(spread(times[k]) for k in names) > NOISY
+
+    while len(times[names[0]]) < rounds or (len(times[names[0]]) < max(rounds, MAX_ROUNDS) and noisy()):
+        gc.collect()
+        rows: dict[str, list[float]] = {k: [] for k in names}
+        for _ in range(inner):
+            for k in names:
+                rows[k].append(_once(calls[k]))
+        for k in names:
+            times[k].append(rows[k])
+    med = {k: np.median(np.array(times[k]), axis=1) * 1e3 for k in names}
+    return MultiComparison(
+        names=names,
+        ms={k: float(med[k].min()) for k in names},
+        round_ms={k: [float(x) for x in med[k]] for k in names},
+        rounds=len(times[names[0]]),
+        inner=inner,
+    )
