@@ -51,9 +51,9 @@ inline double fast_exp(double x) {
   p = p * r + 0.5;
   p = p * r + 1.0;
   p = p * r + 1.0;
-  int64_t bits;
+  uint64_t bits;
   std::memcpy(&bits, &shifted, sizeof bits);
-  bits = (bits + 1023) << 52;  // the shifter's own bits leave through the top
+  bits = (bits + 1023u) << 52;  // the shifter's own bits leave through the top (unsigned: no overflow)
   double scale;
   std::memcpy(&scale, &bits, sizeof scale);
   return p * scale;
@@ -73,9 +73,9 @@ inline float fast_exp(float x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  int32_t bits;
+  uint32_t bits;
   std::memcpy(&bits, &shifted, sizeof bits);
-  bits = static_cast<int32_t>((static_cast<uint32_t>(bits) + 127u) << 23);
+  bits = (bits + 127u) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof scale);
   return p * scale;
