@@ -23,6 +23,39 @@ from ._passes import mat, mat3, prefix, weights
 
 
 @jit
+def transpose(A: Any, T: Any) -> None:
+    """T = Aᵀ for A (r, c), T (c, r), in 32 × 32 tiles (both sides stay in cache)."""
+    r, c = A.shape
+    for i0 in range(0, r, 32):
+        for j0 in range(0, c, 32):
+            for j in range(j0, min(j0 + 32, c)):
+                for i in range(i0, min(i0 + 32, r)):
+                    T[j, i] = A[i, j]
+
+
+@jit
+def _scale_rows(Sl: Any, G: Any, NU: Any) -> None:
+    """S_l[i, k, :] *= G[i, k] and ν_l[i, k] = ‖S_l[i, k, :]‖ for S_l (n_l, n, d)."""
+    n_l, n, d = Sl.shape
+    if d == 1:
+        for i in range(n_l):
+            for k in range(n):
+                v = Sl[i, k, 0] * G[i, k]
+                Sl[i, k, 0] = v
+                NU[i, k] = abs(v)
+        return
+    for i in range(n_l):
+        for k in range(n):
+            g = G[i, k]
+            acc = 0.0
+            for e in range(d):
+                v = Sl[i, k, e] * g
+                Sl[i, k, e] = v
+                acc += float(v) * float(v)
+            NU[i, k] = np.sqrt(acc)
+
+
+@jit
 def precompute(theta: Any, sizes: Any, woff: Any, loss: int, acts: Any, d1: Any, aux: Any) -> tuple[Any, Any, Any]:
     """(S, nu, AT): S_L = Cᵀ from the loss head; S_l = (W_{l+1}ᵀ S_{l+1}) ⊙ φ′_l, one GEMM per layer l < L."""
     L = sizes.size - 1
@@ -31,30 +64,23 @@ def precompute(theta: Any, sizes: Any, woff: Any, loss: int, acts: Any, d1: Any,
     S = np.empty(n * d * (cum[L + 1] - cum[1]), acts.dtype)
     nu = np.empty(n * (cum[L + 1] - cum[1]), acts.dtype)
     AT = np.empty(n * cum[L], acts.dtype)
+    G = np.empty(n * np.max(sizes), acts.dtype)
     losses.factor(loss, aux, mat3(S, n * d * (cum[L] - cum[1]), d, n, d))
     for l in range(L, 0, -1):
         n_l = sizes[l]
         Sl = mat3(S, n * d * (cum[l] - cum[1]), n_l, n, d)
-        if l < L:  # W_{l+1}ᵀ S_{l+1}: (n_l, n_{l+1}) @ (n_{l+1}, n·d)
+        Gl = mat(G, 0, n_l, n)
+        if l < L:  # W_{l+1}ᵀ S_{l+1}: (n_l, n_{l+1}) @ (n_{l+1}, n·d), then the rows times φ′_l
             np.dot(weights(theta, sizes, woff, l + 1).T,
                    mat(S, n * d * (cum[l + 1] - cum[1]), sizes[l + 1], n * d), Sl.reshape((n_l, n * d)))
-        D1 = mat(d1, n * (cum[l] - cum[1]), n, n_l) if l < L else mat(acts, 0, 0, 0)
-        NU = mat(nu, n * (cum[l] - cum[1]), n_l, n)
-        for i in range(n_l):
-            for k in range(n):
-                g = D1[k, i] if l < L else 1.0
-                acc = 0.0
-                for e in range(d):
-                    v = Sl[i, k, e] * g
-                    Sl[i, k, e] = v
-                    acc += float(v) * float(v)
-                NU[i, k] = np.sqrt(acc)
+            transpose(mat(d1, n * (cum[l] - cum[1]), n, n_l), Gl)
+        else:
+            for i in range(n_l):
+                for k in range(n):
+                    Gl[i, k] = 1.0
+        _scale_rows(Sl, Gl, mat(nu, n * (cum[l] - cum[1]), n_l, n))
     for l in range(L):
-        A = mat(acts, n * cum[l], n, sizes[l])
-        T = mat(AT, n * cum[l], sizes[l], n)
-        for k in range(n):
-            for j in range(sizes[l]):
-                T[j, k] = A[k, j]
+        transpose(mat(acts, n * cum[l], n, sizes[l]), mat(AT, n * cum[l], sizes[l], n))
     return S, nu, AT
 
 
@@ -150,7 +176,7 @@ def block(S: Any, AT: Any, sizes: Any, woff: Any, I: Any, J: Any, n: int, d: int
 @jit
 def columns(S: Any, AT: Any, sizes: Any, woff: Any, boff: Any, J: Any, n: int, d: int, scale: float,
             l2: float) -> Any:
-    """G[:, J] (N, m): per layer, T[k, t, i] = ⟨S_{l,k}[:, i], x_{J[t],k}⟩, then one GEMM Tᵀ A_{l−1}."""
+    """G[:, J] (N, m): per layer, T[t, i, k] = ⟨S_{l,k}[:, i], x_{J[t],k}⟩, then one GEMM T A_{l−1}."""
     L = sizes.size - 1
     cum = prefix(sizes)
     m = J.size
@@ -160,29 +186,29 @@ def columns(S: Any, AT: Any, sizes: Any, woff: Any, boff: Any, J: Any, n: int, d
     for l in range(1, L + 1):
         n_l, n_p = sizes[l], sizes[l - 1]
         Sl = mat3(S, n * d * (cum[l] - cum[1]), n_l, n, d)
-        T = np.empty((n, m * n_l), S.dtype)
-        for i in range(n_l):
-            for k in range(n):
-                for t in range(m):
+        TT = np.empty((m * n_l, n), S.dtype)  # TT[t·n_l + i, k] = ⟨S_{l,k}[:, i], x_{J[t],k}⟩
+        for t in range(m):
+            for i in range(n_l):
+                row = t * n_l + i
+                for k in range(n):
                     dot = 0.0
                     for e in range(d):
                         dot += float(Sl[i, k, e]) * float(U[t, k * d + e])
-                    T[k, t * n_l + i] = dot
+                    TT[row, k] = dot
         GW = np.empty((m * n_l, n_p), S.dtype)  # (m, n_l, n_{l−1})
-        np.dot(T.T, mat(AT, n * cum[l - 1], n_p, n).T, GW)
+        np.dot(TT, mat(AT, n * cum[l - 1], n_p, n).T, GW)
         w0 = woff[l - 1]
         for t in range(m):
             for i in range(n_l):
                 for c in range(n_p):
                     out[w0 + i * n_p + c, t] = scale * GW[t * n_l + i, c]
         b0 = boff[l - 1]
-        if b0 >= 0:
+        if b0 >= 0:  # row sums as one GEMV
+            sums = np.empty(m * n_l, S.dtype)
+            np.dot(TT, np.ones(n, S.dtype), sums)
             for t in range(m):
                 for i in range(n_l):
-                    acc = 0.0
-                    for k in range(n):
-                        acc += T[k, t * n_l + i]
-                    out[b0 + i, t] = scale * acc
+                    out[b0 + i, t] = scale * sums[t * n_l + i]
     if l2 != 0.0:
         for t in range(m):
             if locate(J[t], sizes, woff)[2] >= 0:
@@ -216,12 +242,11 @@ def diagonal(nu: Any, AT: Any, sizes: Any, woff: Any, boff: Any, n: int, scale: 
             for c in range(n_p):
                 GW[i, c] = scale * GW[i, c] + l2
         b0 = boff[l - 1]
-        if b0 >= 0:
+        if b0 >= 0:  # row sums as one GEMV
+            sums = np.empty(n_l, nu.dtype)
+            np.dot(nu2, np.ones(n, nu.dtype), sums)
             for i in range(n_l):
-                acc = 0.0
-                for k in range(n):
-                    acc += nu2[i, k]
-                out[b0 + i] = scale * acc
+                out[b0 + i] = scale * sums[i]
     return out
 
 
