@@ -9,13 +9,16 @@
 #include <string>
 
 #include "common/activations.h"
+#include "common/check.h"
 #include "common/losses.h"
 #include "common/views.h"
 #include "cpu/gemm_cpu.h"
+#include "cpu/gnh_cpu.h"
 #include "cpu/linearization_cpu.h"
 
 namespace py = pybind11;
 using pyhessk::MlpShape;
+using pyhessk::cpu::GnhFactors;
 using pyhessk::cpu::Linearization;
 
 namespace {
@@ -142,6 +145,62 @@ void bind_dtype(py::module_& m, const char* suffix) {
             py::gil_scoped_release nogil;
             self.output_hessian(pr, k, po);
           }, py::arg("R").noconvert(), py::arg("out").noconvert());
+
+  using Fac = GnhFactors<T>;
+  using index_array = py::array_t<int64_t, py::array::c_style>;
+  const std::string fac = std::string("GnhFactors") + suffix;
+  py::class_<Fac>(m, fac.c_str(), "The entrywise Gauss–Newton precomputation of one linearization (SPEC §3).")
+      .def(py::init([](const Lin& lin) {
+             py::gil_scoped_release nogil;
+             return std::make_unique<Fac>(lin);
+           }), py::arg("lin"))
+      .def("entries", [](const Fac& self, const index_array& rows, const index_array& cols, carray<T>& out) {
+            PYHESSK_CHECK(rows.ndim() == 1 && cols.ndim() == 1 && rows.size() == cols.size(),
+                          "rows and cols must be 1-D index arrays of equal length");
+            expect_shape(out, {rows.size()}, "out");
+            const int64_t *pr = rows.data(), *pc = cols.data();
+            T* po = out.mutable_data();
+            const int64_t mm = rows.size();
+            py::gil_scoped_release nogil;
+            self.entries(pr, pc, mm, po);
+          }, py::arg("rows").noconvert(), py::arg("cols").noconvert(), py::arg("out").noconvert())
+      .def("block", [](const Fac& self, const index_array& I, const index_array& J, carray<T>& out) {
+            PYHESSK_CHECK(I.ndim() == 1 && J.ndim() == 1, "I and J must be 1-D index arrays");
+            expect_shape(out, {I.size(), J.size()}, "out");
+            const int64_t *pi = I.data(), *pj = J.data();
+            T* po = out.mutable_data();
+            const int64_t mi = I.size(), mj = J.size();
+            py::gil_scoped_release nogil;
+            self.block(pi, mi, pj, mj, po);
+          }, py::arg("I").noconvert(), py::arg("J").noconvert(), py::arg("out").noconvert())
+      .def("columns", [](const Fac& self, const index_array& J, carray<T>& out) {
+            PYHESSK_CHECK(J.ndim() == 1, "J must be a 1-D index array");
+            expect_shape(out, {self.num_params(), J.size()}, "out");
+            const int64_t* pj = J.data();
+            T* po = out.mutable_data();
+            const int64_t mm = J.size();
+            py::gil_scoped_release nogil;
+            self.columns(pj, mm, po);
+          }, py::arg("J").noconvert(), py::arg("out").noconvert())
+      .def("diagonal", [](const Fac& self, carray<T>& out) {
+            expect_shape(out, {self.num_params()}, "out");
+            T* po = out.mutable_data();
+            py::gil_scoped_release nogil;
+            self.diagonal(po);
+          }, py::arg("out").noconvert())
+      .def("sample", [](const Fac& self, const index_array& rows, const index_array& cols, int64_t s,
+                        uint64_t seed, carray<T>& out) {
+            PYHESSK_CHECK(rows.ndim() == 1 && cols.ndim() == 1 && rows.size() == cols.size(),
+                          "rows and cols must be 1-D index arrays of equal length");
+            PYHESSK_CHECK(s >= 1, "the sample count must be at least 1");
+            expect_shape(out, {rows.size()}, "out");
+            const int64_t *pr = rows.data(), *pc = cols.data();
+            T* po = out.mutable_data();
+            const int64_t mm = rows.size();
+            py::gil_scoped_release nogil;
+            self.sample(pr, pc, mm, s, seed, po);
+          }, py::arg("rows").noconvert(), py::arg("cols").noconvert(), py::arg("s"), py::arg("seed"),
+          py::arg("out").noconvert());
 
   const std::string fwd = std::string("forward") + suffix;
   m.def(fwd.c_str(), [](std::vector<int> sizes, std::vector<int> acts, bool bias, const carray<T>& theta,

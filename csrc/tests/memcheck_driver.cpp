@@ -2,6 +2,7 @@
 // Python in the process: plain reference GEMMs stand in for SciPy's BLAS. It exercises every activation,
 // loss, both dtypes and blocks of k = 1 and k = 3 directions, checks symmetry vᵀHw = wᵀHv and compares
 // J v against central differences of the forward pass. See the README for the command.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -11,6 +12,7 @@
 #include "common/losses.h"
 #include "common/views.h"
 #include "cpu/gemm_cpu.h"
+#include "cpu/gnh_cpu.h"
 #include "cpu/linearization_cpu.h"
 
 namespace {
@@ -64,6 +66,32 @@ int run(int act, int loss, unsigned seed) {
   if (std::fabs(a - b) > tol * scale) {
     std::printf("symmetry failed: act %d loss %d: %g vs %g\n", act, loss, a, b);
     return 1;
+  }
+  // GNH factors: entries, block, columns, diagonal and the sampler agree with each other
+  {
+    pyhessk::cpu::GnhFactors<T> fac(lin);
+    std::vector<int64_t> idx(N);
+    for (int64_t i = 0; i < N; ++i) idx[i] = i;
+    std::vector<T> blk(N * N), cols(N * N), diag(N), ent(N), est(N);
+    fac.block(idx.data(), N, idx.data(), N, blk.data());
+    fac.columns(idx.data(), N, cols.data());
+    fac.diagonal(diag.data());
+    fac.entries(idx.data(), idx.data(), N, ent.data());
+    fac.sample(idx.data(), idx.data(), N, 5, 42u, est.data());
+    double gmax = 0;
+    for (auto g : blk) gmax = std::max(gmax, std::fabs(double(g)));
+    for (int64_t i = 0; i < N; ++i) {
+      const double e = std::fabs(double(blk[i * N + i]) - diag[i]) + std::fabs(double(ent[i]) - diag[i]);
+      if (e > tol * 100 * gmax || !std::isfinite(double(est[i]))) {
+        std::printf("gnh diagonal mismatch: act %d loss %d at %ld\n", act, loss, long(i));
+        return 1;
+      }
+      for (int64_t j = 0; j < N; ++j)
+        if (std::fabs(double(blk[i * N + j]) - cols[i * N + j]) > tol * 100 * gmax) {
+          std::printf("gnh block/column mismatch: act %d loss %d\n", act, loss);
+          return 1;
+        }
+    }
   }
   // J v against central differences of the forward pass (float64 only)
   if (sizeof(T) == 8) {

@@ -1,8 +1,4 @@
-"""Thin Python side of the C++ engine: allocate outputs with NumPy, call ``_core_cpu``, no math here.
-
-The GNH precomputation and gathers run through the reference engine's NumPy code on this engine's caches
-(activations, φ′, outputs), which it exposes as views of its own memory.
-"""
+"""Thin Python side of the C++ engine: allocate outputs with NumPy, call ``_core_cpu``, no math here."""
 
 from __future__ import annotations
 
@@ -14,8 +10,6 @@ from scipy.linalg import cython_blas
 
 from ... import _spec
 from .._base import BackendBase, ModelSpec
-from ..numpy.mlp import Lin as NumpyLin
-from ..numpy.mlp import NumpyBackend
 
 Array = np.ndarray
 
@@ -36,6 +30,15 @@ class CppLin:
 
 
 @dataclass
+class CppFactors:
+    """The C++ GNH precomputation (S_l, A_{l−1}ᵀ, ν_l owned by ``core``)."""
+
+    core: Any
+    dtype: np.dtype
+    num_params: int
+
+
+@dataclass
 class CppRForward:
     output: Array  # R{f} = J V: (n, k, d)
 
@@ -49,7 +52,6 @@ class CppBackend(BackendBase):
         self._core = core_module
         capi = cython_blas.__pyx_capi__
         core_module.set_blas(capi["sgemm"], capi["dgemm"])
-        self._ref = NumpyBackend()
 
     def _cls(self, dtype: np.dtype) -> Any:
         return self._core.LinearizationF32 if dtype == np.float32 else self._core.LinearizationF64
@@ -114,31 +116,33 @@ class CppBackend(BackendBase):
             out += lin.model.l2 * lin.model.weight_mask(out.dtype)[:, None] * V
         return out
 
-    # ---- entrywise Gauss–Newton ----------------------------------------------------------------
-    def _numpy_view(self, lin: CppLin) -> NumpyLin:
-        core, model = lin.core, lin.model
-        L = model.num_layers
-        theta = core.theta()
-        Ws = [model.layer_views(theta, l)[0] for l in range(1, L + 1)]
-        aux = core.aux()
-        return NumpyLin(model, theta, Ws, [None] * L, [core.act(l) for l in range(L)],
-                        [core.dphi(l) for l in range(1, L)], [None] * (L - 1), core.output(),
-                        None if model.loss == "mse" else aux, aux, core.scale, lin.loss, lin.n)
+    # ---- entrywise Gauss–Newton (compiled gathers, SPEC §3) --------------------------------------
+    def gnh_precompute(self, lin: CppLin) -> CppFactors:
+        cls = self._core.GnhFactorsF32 if lin.dtype == np.float32 else self._core.GnhFactorsF64
+        return CppFactors(cls(lin.core), lin.dtype, lin.model.num_params)
 
-    def gnh_precompute(self, lin: CppLin) -> Any:
-        return self._ref.gnh_precompute(self._numpy_view(lin))
+    def gnh_entries(self, fac: CppFactors, rows: Array, cols: Array) -> Array:
+        out = np.empty(rows.size, dtype=fac.dtype)
+        fac.core.entries(rows, cols, out)
+        return out
 
-    def gnh_entries(self, fac: Any, rows: Array, cols: Array) -> Array:
-        return self._ref.gnh_entries(fac, rows, cols)
+    def gnh_block(self, fac: CppFactors, I: Array, J: Array) -> Array:
+        out = np.empty((I.size, J.size), dtype=fac.dtype)
+        fac.core.block(I, J, out)
+        return out
 
-    def gnh_block(self, fac: Any, I: Array, J: Array) -> Array:
-        return self._ref.gnh_block(fac, I, J)
+    def gnh_columns(self, fac: CppFactors, J: Array) -> Array:
+        out = np.empty((fac.num_params, J.size), dtype=fac.dtype)
+        fac.core.columns(J, out)
+        return out
 
-    def gnh_columns(self, fac: Any, J: Array) -> Array:
-        return self._ref.gnh_columns(fac, J)
+    def gnh_diagonal(self, fac: CppFactors) -> Array:
+        out = np.empty(fac.num_params, dtype=fac.dtype)
+        fac.core.diagonal(out)
+        return out
 
-    def gnh_diagonal(self, fac: Any) -> Array:
-        return self._ref.gnh_diagonal(fac)
-
-    def gnh_sample(self, fac: Any, rows: Array, cols: Array, s: int, seed: int | None) -> Array:
-        return self._ref.gnh_sample(fac, rows, cols, s, seed)
+    def gnh_sample(self, fac: CppFactors, rows: Array, cols: Array, s: int, seed: int | None) -> Array:
+        seed = int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0])
+        out = np.empty(rows.size, dtype=fac.dtype)
+        fac.core.sample(rows, cols, s, seed, out)
+        return out

@@ -1,0 +1,224 @@
+#include "cpu/gnh_cpu.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "common/dispatch.h"
+#include "cpu/gemm_cpu.h"
+
+namespace pyhessk::cpu {
+namespace {
+
+constexpr int64_t kParallelEntries = 64;  // entries per call below which the loops stay on one thread
+
+// splitmix64: a counter-based stream, so entry t's draws depend only on (seed, t).
+inline uint64_t splitmix64(uint64_t& state) {
+  uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+inline double uniform01(uint64_t& state) { return double(splitmix64(state) >> 11) * 0x1.0p-53; }
+
+template <Loss kLoss, typename T>
+void output_factors(int n, int d, const T* aux, T* S_L) {
+  std::vector<T> ct(size_t(d) * d);
+  for (int k = 0; k < n; ++k) {
+    LossOps<kLoss>::factor(aux + int64_t(k) * d, d, ct.data());  // ct[a·d + i] = Cᵀ[a][i]
+    for (int i = 0; i < d; ++i)
+      for (int a = 0; a < d; ++a) S_L[(int64_t(i) * n + k) * d + a] = ct[size_t(a) * d + i];
+  }
+}
+
+}  // namespace
+
+template <typename T>
+GnhFactors<T>::GnhFactors(const Linearization<T>& lin)
+    : s_(lin.shape()), n_(lin.n()), d_(lin.d()), L_(lin.shape().layers()), scale_(T(lin.scale())) {
+  const int n = n_, d = d_;
+  S_.resize(L_);
+  AT_.resize(L_);
+  nu_.resize(L_);
+  S_[L_ - 1].resize(int64_t(d) * n * d);
+  PYHESSK_DISPATCH_LOSS(s_.loss, kLoss, [&] { output_factors<kLoss>(n, d, lin.aux(), S_[L_ - 1].data()); });
+  for (int l = L_ - 1; l >= 1; --l) {
+    // S_l = D_l W_{l+1}ᵀ S_{l+1}: one GEMM (n_l × n_{l+1}) · (n_{l+1} × n·d)
+    const int n_l = s_.sizes[l], n_next = s_.sizes[l + 1];
+    const T* W = lin.theta() + s_.w_off[l];  // W_{l+1}: (n_{l+1}, n_l)
+    S_[l - 1].resize(int64_t(n_l) * n * d);
+    gemm<T>(true, false, n_l, n * d, n_next, T(1), W, n_l, S_[l].data(), n * d, T(0), S_[l - 1].data(), n * d);
+    const T* d1 = lin.dphi(l);  // (n, n_l)
+    T* S = S_[l - 1].data();
+    for (int i = 0; i < n_l; ++i)
+      for (int k = 0; k < n; ++k) {
+        const T f = d1[int64_t(k) * n_l + i];
+        T* x = S + (int64_t(i) * n + k) * d;
+        for (int a = 0; a < d; ++a) x[a] *= f;
+      }
+  }
+  for (int l = 1; l <= L_; ++l) {
+    const int n_l = s_.sizes[l], n_prev = s_.sizes[l - 1];
+    nu_[l - 1].resize(int64_t(n_l) * n);
+    const T* S = S_[l - 1].data();
+    for (int64_t ik = 0; ik < int64_t(n_l) * n; ++ik) {
+      acc_t<T> sq = 0;
+      for (int a = 0; a < d; ++a) sq += S[ik * d + a] * S[ik * d + a];
+      nu_[l - 1][ik] = T(std::sqrt(sq));
+    }
+    const T* A = lin.act(l - 1);  // (n, n_prev)
+    AT_[l - 1].resize(int64_t(n_prev) * n);
+    for (int k = 0; k < n; ++k)
+      for (int j = 0; j < n_prev; ++j) AT_[l - 1][int64_t(j) * n + k] = A[int64_t(k) * n_prev + j];
+  }
+}
+
+template <typename T>
+typename GnhFactors<T>::Index GnhFactors<T>::decode(int64_t p) const {
+  PYHESSK_CHECK_INDEX(p >= 0 && p < s_.num_params, "parameter index " << p << " is out of range for "
+                                                                       << s_.num_params << " parameters");
+  int l = L_;
+  while (s_.w_off[l - 1] > p) --l;
+  const int64_t local = p - s_.w_off[l - 1];
+  const int n_prev = s_.sizes[l - 1];
+  const int64_t n_w = int64_t(s_.sizes[l]) * n_prev;
+  if (local < n_w) return {l, int(local / n_prev), int(local % n_prev)};
+  return {l, int(local - n_w), -1};
+}
+
+template <typename T>
+T GnhFactors<T>::l2_term(int64_t p, int64_t q) const {
+  return (s_.l2 != 0 && p == q && decode(p).col >= 0) ? T(s_.l2) : T(0);
+}
+
+template <typename T>
+void GnhFactors<T>::gather(const Index& x, T* out) const {
+  const T* S = this->S(x);
+  for (int k = 0; k < n_; ++k) {
+    const T f = a(x, k);
+    for (int c = 0; c < d_; ++c) out[int64_t(k) * d_ + c] = f * S[int64_t(k) * d_ + c];
+  }
+}
+
+template <typename T>
+void GnhFactors<T>::entries(const int64_t* rows, const int64_t* cols, int64_t m, T* out) const {
+  for (int64_t t = 0; t < m; ++t) decode(rows[t]), decode(cols[t]);  // range checks before any work
+#pragma omp parallel for schedule(static) if (m >= kParallelEntries)
+  for (int64_t t = 0; t < m; ++t) {
+    const Index p = decode(rows[t]), q = decode(cols[t]);
+    const T *Sp = S(p), *Sq = S(q);
+    acc_t<T> total = 0;
+    for (int k = 0; k < n_; ++k) {
+      acc_t<T> dot = 0;
+      for (int c = 0; c < d_; ++c) dot += Sp[int64_t(k) * d_ + c] * Sq[int64_t(k) * d_ + c];
+      total += a(p, k) * a(q, k) * dot;
+    }
+    out[t] = scale_ * T(total) + l2_term(rows[t], cols[t]);
+  }
+}
+
+template <typename T>
+void GnhFactors<T>::block(const int64_t* I, int64_t mi, const int64_t* J, int64_t mj, T* out) const {
+  const int64_t nd = int64_t(n_) * d_;
+  std::vector<T> XI(mi * nd), YJ(mj * nd);
+  for (int64_t t = 0; t < mi; ++t) gather(decode(I[t]), XI.data() + t * nd);
+  for (int64_t t = 0; t < mj; ++t) gather(decode(J[t]), YJ.data() + t * nd);
+  gemm<T>(false, true, int(mi), int(mj), int(nd), scale_, XI.data(), int(nd), YJ.data(), int(nd), T(0), out, int(mj));
+  if (s_.l2 != 0)
+    for (int64_t a = 0; a < mi; ++a)
+      for (int64_t b = 0; b < mj; ++b) out[a * mj + b] += l2_term(I[a], J[b]);
+}
+
+template <typename T>
+void GnhFactors<T>::columns(const int64_t* J, int64_t m, T* out) const {
+  const int64_t N = s_.num_params;
+  for (int64_t t = 0; t < m; ++t) decode(J[t]);
+  std::vector<T> u(int64_t(n_) * d_), Tl, col(N);
+  for (int64_t t = 0; t < m; ++t) {
+    gather(decode(J[t]), u.data());
+    for (int l = 1; l <= L_; ++l) {
+      const int n_l = s_.sizes[l], n_prev = s_.sizes[l - 1];
+      Tl.assign(int64_t(n_l) * n_, T(0));  // T_l[i, k] = ⟨S_l[i, k, :], u_k⟩
+      const T* S = S_[l - 1].data();
+      for (int i = 0; i < n_l; ++i)
+        for (int k = 0; k < n_; ++k) {
+          acc_t<T> dot = 0;
+          for (int c = 0; c < d_; ++c) dot += S[(int64_t(i) * n_ + k) * d_ + c] * u[int64_t(k) * d_ + c];
+          Tl[int64_t(i) * n_ + k] = T(dot);
+        }
+      // G[W_l, q] = s T_l A_{l−1}: (n_l × n) · (n × n_{l−1}), with A_{l−1} = AT_lᵀ
+      gemm<T>(false, true, n_l, n_prev, n_, scale_, Tl.data(), n_, AT_[l - 1].data(), n_, T(0),
+              col.data() + s_.w_off[l - 1], n_prev);
+      if (s_.bias)
+        for (int i = 0; i < n_l; ++i) {
+          acc_t<T> sum = 0;
+          for (int k = 0; k < n_; ++k) sum += Tl[int64_t(i) * n_ + k];
+          col[s_.b_off[l - 1] + i] = scale_ * T(sum);
+        }
+    }
+    col[J[t]] += l2_term(J[t], J[t]);
+    for (int64_t p = 0; p < N; ++p) out[p * m + t] = col[p];
+  }
+}
+
+template <typename T>
+void GnhFactors<T>::diagonal(T* out) const {
+  std::vector<T> nu2, A2;
+  for (int l = 1; l <= L_; ++l) {
+    const int n_l = s_.sizes[l], n_prev = s_.sizes[l - 1];
+    nu2.resize(int64_t(n_l) * n_);
+    for (size_t i = 0; i < nu2.size(); ++i) nu2[i] = nu_[l - 1][i] * nu_[l - 1][i];
+    A2.resize(int64_t(n_prev) * n_);
+    for (size_t i = 0; i < A2.size(); ++i) A2[i] = AT_[l - 1][i] * AT_[l - 1][i];
+    // G_pp = s Σ_k ν²_{l,k,i} a²_{l−1,k}[j]: (n_l × n) · (n × n_{l−1})
+    gemm<T>(false, true, n_l, n_prev, n_, scale_, nu2.data(), n_, A2.data(), n_, T(0), out + s_.w_off[l - 1], n_prev);
+    if (s_.l2 != 0)
+      for (int64_t i = 0; i < int64_t(n_l) * n_prev; ++i) out[s_.w_off[l - 1] + i] += T(s_.l2);
+    if (s_.bias)
+      for (int i = 0; i < n_l; ++i) {
+        acc_t<T> sum = 0;
+        for (int k = 0; k < n_; ++k) sum += nu2[int64_t(i) * n_ + k];
+        out[s_.b_off[l - 1] + i] = scale_ * T(sum);
+      }
+  }
+}
+
+template <typename T>
+void GnhFactors<T>::sample(const int64_t* rows, const int64_t* cols, int64_t m, int64_t s, uint64_t seed,
+                           T* out) const {
+  for (int64_t t = 0; t < m; ++t) decode(rows[t]), decode(cols[t]);
+#pragma omp parallel for schedule(static) if (m >= kParallelEntries)
+  for (int64_t t = 0; t < m; ++t) {
+    const Index p = decode(rows[t]), q = decode(cols[t]);
+    const T *nup = nu_[p.layer - 1].data() + int64_t(p.row) * n_, *nuq = nu_[q.layer - 1].data() + int64_t(q.row) * n_;
+    std::vector<double> cdf(n_);  // π_k ∝ ‖x_k‖‖y_k‖, accumulated in double
+    double total = 0;
+    for (int k = 0; k < n_; ++k) {
+      total += std::fabs(double(a(p, k)) * nup[k]) * std::fabs(double(a(q, k)) * nuq[k]);
+      cdf[k] = total;
+    }
+    if (!(total > 0)) {
+      out[t] = l2_term(rows[t], cols[t]);
+      continue;
+    }
+    const T *Sp = S(p), *Sq = S(q);
+    uint64_t state = seed ^ (0xD1B54A32D192ED03ull * uint64_t(t + 1));
+    double acc = 0;
+    for (int64_t r = 0; r < s; ++r) {
+      const double u = uniform01(state) * total;
+      int k = int(std::upper_bound(cdf.begin(), cdf.end(), u) - cdf.begin());
+      k = std::min(k, n_ - 1);
+      double dot = 0;
+      for (int c = 0; c < d_; ++c) dot += double(Sp[int64_t(k) * d_ + c]) * Sq[int64_t(k) * d_ + c];
+      const double x = double(a(p, k)) * a(q, k) * dot;
+      const double pk = (cdf[k] - (k ? cdf[k - 1] : 0.0)) / total;
+      if (pk > 0) acc += x / pk;
+    }
+    out[t] = T(double(scale_) * acc / double(s)) + l2_term(rows[t], cols[t]);
+  }
+}
+
+template class GnhFactors<float>;
+template class GnhFactors<double>;
+
+}  // namespace pyhessk::cpu

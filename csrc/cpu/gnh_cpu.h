@@ -1,0 +1,56 @@
+// Entrywise Gauss–Newton evaluation (SPEC §3) on the CPU. The precomputation stores, unit-major so that a
+// parameter's factor is contiguous:
+//   S_l (n_l, n, d):  S_l[i, k, :] = S_{l,k}[:, i] = (C_kᵀ ∂f_k/∂z_l)[:, i]   (one GEMM per layer)
+//   AT_l (n_{l−1}, n): the activations a_{l−1,k}, transposed
+//   nu_l (n_l, n):    ν_{l,k,i} = ‖S_{l,k}[:, i]‖
+// so that G[p, q] = s Σ_k a_p[k] a_q[k] ⟨S_l[i, k, :], S_l'[i', k, :]⟩ (+ λ on the weight diagonal), with
+// p = (l, i, j) and a_p[k] = a_{l−1,k}[j] (1 for a bias).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "common/views.h"
+#include "cpu/linearization_cpu.h"
+
+namespace pyhessk::cpu {
+
+template <typename scalar_t>
+class GnhFactors {
+ public:
+  explicit GnhFactors(const Linearization<scalar_t>& lin);
+
+  int64_t num_params() const { return s_.num_params; }
+  // Exact entries G[rows[t], cols[t]] → out (m,): O(n·d) each.
+  void entries(const int64_t* rows, const int64_t* cols, int64_t m, scalar_t* out) const;
+  // Exact block G[I × J] → out (|I|, |J|): the factors of I and J gathered, then one GEMM.
+  void block(const int64_t* I, int64_t mi, const int64_t* J, int64_t mj, scalar_t* out) const;
+  // Exact columns G[:, J] → out (N, m): a batched contraction with S and one GEMM per layer and column.
+  void columns(const int64_t* J, int64_t m, scalar_t* out) const;
+  // Exact diagonal → out (N,): from the norms only, O(n) per entry.
+  void diagonal(scalar_t* out) const;
+  // Importance-sampled estimates with s draws each (π_k ∝ ‖x_k‖‖y_k‖) → out (m,). Entry t draws from its
+  // own stream derived from (seed, t), so results do not depend on threads.
+  void sample(const int64_t* rows, const int64_t* cols, int64_t m, int64_t s, uint64_t seed, scalar_t* out) const;
+
+ private:
+  struct Index {
+    int layer;  // 1..L
+    int row;    // unit i of layer l
+    int col;    // input j of layer l, or −1 for the bias
+  };
+  Index decode(int64_t p) const;
+  scalar_t a(const Index& x, int k) const { return x.col < 0 ? scalar_t(1) : AT_[x.layer - 1][int64_t(x.col) * n_ + k]; }
+  const scalar_t* S(const Index& x) const { return S_[x.layer - 1].data() + int64_t(x.row) * n_ * d_; }
+  void gather(const Index& x, scalar_t* out) const;  // x_{k} = a_p[k] S_l[i, k, :] for all k: (n, d)
+  scalar_t l2_term(int64_t p, int64_t q) const;
+
+  MlpShape s_;
+  int n_, d_, L_;
+  scalar_t scale_;
+  std::vector<std::vector<scalar_t>> S_, AT_, nu_;
+};
+
+extern template class GnhFactors<float>;
+extern template class GnhFactors<double>;
+
+}  // namespace pyhessk::cpu
