@@ -47,6 +47,32 @@ py::array_t<T> view(py::handle owner, const T* ptr, std::vector<py::ssize_t> sha
   return py::array_t<T>(shape, ptr, owner);  // a view of engine memory kept alive by its owner
 }
 
+// The two layouts products take and return: a block of k parameter vectors (N, k), or k output vectors
+// per sample (n, k, d).
+enum class Operand { block, outputs };
+
+template <typename T, typename Lin>
+void expect_operand(const Lin& lin, const carray<T>& a, Operand kind, py::ssize_t k, const char* name) {
+  if (kind == Operand::block)
+    expect_shape(a, {py::ssize_t(lin.shape().num_params), k}, name);
+  else
+    expect_shape(a, {lin.n(), k, lin.d()}, name);
+}
+
+// A product binding: checks the operand and the output, then runs method(in, k, out) without the GIL.
+template <typename T, typename Lin, typename Method>
+auto product(const char* in_name, Operand in_kind, Operand out_kind, Method method) {
+  return [=](Lin& self, const carray<T>& in, carray<T>& out) {
+    expect_operand(self, in, in_kind, -1, in_name);
+    const int k = int(in.shape(1));
+    expect_operand(self, out, out_kind, k, "out");
+    const T* pi = in.data();
+    T* po = out.mutable_data();
+    py::gil_scoped_release nogil;
+    (self.*method)(pi, k, po);
+  };
+}
+
 template <typename T>
 void bind_dtype(py::module_& m, const char* suffix) {
   using Lin = Linearization<T>;
@@ -100,51 +126,16 @@ void bind_dtype(py::module_& m, const char* suffix) {
         const Lin& lin = self.cast<const Lin&>();
         return view<T>(self, lin.aux(), {lin.n(), lin.d()});
       })
-      .def("hvp", [](Lin& self, const carray<T>& V, carray<T>& out) {
-            expect_shape(V, {self.shape().num_params, -1}, "V");
-            expect_shape(out, {self.shape().num_params, V.shape(1)}, "out");
-            const T* pv = V.data();
-            T* po = out.mutable_data();
-            const int k = int(V.shape(1));
-            py::gil_scoped_release nogil;
-            self.hvp(pv, k, po);
-          }, py::arg("V").noconvert(), py::arg("out").noconvert())
-      .def("gnvp", [](Lin& self, const carray<T>& V, carray<T>& out) {
-            expect_shape(V, {self.shape().num_params, -1}, "V");
-            expect_shape(out, {self.shape().num_params, V.shape(1)}, "out");
-            const T* pv = V.data();
-            T* po = out.mutable_data();
-            const int k = int(V.shape(1));
-            py::gil_scoped_release nogil;
-            self.gnvp(pv, k, po);
-          }, py::arg("V").noconvert(), py::arg("out").noconvert())
-      .def("jvp", [](Lin& self, const carray<T>& V, carray<T>& out) {
-            expect_shape(V, {self.shape().num_params, -1}, "V");
-            expect_shape(out, {self.n(), V.shape(1), self.d()}, "out");
-            const T* pv = V.data();
-            T* po = out.mutable_data();
-            const int k = int(V.shape(1));
-            py::gil_scoped_release nogil;
-            self.jvp(pv, k, po);
-          }, py::arg("V").noconvert(), py::arg("out").noconvert())
-      .def("vjp", [](Lin& self, const carray<T>& U, carray<T>& out) {
-            expect_shape(U, {self.n(), -1, self.d()}, "U");
-            expect_shape(out, {self.shape().num_params, U.shape(1)}, "out");
-            const T* pu = U.data();
-            T* po = out.mutable_data();
-            const int k = int(U.shape(1));
-            py::gil_scoped_release nogil;
-            self.vjp(pu, k, po);
-          }, py::arg("U").noconvert(), py::arg("out").noconvert())
-      .def("output_hessian", [](const Lin& self, const carray<T>& R, carray<T>& out) {
-            expect_shape(R, {self.n(), -1, self.d()}, "R");
-            expect_shape(out, {self.n(), R.shape(1), self.d()}, "out");
-            const T* pr = R.data();
-            T* po = out.mutable_data();
-            const int k = int(R.shape(1));
-            py::gil_scoped_release nogil;
-            self.output_hessian(pr, k, po);
-          }, py::arg("R").noconvert(), py::arg("out").noconvert());
+      .def("hvp", product<T, Lin>("V", Operand::block, Operand::block, &Lin::hvp), py::arg("V").noconvert(),
+           py::arg("out").noconvert())
+      .def("gnvp", product<T, Lin>("V", Operand::block, Operand::block, &Lin::gnvp), py::arg("V").noconvert(),
+           py::arg("out").noconvert())
+      .def("jvp", product<T, Lin>("V", Operand::block, Operand::outputs, &Lin::jvp), py::arg("V").noconvert(),
+           py::arg("out").noconvert())
+      .def("vjp", product<T, Lin>("U", Operand::outputs, Operand::block, &Lin::vjp), py::arg("U").noconvert(),
+           py::arg("out").noconvert())
+      .def("output_hessian", product<T, Lin>("R", Operand::outputs, Operand::outputs, &Lin::output_hessian),
+           py::arg("R").noconvert(), py::arg("out").noconvert());
 
   using Fac = GnhFactors<T>;
   using index_array = py::array_t<int64_t, py::array::c_style>;
@@ -233,8 +224,24 @@ PYBIND11_MODULE(_core_cpu, m, py::mod_gil_not_used()) {
         auto& table = pyhessk::cpu::blas_table();
         table.sgemm = capsule_pointer<pyhessk::cpu::sgemm_fn>(sgemm);
         table.dgemm = capsule_pointer<pyhessk::cpu::dgemm_fn>(dgemm);
+        table.sgemm64 = nullptr;
+        table.dgemm64 = nullptr;
       }, py::arg("sgemm"), py::arg("dgemm"),
       "Install the sgemm/dgemm function pointers (capsules from scipy.linalg.cython_blas.__pyx_capi__).");
+  m.def("set_blas_addresses", [](uintptr_t sgemm, uintptr_t dgemm, bool ilp64) {
+        PYHESSK_CHECK(sgemm != 0 && dgemm != 0, "null BLAS function address");
+        auto& table = pyhessk::cpu::blas_table();
+        if (ilp64) {
+          table.sgemm64 = reinterpret_cast<pyhessk::cpu::sgemm64_fn*>(sgemm);
+          table.dgemm64 = reinterpret_cast<pyhessk::cpu::dgemm64_fn*>(dgemm);
+        } else {
+          table.sgemm64 = nullptr;
+          table.dgemm64 = nullptr;
+          table.sgemm = reinterpret_cast<pyhessk::cpu::sgemm_fn*>(sgemm);
+          table.dgemm = reinterpret_cast<pyhessk::cpu::dgemm_fn*>(dgemm);
+        }
+      }, py::arg("sgemm"), py::arg("dgemm"), py::arg("ilp64"),
+      "Install Fortran-interface sgemm/dgemm by address (ilp64: 64-bit integer arguments); takes precedence.");
   m.def("activation_ids", [] {
     using pyhessk::Act;
     return py::dict(py::arg("identity") = int(Act::identity), py::arg("tanh") = int(Act::tanh),

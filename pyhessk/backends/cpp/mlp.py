@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.linalg import cython_blas
 
 from ... import _spec
 from .._base import BackendBase, ModelSpec
+from . import _blas
 
 Array = np.ndarray
 
@@ -50,8 +50,7 @@ class CppBackend(BackendBase):
 
     def __init__(self, core_module: Any) -> None:
         self._core = core_module
-        capi = cython_blas.__pyx_capi__
-        core_module.set_blas(capi["sgemm"], capi["dgemm"])
+        self.blas = _blas.install(core_module)
 
     def _cls(self, dtype: np.dtype) -> Any:
         return self._core.LinearizationF32 if dtype == np.float32 else self._core.LinearizationF64
