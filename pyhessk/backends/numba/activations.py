@@ -46,8 +46,11 @@ def _pow2(typingctx: Any, k: Any) -> Any:
 
 
 def _c(x: float, value: float) -> float:
-    """``value`` in the type of ``x`` (a float literal alone would promote float32 arithmetic to float64)."""
-    raise NotImplementedError  # compiled code only; see the overload below
+    """``value`` in the type of ``x`` (a float literal alone would promote float32 arithmetic to float64).
+
+    Compiled code uses the overload below; this body serves calls from Python.
+    """
+    return np.float32(value) if isinstance(x, np.float32) else np.float64(value)
 
 
 @overload(_c, jit_options={"cache": True})
@@ -112,7 +115,8 @@ def _reduce32(x: Any) -> tuple[Any, Any]:
 
 
 def _reduce(x: float) -> tuple[float, float]:
-    raise NotImplementedError  # compiled code only
+    """The exponent reduction of ``x`` in its own precision (compiled code uses the overload below)."""
+    return _reduce32(x) if isinstance(x, np.float32) else _reduce64(x)
 
 
 @overload(_reduce, jit_options={"cache": True})
