@@ -11,6 +11,11 @@ import pyhessk as hk
 from cases import Case
 from pyhessk import _spec
 
+from pyhessk import _dispatch  # noqa: E402
+
+_engine, _why = _dispatch.probe("cpp")
+if _engine is None:
+    pytest.skip(f"the C++ engine cannot run: {_why}", allow_module_level=True)
 core = pytest.importorskip("pyhessk._core_cpu", reason="the C++ engine is not built")
 
 
