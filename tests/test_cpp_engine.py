@@ -124,29 +124,27 @@ def test_activations_match_libm_to_a_few_ulp(name, dtype):
     assert np.all(np.abs(got - ref) <= tol), float(np.max(np.abs(got - ref) / np.maximum(np.abs(ref), 1e-300)))
 
 
-def test_the_engine_reports_its_blas_and_both_choices_agree():
+def test_the_engine_reports_its_blas_and_both_choices_agree(tmp_path):
     """NumPy's BLAS is preferred (one thread pool in the process); SciPy's is the fallback. Same results."""
     import json
+    import os
+    import pathlib
     import subprocess
     import sys
 
-    from pyhessk import _dispatch
-
     assert "BLAS" in _dispatch.get("cpp").blas
+    tests_dir = str(pathlib.Path(__file__).resolve().parent)
     code = (
-        "import json, sys, numpy as np; sys.path.insert(0, 'tests'); from cases import Case; "
+        f"import json, sys, numpy as np; sys.path.insert(0, {tests_dir!r}); from cases import Case; "
         "from pyhessk import _dispatch; c = Case((4, 6, 3), 'tanh', 'softmax_cross_entropy', n=9); "
         "lin = c.net('cpp').linearize(*c.data()); V = np.random.default_rng(0).standard_normal((lin.num_params, 3)); "
         "print(json.dumps({'blas': _dispatch.get('cpp').blas, 'hvp': lin.hvp(V).tolist()}))"
     )
-    import os
-    import pathlib
-
-    root = pathlib.Path(__file__).resolve().parents[1]
     runs = {}
     for choice in ("numpy", "scipy"):
         env = {**os.environ, "PYHESSK_CPP_BLAS": choice}
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root,
+        # run outside the checkout, so that the installed package (with its built extension) is imported
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
                              timeout=120, check=True)
         runs[choice] = json.loads(out.stdout.strip().splitlines()[-1])
     assert "SciPy" in runs["scipy"]["blas"]
