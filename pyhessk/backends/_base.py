@@ -82,12 +82,18 @@ class ModelSpec:
         col = np.where(is_w, local % n_prev, -1)
         return layer, row, col
 
-    def weight_mask(self, dtype: Any = np.float64) -> np.ndarray:
-        """1 on the weight coordinates of θ, 0 on the biases (the projector P_W of SPEC §1)."""
-        mask = np.zeros(self.num_params, dtype=dtype)
+    @cached_property
+    def _weight_mask(self) -> np.ndarray:
+        mask = np.zeros(self.num_params)
         for w0, b0, _ in self.offsets:
             mask[w0:b0] = 1
+        mask.flags.writeable = False
         return mask
+
+    def weight_mask(self, dtype: Any = np.float64) -> np.ndarray:
+        """1 on the weight coordinates of θ, 0 on the biases (the projector P_W of SPEC §1); read-only,
+        built once per architecture."""
+        return self._weight_mask.astype(dtype, copy=False)
 
 
 class Linearization(Protocol):

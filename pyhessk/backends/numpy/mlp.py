@@ -216,20 +216,20 @@ class NumpyBackend(BackendBase):
         model = lin.model
         n, k = lin.n, U.shape[1]
         outT = np.empty((k, model.num_params), dtype=U.dtype)
+        VT = V.T if V is not None and model.l2 else None  # λ P_W V is added layer by layer
         D = U
         for l in range(model.num_layers, 0, -1):
             HW, hb = _blocks_t(model, outT, l)
             n_l, n_prev = HW.shape[1], HW.shape[2]
             HW[...] = (D.reshape(n, k * n_l).T @ lin.A[l - 1]).reshape(k, n_l, n_prev)
+            if VT is not None:
+                HW += model.l2 * _blocks_t(model, VT, l)[0]
             if hb is not None:
                 hb[...] = D.sum(axis=0)
             if l > 1:
                 D = (D.reshape(n * k, n_l) @ lin.Ws[l - 1]).reshape(n, k, n_prev)
                 D *= lin.dphi[l - 2][:, None, :]
-        out = np.ascontiguousarray(outT.T)
-        if V is not None and model.l2:
-            out += model.l2 * model.weight_mask(out.dtype)[:, None] * V
-        return out
+        return np.ascontiguousarray(outT.T)
 
     # ---- entrywise Gauss–Newton (SPEC §3) -------------------------------------------------------------
     # Factors are stored unit-major, S_l as (n_l, n, d) and A_{l−1}ᵀ as (n_{l−1}, n), so that gathering the
