@@ -241,17 +241,26 @@ def _torch_built(call: Callable[[], Any], t0: float, keep: list, note: str = "",
     return Built(call, _torch_flat, cold, versions(library), {"torch": torch_threads()}, note, keep)
 
 
-def _torch_functional(p: Problem) -> tuple[Any, dict, dict, Callable]:
-    """(torch, θ as a dict of tensors, v as the same dict, loss of the dict) for the torch.func peers."""
+def _torch_problem(p: Problem) -> tuple[Any, dict, dict, Callable, Callable, Any]:
+    """(torch, θ and v as dicts of tensors, network output of a θ dict, loss of an output, targets)."""
     torch = _torch()
     model = torch_sequential(p)
     x, y = torch_data(p)
-    loss = torch_loss(p)
     params = {k: t.detach() for k, t in model.named_parameters()}
     v = dict(zip(params, _split_like(torch.from_numpy(p.v), list(params.values()))))
 
+    def output(q: dict) -> Any:
+        return torch.func.functional_call(model, q, (x,))
+
+    return torch, params, v, output, torch_loss(p), y
+
+
+def _torch_functional(p: Problem) -> tuple[Any, dict, dict, Callable]:
+    """(torch, θ as a dict of tensors, v as the same dict, loss of the dict) for the torch.func peers."""
+    torch, params, v, output, loss, y = _torch_problem(p)
+
     def objective(q: dict) -> Any:
-        return loss(torch.func.functional_call(model, q, (x,)), y)
+        return loss(output(q), y)
 
     return torch, params, v, objective
 
@@ -296,15 +305,7 @@ def build_torch_dblbwd_hvp(p: Problem) -> Built:
 
 def build_torch_func_ggn(p: Problem) -> Built:
     t0 = time.perf_counter()
-    torch = _torch()
-    model = torch_sequential(p)
-    x, y = torch_data(p)
-    loss = torch_loss(p)
-    params = {k: t.detach() for k, t in model.named_parameters()}
-    v = dict(zip(params, _split_like(torch.from_numpy(p.v), list(params.values()))))
-
-    def output(q: dict) -> Any:
-        return torch.func.functional_call(model, q, (x,))
+    torch, params, v, output, loss, y = _torch_problem(p)
 
     def head_grad(f: Any) -> Any:
         return torch.func.grad(lambda g: loss(g, y))(f)
