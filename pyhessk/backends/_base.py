@@ -197,6 +197,10 @@ class Backend(Protocol):
         """Exact diag(G) → (N,), from the norms ν only."""
         ...
 
+    def gnh_gnvp(self, fac: GnhFactors, V: Array) -> Array:
+        """G V (N, k) → (N, k) from the stored factors alone (2 layer-GEMMs per layer), including λ P_W V."""
+        ...
+
     def gnh_sample(self, fac: GnhFactors, rows: np.ndarray, cols: np.ndarray, s: int, seed: int | None) -> Array:
         """Importance-sampled estimates of G[rows[t], cols[t]] with s draws each (SPEC §3) → (m,)."""
         ...

@@ -323,6 +323,38 @@ class NumpyBackend(BackendBase):
             out[J, np.arange(m)] += self._l2_diag(fac, J, J)
         return out
 
+    def gnh_gnvp(self, fac: Factors, V: Array) -> Array:
+        """G V from the stored factors (ISSUE 6, ALGORITHMS §4.4): no R-forward and no backward pass.
+
+        With Ŝ the stacked rows x_{·,k,c}, G = s·ŜᵀŜ (+ λ P_W). Per layer: one GEMM P_l = A_{l−1} V_lᵀ (+ v_b),
+        its contraction with S_l down to u (n, k, d); then per layer the transposed contraction
+        Q_l = S_l u and one GEMM Q_lᵀ A_{l−1} for the weight block: 2 layer-GEMMs per layer.
+        """
+        model, n, d = fac.model, fac.n, fac.d
+        VT = np.ascontiguousarray(V.T)  # (k, N)
+        k = VT.shape[0]
+        u = np.zeros((n, k, d), dtype=fac.dtype)
+        for l in range(1, model.num_layers + 1):
+            VW, vb = _blocks_t(model, VT, l)
+            n_l = VW.shape[1]
+            P = (fac.AT[l - 1].T @ VW.reshape(k * n_l, -1).T).reshape(n, k, n_l)  # A_{l−1} V_lᵀ
+            if vb is not None:
+                P += vb
+            u += np.einsum("isc,ski->skc", fac.S[l - 1], P, optimize=True)
+        u *= u.dtype.type(fac.scale)
+        outT = np.empty_like(VT)
+        for l in range(1, model.num_layers + 1):
+            GW, gb = _blocks_t(model, outT, l)
+            n_l, n_prev = GW.shape[1], GW.shape[2]
+            Q = np.einsum("isc,skc->ski", fac.S[l - 1], u, optimize=True)  # (n, k, n_l)
+            GW[...] = (Q.reshape(n, k * n_l).T @ fac.AT[l - 1].T).reshape(k, n_l, n_prev)
+            if gb is not None:
+                gb[...] = Q.sum(axis=0)
+        out = np.ascontiguousarray(outT.T)
+        if model.l2:
+            out += model.l2 * model.weight_mask(out.dtype)[:, None] * V
+        return out
+
     def gnh_diagonal(self, fac: Factors) -> Array:
         model = fac.model
         out = np.empty(model.num_params, dtype=fac.dtype)
