@@ -1,0 +1,266 @@
+r"""A stable functional API for library authors: products from ``(Ws, bs, X, Y)``, no objects to keep.
+
+Every function takes the network as two lists, ``Ws = [W_1, …, W_L]`` with ``W_l`` of shape
+``(n_l, n_{l−1})`` (SPEC §1: ``z_l = W_l a_{l−1} + b_l``, the layout of ``torch.nn.Linear.weight``) and
+``bs = [b_1, …, b_L]`` with ``b_l`` of shape ``(n_l,)`` (``bs=None`` or ``[]`` for a network without
+biases), plus the activation and loss names of ``pyhessk._spec`` and the objective's options (``l2``,
+``reduction``) as keywords. The layer sizes are read off the weights.
+
+Vectors come in one of two forms, and every answer comes back in the form it was given:
+
+- flat: a 1-D array ``(N,)`` or a block ``(N, k)`` in the SPEC layout of θ (``W_1`` row-major, ``b_1``,
+  ``W_2``, …);
+- per layer: a pair ``(VWs, Vbs)`` of lists shaped like ``(Ws, bs)``; a block of k vectors adds a trailing
+  axis of length k to every array (``(n_l, n_{l−1}, k)`` and ``(n_l, k)``).
+
+Functions that return a parameter-shaped result without a vector argument (``loss_and_grad``,
+``gnh_diagonal``) take ``layers=True`` to get the per-layer pair instead of the flat vector.
+
+Each call validates its inputs and linearizes once; for several products at the same point, ``linearize``
+returns the ``pyhessk.Curvature`` snapshot, whose products answer in the flat layout
+(``to_layers``/``from_layers`` convert). The functions are thin: each builds a ``pyhessk.MLP`` and calls
+the engine chosen by ``backend`` (default ``"auto"``), so they compute exactly what the object API does.
+
+Example:
+    >>> import numpy as np
+    >>> from pyhessk import functional as F
+    >>> rng = np.random.default_rng(0)
+    >>> Ws = [rng.standard_normal((4, 3)), rng.standard_normal((2, 4))]
+    >>> bs = [np.zeros(4), np.zeros(2)]
+    >>> X, Y = rng.standard_normal((5, 3)), rng.standard_normal((5, 2))
+    >>> loss, (gWs, gbs) = F.loss_and_grad(Ws, bs, X, Y, activation="tanh", loss="mse", layers=True)
+    >>> [g.shape for g in gWs], [g.shape for g in gbs]
+    ([(4, 3), (2, 4)], [(4,), (2,)])
+    >>> HV_W, HV_b = F.hvp(Ws, bs, X, Y, (gWs, gbs), activation="tanh")   # per-layer in, per-layer out
+    >>> F.hvp(Ws, bs, X, Y, F.from_layers(gWs, gbs), activation="tanh").shape   # flat in, flat out
+    (26,)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._arrays import as_float
+
+if TYPE_CHECKING:
+    from .curvature import Curvature
+    from .mlp import MLP
+
+__all__ = [
+    "forward",
+    "from_layers",
+    "gnh",
+    "gnh_diagonal",
+    "gnvp",
+    "hessian",
+    "hvp",
+    "jvp",
+    "linearize",
+    "loss_and_grad",
+    "mlp",
+    "to_layers",
+    "vjp",
+]
+
+Layers = tuple[list[np.ndarray], list[np.ndarray]]
+
+
+# ---- the network from (Ws, bs) ---------------------------------------------------------------------
+def _is_list(x: Any) -> bool:
+    return isinstance(x, Sequence) and not isinstance(x, (str, bytes))
+
+
+def _sizes(Ws: Any, bs: Any) -> tuple[list[int], bool]:
+    """Layer sizes read off the weights, and whether the network has biases."""
+    if not _is_list(Ws) or len(Ws) == 0:
+        raise TypeError(f"Ws must be a non-empty list of weight matrices W_l of shape (n_l, n_(l-1)), "
+                        f"got {type(Ws).__name__ if not _is_list(Ws) else 'an empty list'}")
+    shapes = [np.shape(W) for W in Ws]
+    for l, s in enumerate(shapes):
+        if len(s) != 2:
+            raise ValueError(f"Ws[{l}] must be a 2-D weight matrix of shape (n_out, n_in), got shape {s}")
+    for l in range(1, len(shapes)):
+        if shapes[l][1] != shapes[l - 1][0]:
+            raise ValueError(f"Ws[{l}] must have {shapes[l - 1][0]} columns to follow Ws[{l - 1}] of shape "
+                             f"{shapes[l - 1]} (W_l is (n_l, n_(l-1))), got shape {shapes[l]}")
+    if bs is None:
+        bs = []
+    if not _is_list(bs):
+        raise TypeError(f"bs must be a list of bias vectors (or None for no biases), got {type(bs).__name__}")
+    if len(bs) not in (0, len(Ws)):
+        raise ValueError(f"bs must hold one bias vector per layer ({len(Ws)}) or none, got {len(bs)}")
+    return [shapes[0][1]] + [s[0] for s in shapes], len(bs) > 0
+
+
+def mlp(Ws: Any, bs: Any, activation: str | Sequence[str] = "tanh", loss: str = "mse", l2: float = 0.0,
+        reduction: str = "mean", backend: str = "auto") -> MLP:
+    """The ``pyhessk.MLP`` whose parameters ``(Ws, bs)`` are (architecture only; the weights are not kept)."""
+    from .mlp import MLP
+
+    sizes, bias = _sizes(Ws, bs)
+    return MLP(sizes, activation=activation, loss=loss, l2=l2, reduction=reduction, bias=bias, backend=backend)
+
+
+def _theta(net: MLP, Ws: Any, bs: Any) -> np.ndarray:
+    return net.flatten(list(Ws), None if bs is None else list(bs))
+
+
+def from_layers(Ws: Sequence[Any], bs: Sequence[Any] | None = None) -> np.ndarray:
+    """The flat θ (or a block of k flat vectors) from per-layer arrays.
+
+    Args:
+        Ws: weights ``(n_l, n_{l−1})``, or ``(n_l, n_{l−1}, k)`` for a block of k vectors.
+        bs: biases ``(n_l,)`` (``(n_l, k)`` for a block), or None / [] for a network without biases.
+
+    Returns:
+        ``(N,)`` or ``(N, k)``, in the dtype of ``Ws[0]`` (float32 or float64).
+    """
+    if not _is_list(Ws) or len(Ws) == 0:
+        raise TypeError(f"Ws must be a non-empty list of arrays, got {type(Ws).__name__}")
+    bs = [] if bs is None else bs
+    if not _is_list(bs) or len(bs) not in (0, len(Ws)):
+        raise ValueError(f"bs must be None or a list of {len(Ws)} arrays (one per layer)")
+    first = as_float(Ws[0], "Ws[0]", None, ndim=(2, 3))
+    rest = first.shape[2:]
+    parts = []
+    for l in range(len(Ws)):
+        w = as_float(Ws[l], f"Ws[{l}]", first.dtype, ndim=2 + len(rest), ref="Ws[0]")
+        if w.shape[2:] != rest:
+            raise ValueError(f"Ws[{l}] must have a trailing block axis {rest} like Ws[0], got shape {w.shape}")
+        parts.append(w.reshape(-1, *rest))
+        if bs:
+            b = as_float(bs[l], f"bs[{l}]", first.dtype, ndim=1 + len(rest), ref="Ws[0]")
+            if b.shape != (w.shape[0], *rest):
+                raise ValueError(f"bs[{l}] must have shape {(w.shape[0], *rest)} to match Ws[{l}], got {b.shape}")
+            parts.append(b)
+    return np.concatenate(parts, axis=0)
+
+
+def to_layers(v: Any, like_Ws: Sequence[Any], like_bs: Sequence[Any] | None = None) -> Layers:
+    """Split a flat vector ``(N,)`` or block ``(N, k)`` into per-layer arrays shaped like ``(like_Ws, like_bs)``.
+
+    Returns views into ``v`` where it is already a C-contiguous float array (no copy).
+    """
+    sizes, bias = _sizes(like_Ws, like_bs)
+    arr = as_float(v, "v", None, ndim=(1, 2))
+    N = sum(o * (i + bias) for i, o in zip(sizes[:-1], sizes[1:]))
+    if arr.shape[0] != N:
+        raise ValueError(f"v must have shape ({N},) or ({N}, k) to match the layers, got {arr.shape}")
+    rest, pos, VWs, Vbs = arr.shape[1:], 0, [], []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        VWs.append(arr[pos:pos + n_out * n_in].reshape(n_out, n_in, *rest))
+        pos += n_out * n_in
+        if bias:
+            Vbs.append(arr[pos:pos + n_out])
+            pos += n_out
+    return VWs, Vbs
+
+
+def _vector(V: Any, Ws: Any, bs: Any, name: str = "V") -> tuple[Any, bool]:
+    """(flat V, whether V came per layer); a per-layer V is a pair (VWs, Vbs) of lists."""
+    if isinstance(V, tuple) and len(V) == 2 and all(x is None or _is_list(x) for x in V):
+        VWs, Vbs = V
+        if not _is_list(VWs) or len(VWs) != len(Ws):
+            raise ValueError(f"{name}: a per-layer vector must be (VWs, Vbs) with {len(Ws)} weight arrays")
+        n_b = len(bs or [])
+        if len(Vbs or []) != n_b:
+            raise ValueError(f"{name}: a per-layer vector must hold {n_b} bias arrays like bs, got {len(Vbs or [])}")
+        for l, (vw, W) in enumerate(zip(VWs, Ws)):
+            if np.shape(vw)[:2] != np.shape(W):
+                raise ValueError(f"{name}: VWs[{l}] must have shape {np.shape(W)} (or with a trailing k), "
+                                 f"got {np.shape(vw)}")
+        return from_layers(VWs, Vbs), True
+    return V, False
+
+
+# ---- products ---------------------------------------------------------------------------------------
+def linearize(Ws: Any, bs: Any, X: Any, Y: Any, *, activation: str | Sequence[str] = "tanh", loss: str = "mse",
+              l2: float = 0.0, reduction: str = "mean", backend: str = "auto") -> Curvature:
+    """One fused forward and backward pass at ``(Ws, bs)``: the ``pyhessk.Curvature`` snapshot (flat layout)."""
+    net = mlp(Ws, bs, activation, loss, l2, reduction, backend)
+    return net.linearize(_theta(net, Ws, bs), X, Y)
+
+
+def forward(Ws: Any, bs: Any, X: Any, *, activation: str | Sequence[str] = "tanh", backend: str = "auto") -> np.ndarray:
+    """Network outputs ``f(x_k)`` for every row of ``X`` ``(n, n_0)``: shape ``(n, d)``."""
+    net = mlp(Ws, bs, activation, backend=backend)
+    return net.forward(_theta(net, Ws, bs), X)
+
+
+def loss_and_grad(Ws: Any, bs: Any, X: Any, Y: Any, *, activation: str | Sequence[str] = "tanh", loss: str = "mse",
+                  l2: float = 0.0, reduction: str = "mean", backend: str = "auto",
+                  layers: bool = False) -> tuple[float, Any]:
+    r"""The objective :math:`L(θ)` (SPEC §1) and its gradient: flat ``(N,)``, or ``(gWs, gbs)`` with ``layers=True``."""
+    c = linearize(Ws, bs, X, Y, activation=activation, loss=loss, l2=l2, reduction=reduction, backend=backend)
+    g = c.grad
+    return c.loss, (to_layers(g, Ws, bs) if layers else g)
+
+
+def _product(kind: str, Ws: Any, bs: Any, X: Any, Y: Any, V: Any, opts: dict) -> Any:
+    v, per_layer = _vector(V, Ws, bs)
+    net = mlp(Ws, bs, **opts)
+    theta = _theta(net, Ws, bs)
+    # G needs no gradient pass: its snapshot runs the forward pass only
+    out = net.linearize(theta, X, Y).hvp(v) if kind == "hvp" else net._linearize_forward(theta, X, Y).gnvp(v)
+    return to_layers(out, Ws, bs) if per_layer else out
+
+
+def hvp(Ws: Any, bs: Any, X: Any, Y: Any, V: Any, *, activation: str | Sequence[str] = "tanh", loss: str = "mse",
+        l2: float = 0.0, reduction: str = "mean", backend: str = "auto") -> Any:
+    """Exact Hessian products ``H V``; V flat ``(N,)``/``(N, k)`` or per layer ``(VWs, Vbs)``; same form out."""
+    return _product("hvp", Ws, bs, X, Y, V,
+                    dict(activation=activation, loss=loss, l2=l2, reduction=reduction, backend=backend))
+
+
+def gnvp(Ws: Any, bs: Any, X: Any, Y: Any, V: Any, *, activation: str | Sequence[str] = "tanh", loss: str = "mse",
+         l2: float = 0.0, reduction: str = "mean", backend: str = "auto") -> Any:
+    """Gauss–Newton products ``G V`` (+ λ P_W V); V flat or per layer; same form out."""
+    return _product("gnvp", Ws, bs, X, Y, V,
+                    dict(activation=activation, loss=loss, l2=l2, reduction=reduction, backend=backend))
+
+
+def _output_only(Ws: Any, bs: Any, X: Any, activation: Any, backend: str) -> Curvature:
+    """A forward-only snapshot for J products: the loss does not enter J, so mse with zero targets serves."""
+    net = mlp(Ws, bs, activation, backend=backend)
+    theta = _theta(net, Ws, bs)
+    n = np.shape(X)[0] if np.ndim(X) == 2 else 0
+    return net._linearize_forward(theta, X, np.zeros((n, net.sizes[-1]), dtype=theta.dtype))
+
+
+def jvp(Ws: Any, bs: Any, X: Any, V: Any, *, activation: str | Sequence[str] = "tanh", backend: str = "auto") -> np.ndarray:
+    """Jacobian products of the network output ``J V``: ``(n, d)`` for one vector, ``(n, d, k)`` for a block."""
+    v, _ = _vector(V, Ws, bs)
+    return _output_only(Ws, bs, X, activation, backend).jvp(v)
+
+
+def vjp(Ws: Any, bs: Any, X: Any, U: Any, *, activation: str | Sequence[str] = "tanh", backend: str = "auto",
+        layers: bool = False) -> Any:
+    """``Jᵀ U`` summed over samples (no 1/n): U ``(n, d)`` → ``(N,)``, U ``(n, d, k)`` → ``(N, k)``;
+    per layer with ``layers=True``."""
+    out = _output_only(Ws, bs, X, activation, backend).vjp(U)
+    return to_layers(out, Ws, bs) if layers else out
+
+
+def gnh_diagonal(Ws: Any, bs: Any, X: Any, Y: Any, *, activation: str | Sequence[str] = "tanh", loss: str = "mse",
+                 l2: float = 0.0, reduction: str = "mean", backend: str = "auto", layers: bool = False) -> Any:
+    """The exact diagonal of the Gauss–Newton Hessian (SPEC §3, O(n) per entry): flat or per layer."""
+    net = mlp(Ws, bs, activation, loss, l2, reduction, backend)
+    d = net._linearize_forward(_theta(net, Ws, bs), X, Y).gnh_entries().diagonal()
+    return to_layers(d, Ws, bs) if layers else d
+
+
+def hessian(Ws: Any, bs: Any, X: Any, Y: Any, *, activation: str | Sequence[str] = "tanh", loss: str = "mse",
+            l2: float = 0.0, reduction: str = "mean", backend: str = "auto", max_params: int = 8192) -> np.ndarray:
+    """The dense Hessian ``(N, N)`` in the flat layout; refuses N > ``max_params``."""
+    c = linearize(Ws, bs, X, Y, activation=activation, loss=loss, l2=l2, reduction=reduction, backend=backend)
+    return c.hessian(max_params=max_params)
+
+
+def gnh(Ws: Any, bs: Any, X: Any, Y: Any, *, activation: str | Sequence[str] = "tanh", loss: str = "mse",
+        l2: float = 0.0, reduction: str = "mean", backend: str = "auto", max_params: int = 8192) -> np.ndarray:
+    """The dense Gauss–Newton Hessian ``(N, N)`` in the flat layout; refuses N > ``max_params``."""
+    net = mlp(Ws, bs, activation, loss, l2, reduction, backend)
+    return net._linearize_forward(_theta(net, Ws, bs), X, Y).gnh(max_params=max_params)
