@@ -8,7 +8,8 @@ Factors are stored unit-major in flat buffers, so that the factor of one paramet
 
 A parameter p decodes to (layer l, unit row i, input column j; j = −1 for a bias) and has the factor
 x_{p,k} = a_{l−1,k}[j] S_{l,k}[:, i] (a = 1 for a bias); G[p, q] = s Σ_k ⟨x_{p,k}, x_{q,k}⟩ (+ λ on the
-weight diagonal). Every gather is a compiled loop; dot products accumulate in float64.
+weight diagonal). Every gather is a compiled loop; dot products accumulate in float64; GEMMs go through
+``_blas.gemm`` (NumPy's BLAS).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import losses
+from ._blas import gemm
 from ._jit import jit
 from ._passes import mat, mat3, prefix, weights
 
@@ -71,7 +73,7 @@ def precompute(theta: Any, sizes: Any, woff: Any, loss: int, acts: Any, d1: Any,
         Sl = mat3(S, n * d * (cum[l] - cum[1]), n_l, n, d)
         Gl = mat(G, 0, n_l, n)
         if l < L:  # W_{l+1}ᵀ S_{l+1}: (n_l, n_{l+1}) @ (n_{l+1}, n·d), then the rows times φ′_l
-            np.dot(weights(theta, sizes, woff, l + 1).T,
+            gemm(weights(theta, sizes, woff, l + 1).T,
                    mat(S, n * d * (cum[l + 1] - cum[1]), sizes[l + 1], n * d), Sl.reshape((n_l, n * d)))
             transpose(mat(d1, n * (cum[l] - cum[1]), n, n_l), Gl)
         else:
@@ -164,7 +166,7 @@ def block(S: Any, AT: Any, sizes: Any, woff: Any, I: Any, J: Any, n: int, d: int
     XI = gather(S, AT, sizes, woff, I, n, d)
     YJ = gather(S, AT, sizes, woff, J, n, d)
     G = np.empty((I.size, J.size), S.dtype)
-    np.dot(XI, YJ.T, G)
+    gemm(XI, YJ.T, G)
     for r in range(I.size):
         for c in range(J.size):
             G[r, c] *= scale
@@ -196,24 +198,30 @@ def columns(S: Any, AT: Any, sizes: Any, woff: Any, boff: Any, J: Any, n: int, d
                         dot += float(Sl[i, k, e]) * float(U[t, k * d + e])
                     TT[row, k] = dot
         GW = np.empty((m * n_l, n_p), S.dtype)  # (m, n_l, n_{l−1})
-        np.dot(TT, mat(AT, n * cum[l - 1], n_p, n).T, GW)
+        gemm(TT, mat(AT, n * cum[l - 1], n_p, n).T, GW)
         w0 = woff[l - 1]
         for t in range(m):
             for i in range(n_l):
                 for c in range(n_p):
                     out[w0 + i * n_p + c, t] = scale * GW[t * n_l + i, c]
         b0 = boff[l - 1]
-        if b0 >= 0:  # row sums as one GEMV
-            sums = np.empty(m * n_l, S.dtype)
-            np.dot(TT, np.ones(n, S.dtype), sums)
+        if b0 >= 0:  # the bias rows: row sums of TT
             for t in range(m):
                 for i in range(n_l):
-                    out[b0 + i, t] = scale * sums[t * n_l + i]
+                    out[b0 + i, t] = scale * _row_sum(TT, t * n_l + i)
     if l2 != 0.0:
         for t in range(m):
             if locate(J[t], sizes, woff)[2] >= 0:
                 out[J[t], t] += l2
     return out
+
+
+@jit
+def _row_sum(X: Any, r: int) -> float:
+    acc = 0.0
+    for c in range(X.shape[1]):
+        acc += float(X[r, c])
+    return acc
 
 
 @jit
@@ -237,16 +245,14 @@ def diagonal(nu: Any, AT: Any, sizes: Any, woff: Any, boff: Any, n: int, scale: 
         nu2 = _squares(mat(nu, n * (cum[l] - cum[1]), n_l, n))
         a2 = _squares(mat(AT, n * cum[l - 1], n_p, n))
         GW = mat(out, woff[l - 1], n_l, n_p)
-        np.dot(nu2, a2.T, GW)
+        gemm(nu2, a2.T, GW)
         for i in range(n_l):
             for c in range(n_p):
                 GW[i, c] = scale * GW[i, c] + l2
         b0 = boff[l - 1]
-        if b0 >= 0:  # row sums as one GEMV
-            sums = np.empty(n_l, nu.dtype)
-            np.dot(nu2, np.ones(n, nu.dtype), sums)
+        if b0 >= 0:  # the bias entries: row sums of ν_l²
             for i in range(n_l):
-                out[b0 + i] = scale * sums[i]
+                out[b0 + i] = scale * _row_sum(nu2, i)
     return out
 
 

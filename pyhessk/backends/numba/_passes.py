@@ -11,7 +11,7 @@ row), so a whole pass is one compiled call with a handful of arguments whatever 
   weight part of a result is built in the same two layouts (``P``, ``Q``) and unpacked once.
 
 Here cum[l] = n_0 + … + n_{l−1}. θ layout is SPEC §1: W_l at woff[l−1], b_l at boff[l−1] (−1: no bias).
-GEMMs are ``np.dot(a, b, out)`` (BLAS; a transposed operand is a ``.T`` view, a BLAS flag, not a copy);
+GEMMs are ``gemm(a, b, out)`` (``_blas``: NumPy's own BLAS; a ``.T`` operand is a BLAS flag, not a copy);
 everything elementwise is fused into one loop per layer and pass. GEMM counts per layer (l ≥ 2 / l = 1)
 are those of ALGORITHMS.md §10.
 """
@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from . import activations, losses
+from ._blas import gemm
 from ._jit import jit
 
 # ---- views into flat buffers ------------------------------------------------------------------------------
@@ -77,7 +78,7 @@ def forward(theta: Any, X: Any, sizes: Any, woff: Any, boff: Any, act_ids: Any) 
     A = X
     for l in range(1, L + 1):
         Z = mat(bufs[l % 2], 0, n, sizes[l])
-        np.dot(A, weights(theta, sizes, woff, l).T, Z)
+        gemm(A, weights(theta, sizes, woff, l).T, Z)
         if l < L:
             activations.sweep_values(act_ids[l - 1], Z, bias(theta, sizes, boff, l))
         else:
@@ -97,7 +98,7 @@ def linearize(theta: Any, sizes: Any, woff: Any, boff: Any, act_ids: Any, modes:
     cum = prefix(sizes)
     for l in range(1, L + 1):
         Z = mat(acts, n * cum[l], n, sizes[l])
-        np.dot(mat(acts, n * cum[l - 1], n, sizes[l - 1]), weights(theta, sizes, woff, l).T, Z)
+        gemm(mat(acts, n * cum[l - 1], n, sizes[l - 1]), weights(theta, sizes, woff, l).T, Z)
         b = bias(theta, sizes, boff, l)
         if l < L:
             o = n * (cum[l] - cum[1])
@@ -131,7 +132,7 @@ def backward(theta: Any, sizes: Any, woff: Any, boff: Any, modes: Any, acts: Any
     for l in range(L, 0, -1):
         W = weights(theta, sizes, woff, l)
         gW = mat(grad, woff[l - 1], sizes[l], sizes[l - 1])
-        np.dot(D.T, mat(acts, n * cum[l - 1], n, sizes[l - 1]), gW)
+        gemm(D.T, mat(acts, n * cum[l - 1], n, sizes[l - 1]), gW)
         if l2 != 0.0:
             for i in range(sizes[l]):
                 for j in range(sizes[l - 1]):
@@ -142,7 +143,7 @@ def backward(theta: Any, sizes: Any, woff: Any, boff: Any, modes: Any, acts: Any
         if l > 1:
             m, o = sizes[l - 1], n * (cum[l - 1] - cum[1])
             G = mat(gamma, o, n, m)
-            np.dot(D, W, G)
+            gemm(D, W, G)
             D = mat(delta, o, n, m)
             D1 = mat(d1, o, n, m)
             gb = np.zeros(m, grad.dtype)
@@ -249,11 +250,11 @@ def r_forward(theta: Any, sizes: Any, woff: Any, boff: Any, acts: Any, d1: Any, 
         zo = n * k * (cum[l] - cum[1]) if keep else 0
         RZ = mat(rz, zo, n, k * n_l)
         # A_{l−1} [V_l^(1); …; V_l^(k)]ᵀ: (n, n_{l−1}) @ (n_{l−1}, k·n_l)
-        np.dot(mat(acts, n * cum[l - 1], n, n_p), mat(Vp, k * woff[l - 1], k * n_l, n_p).T, RZ)
+        gemm(mat(acts, n * cum[l - 1], n, n_p), mat(Vp, k * woff[l - 1], k * n_l, n_p).T, RZ)
         TT = mat(tmp, 0, n * k, n_l)
         if l > 1:  # W_l R{A_{l−1}}: (n·k, n_{l−1}) @ (n_{l−1}, n_l)
             ao = n * k * (cum[l - 1] - cum[1]) if keep else n * k * width * ((l - 1) % 2)
-            np.dot(mat(ra, ao, n * k, n_p), weights(theta, sizes, woff, l).T, TT)
+            gemm(mat(ra, ao, n * k, n_p), weights(theta, sizes, woff, l).T, TT)
         vb = mat(Vp, k * boff[l - 1], k, n_l) if boff[l - 1] >= 0 else np.zeros((k, n_l), acts.dtype)
         last = l == L
         RA = RZ
@@ -303,7 +304,7 @@ def r_backward(theta: Any, sizes: Any, woff: Any, boff: Any, modes: Any, acts: A
     for l in range(L, 0, -1):
         n_l, n_p = sizes[l], sizes[l - 1]
         # R{Δ_l}ᵀ A_{l−1} for all directions: (k·n_l, n) @ (n, n_{l−1})
-        np.dot(R.T, mat(acts, n * cum[l - 1], n, n_p), mat(P, k * woff[l - 1], k * n_l, n_p))
+        gemm(R.T, mat(acts, n * cum[l - 1], n, n_p), mat(P, k * woff[l - 1], k * n_l, n_p))
         if boff[l - 1] >= 0:
             _bias_sums(R.reshape((n, k, n_l)), P, k * boff[l - 1])
         if l == 1:
@@ -311,12 +312,12 @@ def r_backward(theta: Any, sizes: Any, woff: Any, boff: Any, modes: Any, acts: A
         o = n * (cum[l - 1] - cum[1])
         Dl = mat(delta, n * (cum[l] - cum[1]), n, n_l)
         # Δ_lᵀ R{A_{l−1}}: (n_l, n) @ (n, k·n_{l−1})
-        np.dot(Dl.T, mat(ra, k * o, n, k * n_p), mat(Q, k * woff[l - 1], n_l, k * n_p))
+        gemm(Dl.T, mat(ra, k * o, n, k * n_p), mat(Q, k * woff[l - 1], n_l, k * n_p))
         # R{Γ_{l−1}} = Δ_l V_l + R{Δ_l} W_l, then R{Δ_{l−1}} = φ′ R{Γ} + (φ″ ⊙ Γ) R{Z}
         Rn = mat(bufs[l % 2], 0, n, k * n_p)
-        np.dot(Dl, mat(Vq, k * woff[l - 1], n_l, k * n_p), Rn)
+        gemm(Dl, mat(Vq, k * woff[l - 1], n_l, k * n_p), Rn)
         TT = mat(tmp, 0, n * k, n_p)
-        np.dot(R.reshape((n * k, n_l)), weights(theta, sizes, woff, l), TT)
+        gemm(R.reshape((n * k, n_l)), weights(theta, sizes, woff, l), TT)
         D1 = mat(d1, o, n, n_p)
         second = modes[l - 2] == activations.SECOND
         D2 = mat(d2g, o, n, n_p) if second else D1
@@ -349,13 +350,13 @@ def gn_backward(theta: Any, sizes: Any, woff: Any, boff: Any, acts: Any, d1: Any
     D = mat(U.ravel(), 0, n, k * sizes[L])
     for l in range(L, 0, -1):
         n_l, n_p = sizes[l], sizes[l - 1]
-        np.dot(D.T, mat(acts, n * cum[l - 1], n, n_p), mat(P, k * woff[l - 1], k * n_l, n_p))
+        gemm(D.T, mat(acts, n * cum[l - 1], n, n_p), mat(P, k * woff[l - 1], k * n_l, n_p))
         if boff[l - 1] >= 0:
             _bias_sums(D.reshape((n, k, n_l)), P, k * boff[l - 1])
         if l == 1:
             break
         Dn = mat(bufs[l % 2], 0, n * k, n_p)
-        np.dot(D.reshape((n * k, n_l)), weights(theta, sizes, woff, l), Dn)
+        gemm(D.reshape((n * k, n_l)), weights(theta, sizes, woff, l), Dn)
         D1 = mat(d1, n * (cum[l - 1] - cum[1]), n, n_p)
         for s in range(n):
             for j in range(k):
