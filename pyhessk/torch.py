@@ -1,0 +1,564 @@
+r"""PyTorch adapter: ``nn.Sequential`` MLPs in, torch tensors in and out, curvlinops-style linear operators.
+
+Import it as a submodule (``import pyhessk.torch as hkt``); it needs PyTorch, pyhessk itself does not.
+
+- ``from_sequential(model, loss)`` reads an ``nn.Sequential`` of ``nn.Linear`` layers and supported activation
+  modules and returns ``(net, theta)``: a :class:`TorchMLP` and the flat parameter tensor θ. θ has the SPEC
+  layout, which *is* the order of ``model.parameters()`` (``weight`` of shape (n_out, n_in), then ``bias``,
+  layer by layer), so no transposes are involved. ``to_sequential(net, theta)`` goes back.
+- :class:`TorchMLP` and :class:`TorchCurvature` take and return torch tensors. CPU tensors cross as NumPy views
+  (``Tensor.numpy()`` and ``torch.from_numpy``: no copies, except where pyhessk needs a C-contiguous array);
+  CUDA tensors cross by DLPack to pyhessk's ``cuda`` engine when it can run here, and otherwise raise a
+  ``RuntimeError`` saying why.
+- :class:`HessianLinearOperator` and :class:`GGNLinearOperator` follow curvlinops' constructor
+  ``(model_func, loss_func, params, data)`` and its ``@`` on tensors of shape (N,) or (N, k) (or lists of
+  per-parameter tensors), in the order of ``model.parameters()``.
+
+Supported activation modules (exact types, default arguments): ``Identity``, ``Tanh``, ``Sigmoid``, ``ReLU``,
+``LeakyReLU`` (slope 0.01 only: the registry's slope), ``Softplus`` (``beta=1``; torch switches to the identity
+above ``threshold=20``, where the exact softplus pyhessk computes differs by less than 3e-9), ``GELU``
+(``approximate="none"``), ``SiLU``, and :class:`Sin` from this module. Two ``Linear`` layers with nothing in
+between use the identity.
+
+Losses. A registry name (``"mse"``, ``"cross_entropy"``, ``"binary_cross_entropy"``, …) means the SPEC
+objective. A torch loss module means torch's objective, mapped onto pyhessk's by a constant factor c on the
+data term (``net.loss_scale``; ``l2`` keeps its SPEC meaning, (λ/2)Σ‖W_l‖², added after the factor):
+
+=====================================  ======================  =====================================
+torch loss module                      pyhessk loss            c (n samples, d outputs)
+=====================================  ======================  =====================================
+``MSELoss(reduction="mean")``          ``mse``, mean           2/d  (torch averages over n·d entries of
+                                                               (f−y)², SPEC takes ½‖f−y‖² per sample)
+``MSELoss(reduction="sum")``           ``mse``, sum            2
+``CrossEntropyLoss()``                 ``cross_entropy``       1
+``BCEWithLogitsLoss(reduction="mean")``  ``binary_cross_entropy``, mean   1/d
+``BCEWithLogitsLoss(reduction="sum")``   ``binary_cross_entropy``, sum    1
+=====================================  ======================  =====================================
+
+Example:
+    >>> import torch, pyhessk.torch as hkt
+    >>> model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2)).double()
+    >>> X, Y = torch.randn(16, 3, dtype=torch.float64), torch.randn(16, 2, dtype=torch.float64)
+    >>> net, theta = hkt.from_sequential(model, torch.nn.MSELoss())
+    >>> net.loss_scale                   # torch's mean over n·d entries of (f − y)²: 2/d times SPEC's mse
+    1.0
+    >>> HV = net.linearize(theta, X, Y).hvp(torch.ones(net.num_params, 4, dtype=torch.float64))
+    >>> HV.shape, HV.dtype
+    (torch.Size([50, 4]), torch.float64)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import _dispatch, _spec
+from .mlp import MLP
+
+__all__ = [
+    "GGNLinearOperator",
+    "HessianLinearOperator",
+    "Sin",
+    "TorchCurvature",
+    "TorchMLP",
+    "from_sequential",
+    "to_sequential",
+]
+
+_FLOAT_DTYPES = (torch.float32, torch.float64)
+
+
+class Sin(nn.Module):
+    """``torch.sin`` as a module, so that a network with pyhessk's ``sin`` activation has a torch form."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sin(x)
+
+
+def _act_factories() -> dict[str, Any]:
+    return {
+        "identity": nn.Identity,
+        "tanh": nn.Tanh,
+        "sigmoid": nn.Sigmoid,
+        "relu": nn.ReLU,
+        "leaky_relu": lambda: nn.LeakyReLU(_spec.LEAKY_RELU_SLOPE),
+        "softplus": nn.Softplus,
+        "gelu": nn.GELU,
+        "silu": nn.SiLU,
+        "sin": Sin,
+    }
+
+
+_MODULE_NAMES = {nn.Identity: "identity", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.ReLU: "relu",
+                 nn.LeakyReLU: "leaky_relu", nn.Softplus: "softplus", nn.GELU: "gelu", nn.SiLU: "silu", Sin: "sin"}
+
+
+def _activation_name(module: nn.Module, where: str) -> str:
+    name = _MODULE_NAMES.get(type(module))
+    if name is None:
+        supported = ", ".join(sorted(cls.__name__ for cls in _MODULE_NAMES))
+        raise TypeError(f"model{where}: unsupported module {type(module).__name__}; pyhessk reads nn.Linear layers "
+                        f"and the activations {supported} (pyhessk.torch.Sin for sin)")
+    if name == "leaky_relu" and module.negative_slope != _spec.LEAKY_RELU_SLOPE:
+        raise ValueError(f"model{where}: LeakyReLU(negative_slope={module.negative_slope}) is not supported; "
+                         f"pyhessk's leaky_relu has slope {_spec.LEAKY_RELU_SLOPE}")
+    if name == "softplus" and (module.beta != 1 or module.threshold < 20):
+        raise ValueError(f"model{where}: Softplus(beta={module.beta}, threshold={module.threshold}) is not supported; "
+                         "pyhessk's softplus is log(1 + exp(z)) (beta=1, threshold >= 20)")
+    if name == "gelu" and module.approximate != "none":
+        raise ValueError(f"model{where}: GELU(approximate={module.approximate!r}) is not supported; pyhessk's gelu "
+                         "is the exact erf form (approximate='none')")
+    return name
+
+
+def _flat_modules(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
+    out = []
+    for key, m in model.named_children():
+        if type(m) is nn.Sequential:
+            out += _flat_modules(m, f"{prefix}{key}.")
+        else:
+            out.append((f"{prefix}{key}", m))
+    return out
+
+
+def _read_sequential(model: Any) -> tuple[list[int], list[str], bool, torch.dtype, torch.device]:
+    """(sizes, hidden activation names, bias, dtype, device) of an nn.Sequential MLP."""
+    if not isinstance(model, nn.Sequential):
+        raise TypeError(f"model must be a torch.nn.Sequential of nn.Linear and activation modules, got "
+                        f"{type(model).__name__}")
+    mods = _flat_modules(model)
+    linears = [(k, m) for k, m in mods if type(m) is nn.Linear]
+    if not linears:
+        raise ValueError("model must contain at least one nn.Linear layer")
+    if type(mods[0][1]) is not nn.Linear:
+        raise ValueError(f"model[{mods[0][0]}]: the first module must be nn.Linear, got {type(mods[0][1]).__name__}")
+    if type(mods[-1][1]) is not nn.Linear:
+        raise ValueError(f"model[{mods[-1][0]}]: the last module must be nn.Linear (pyhessk's output layer is linear; "
+                         f"an output {type(mods[-1][1]).__name__} belongs in the loss, e.g. Sigmoid + BCELoss "
+                         "→ BCEWithLogitsLoss), got {type(mods[-1][1]).__name__}")
+    acts: list[str] = []
+    pending: list[tuple[str, nn.Module]] = []
+    sizes = [linears[0][1].in_features]
+    for key, m in mods:
+        if type(m) is nn.Linear:
+            if m.in_features != sizes[-1]:
+                raise ValueError(f"model[{key}]: Linear({m.in_features}, {m.out_features}) does not follow a layer "
+                                 f"of width {sizes[-1]}")
+            if len(sizes) > 1:
+                if len(pending) > 1:
+                    raise ValueError(f"model[{pending[1][0]}]: one activation module between two Linear layers, "
+                                     f"got {[type(p).__name__ for _, p in pending]}")
+                acts.append(_activation_name(pending[0][1], f"[{pending[0][0]}]") if pending else "identity")
+            pending = []
+            sizes.append(m.out_features)
+        else:
+            pending.append((key, m))
+    biases = [m.bias is not None for _, m in linears]
+    if any(biases) and not all(biases):
+        without = [k for (k, _), b in zip(linears, biases) if not b]
+        raise ValueError(f"model: either every Linear layer has a bias or none has; the layers {without} have none "
+                         "(pyhessk's bias= applies to all layers)")
+    params = list(model.parameters())
+    dtypes = {p.dtype for p in params}
+    if len(dtypes) > 1:
+        raise TypeError(f"model: all parameters must share one dtype, got {sorted(map(str, dtypes))}")
+    dtype = params[0].dtype
+    if dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"model: parameters have dtype {dtype}; pyhessk computes in torch.float32 or torch.float64 "
+                        "(use model.float() or model.double())")
+    devices = {p.device for p in params}
+    if len(devices) > 1:
+        raise ValueError(f"model: all parameters must be on one device, got {sorted(map(str, devices))}")
+    return sizes, acts, all(biases), dtype, params[0].device
+
+
+def _loss_mapping(loss: Any, reduction: str | None) -> tuple[str, str, Any]:
+    """(pyhessk loss name, reduction, data-term factor as a function of d) for a name or a torch loss module."""
+    if isinstance(loss, str):
+        name = _spec.loss(loss).name
+        return name, "mean" if reduction is None else reduction, lambda d: 1.0
+    if not isinstance(loss, nn.Module):
+        raise TypeError(f"loss must be a pyhessk loss name or a torch loss module (MSELoss, CrossEntropyLoss, "
+                        f"BCEWithLogitsLoss), got {type(loss).__name__}")
+    red = loss.reduction
+    if red not in ("mean", "sum"):
+        raise ValueError(f"loss: {type(loss).__name__}(reduction={red!r}) is not supported; use 'mean' or 'sum'")
+    if reduction is not None and reduction != red:
+        raise ValueError(f"reduction={reduction!r} disagrees with the loss module's reduction={red!r}")
+    if type(loss) is nn.MSELoss:
+        return "mse", red, (lambda d: 2.0 / d) if red == "mean" else (lambda d: 2.0)
+    if type(loss) is nn.CrossEntropyLoss:
+        if loss.weight is not None or loss.label_smoothing != 0.0:
+            raise ValueError("loss: CrossEntropyLoss with class weights or label smoothing is not supported")
+        return "softmax_cross_entropy", red, lambda d: 1.0
+    if type(loss) is nn.BCEWithLogitsLoss:
+        if loss.weight is not None or loss.pos_weight is not None:
+            raise ValueError("loss: BCEWithLogitsLoss with weight or pos_weight is not supported")
+        return "sigmoid_cross_entropy", red, (lambda d: 1.0 / d) if red == "mean" else (lambda d: 1.0)
+    raise TypeError(f"loss: unsupported loss module {type(loss).__name__}; use MSELoss, CrossEntropyLoss or "
+                    "BCEWithLogitsLoss (or a pyhessk loss name)")
+
+
+# ---- arrays across the boundary ----------------------------------------------------------------------
+def _cuda_engine_reason() -> str | None:
+    engine, reason = _dispatch.probe("cuda")
+    return None if engine is not None else reason
+
+
+def _to_engine(x: Any, name: str) -> Any:
+    """A CPU tensor as a NumPy view, a CUDA tensor as a CuPy array (DLPack); anything else unchanged."""
+    if not isinstance(x, torch.Tensor):
+        return x
+    if x.dtype in (torch.float16, torch.bfloat16) or x.is_complex():
+        raise TypeError(f"{name} has dtype {x.dtype}; pyhessk computes in torch.float32 or torch.float64")
+    x = x.detach()
+    if x.device.type == "cpu":
+        return x.resolve_conj().resolve_neg().numpy()
+    if x.device.type == "cuda":
+        reason = _cuda_engine_reason()
+        if reason is not None:
+            raise RuntimeError(f"{name} is a CUDA tensor, but pyhessk's 'cuda' engine cannot run here ({reason}); "
+                               "move the tensors to the CPU with .cpu(), or install the GPU engine "
+                               "(pip install 'pyhessk[cuda]')")
+        import cupy
+
+        return cupy.from_dlpack(x.contiguous())
+    raise TypeError(f"{name} is on device {x.device}; pyhessk takes CPU or CUDA tensors")
+
+
+def _from_engine(a: Any) -> torch.Tensor:
+    if isinstance(a, np.ndarray):
+        return torch.from_numpy(a)
+    return torch.from_dlpack(a)
+
+
+def _device_of(*xs: Any) -> str:
+    devices = {x.device.type for x in xs if isinstance(x, torch.Tensor)}
+    if len(devices) > 1:
+        raise ValueError(f"the tensors of one call must be on one device, got {sorted(devices)}")
+    return "cuda" if "cuda" in devices else "cpu"
+
+
+class TorchMLP:
+    """A pyhessk MLP that takes and returns torch tensors, with torch's loss convention when built from one.
+
+    Made by :func:`from_sequential`. The objective is ``loss_scale · (SPEC data term) + (λ/2) Σ ‖W_l‖²``; every
+    product (gradient, H, G) includes the factor, the Jacobian products do not involve the loss.
+
+    Attributes:
+        mlp: the underlying ``pyhessk.MLP`` (SPEC objective, with l2 = λ / loss_scale).
+        loss_scale: the factor c between torch's loss module and SPEC's loss (1 for a pyhessk loss name).
+    """
+
+    def __init__(self, sizes: Sequence[int], activations: Sequence[str], loss: str, reduction: str, bias: bool,
+                 l2: float, loss_scale: float, backend: str = "auto") -> None:
+        if l2 < 0:
+            raise ValueError(f"l2 must be >= 0, got {l2}")
+        self.loss_scale = float(loss_scale)
+        self._args = dict(activation=list(activations), loss=loss, l2=l2 / self.loss_scale, reduction=reduction,
+                          bias=bias)
+        self.l2 = float(l2)
+        self.mlp = MLP(list(sizes), backend=backend, **self._args)
+        self._gpu: MLP | None = None
+
+    @property
+    def sizes(self) -> list[int]:
+        return self.mlp.sizes
+
+    @property
+    def num_params(self) -> int:
+        return self.mlp.num_params
+
+    def __repr__(self) -> str:
+        return f"TorchMLP({self.mlp!r}, loss_scale={self.loss_scale}, l2={self.l2})"
+
+    def _net(self, device: str) -> MLP:
+        if device == "cpu":
+            return self.mlp
+        if self._gpu is None:
+            self._gpu = MLP(self.sizes, backend="cuda", **self._args)
+        return self._gpu
+
+    def _batch(self, theta: Any, X: Any, Y: Any = None) -> tuple[MLP, Any, Any, Any]:
+        net = self._net(_device_of(theta, X, Y))
+        return net, _to_engine(theta, "theta"), _to_engine(X, "X"), _to_engine(Y, "Y")
+
+    def forward(self, theta: Any, X: Any) -> torch.Tensor:
+        """Network outputs (n, d)."""
+        net, t, x, _ = self._batch(theta, X)
+        return _from_engine(net.forward(t, x))
+
+    def loss(self, theta: Any, X: Any, Y: Any) -> float:
+        """The objective (torch's convention for a torch loss module), as a Python float."""
+        return self.linearize(theta, X, Y).loss
+
+    def grad(self, theta: Any, X: Any, Y: Any) -> torch.Tensor:
+        """The gradient (N,), in the order of ``model.parameters()``."""
+        return self.linearize(theta, X, Y).grad
+
+    def linearize(self, theta: Any, X: Any, Y: Any) -> TorchCurvature:
+        """One fused forward and backward pass; the snapshot answers every product with tensors."""
+        net, t, x, y = self._batch(theta, X, Y)
+        return TorchCurvature(self, net.linearize(t, x, y), t)
+
+    def hvp(self, theta: Any, X: Any, Y: Any, V: Any) -> Any:
+        """One-shot exact Hessian products."""
+        return self.linearize(theta, X, Y).hvp(V)
+
+    def gnvp(self, theta: Any, X: Any, Y: Any, V: Any) -> Any:
+        """One-shot Gauss–Newton products."""
+        net, t, x, y = self._batch(theta, X, Y)
+        return TorchCurvature(self, net._linearize_forward(t, x, y), t).gnvp(V)
+
+
+class TorchCurvature:
+    """A ``pyhessk.Curvature`` snapshot that takes and returns torch tensors (see ``pyhessk.Curvature``).
+
+    Vectors are a tensor of shape (N,) or (N, k) in the order of ``model.parameters()``, or a list of tensors
+    shaped like the parameters (each with a trailing axis of length k for a block); answers come back in the
+    form given.
+    """
+
+    def __init__(self, net: TorchMLP, curvature: Any, theta: Any) -> None:
+        self.net = net
+        self.curvature = curvature
+        self._shapes = _param_shapes(net)
+        self._like = theta
+
+    @property
+    def loss(self) -> float:
+        # the underlying MLP carries λ/c, so c·L has torch's data term plus (λ/2)Σ‖W‖²
+        return self.net.loss_scale * self.curvature.loss
+
+    @property
+    def grad(self) -> torch.Tensor:
+        return self._out(self.net.loss_scale * self.curvature.grad)
+
+    def _out(self, a: Any) -> torch.Tensor:
+        return _from_engine(a)
+
+    def _vec(self, V: Any, name: str = "V") -> tuple[Any, bool]:
+        if isinstance(V, (list, tuple)):
+            return _to_engine(_list_to_flat(V, self._shapes, name), name), True
+        return _to_engine(V, name), False
+
+    def _answer(self, out: Any, per_param: bool) -> Any:
+        t = self._out(out)
+        return _flat_to_list(t, self._shapes) if per_param else t
+
+    def hvp(self, V: Any) -> Any:
+        """H V (torch's objective for a torch loss module)."""
+        v, per = self._vec(V)
+        return self._answer(self.net.loss_scale * self.curvature.hvp(v), per)
+
+    def gnvp(self, V: Any) -> Any:
+        """G V, the generalized Gauss–Newton product (plus λ on the weights)."""
+        v, per = self._vec(V)
+        return self._answer(self.net.loss_scale * self.curvature.gnvp(v), per)
+
+    def jvp(self, V: Any) -> torch.Tensor:
+        """J V of the network output: (n, d) or (n, d, k)."""
+        v, _ = self._vec(V)
+        return self._out(self.curvature.jvp(v))
+
+    def vjp(self, U: Any) -> torch.Tensor:
+        """Jᵀ U summed over samples: (n, d) → (N,), (n, d, k) → (N, k)."""
+        return self._out(self.curvature.vjp(_to_engine(U, "U")))
+
+    def hessian(self, **kw: Any) -> torch.Tensor:
+        """The dense Hessian (N, N); the size guard of ``Curvature.hessian``."""
+        return self._out(self.net.loss_scale * self.curvature.hessian(**kw))
+
+    def gnh(self, **kw: Any) -> torch.Tensor:
+        """The dense Gauss–Newton Hessian (N, N)."""
+        return self._out(self.net.loss_scale * self.curvature.gnh(**kw))
+
+    def gnh_diagonal(self) -> torch.Tensor:
+        """The exact diagonal of G (SPEC §3)."""
+        return self._out(self.net.loss_scale * self.curvature.gnh_entries().diagonal())
+
+
+def _param_shapes(net: TorchMLP) -> list[tuple[int, ...]]:
+    shapes = []
+    for n_in, n_out in zip(net.sizes[:-1], net.sizes[1:]):
+        shapes.append((n_out, n_in))
+        if net.mlp.bias:
+            shapes.append((n_out,))
+    return shapes
+
+
+def _list_to_flat(V: Sequence[Any], shapes: list[tuple[int, ...]], name: str) -> torch.Tensor:
+    if len(V) != len(shapes):
+        raise ValueError(f"{name}: a list of per-parameter tensors needs {len(shapes)} entries, got {len(V)}")
+    if not all(isinstance(v, torch.Tensor) for v in V):
+        raise TypeError(f"{name}: a list vector must hold torch tensors")
+    block = V[0].dim() == len(shapes[0]) + 1
+    parts = []
+    for i, (v, s) in enumerate(zip(V, shapes)):
+        want = (*s, V[0].shape[-1]) if block else s
+        if tuple(v.shape) != want:
+            raise ValueError(f"{name}[{i}] must have shape {want} like the parameter it multiplies, got "
+                             f"{tuple(v.shape)}")
+        parts.append(v.reshape(-1, v.shape[-1]) if block else v.reshape(-1))
+    return torch.cat(parts, dim=0)
+
+
+def _flat_to_list(t: torch.Tensor, shapes: list[tuple[int, ...]]) -> list[torch.Tensor]:
+    out, pos = [], 0
+    rest = tuple(t.shape[1:])
+    for s in shapes:
+        size = int(np.prod(s))
+        out.append(t[pos:pos + size].reshape(*s, *rest))
+        pos += size
+    return out
+
+
+# ---- conversions ------------------------------------------------------------------------------------
+def from_sequential(model: Any, loss: Any = "mse", *, l2: float = 0.0, reduction: str | None = None,
+                    backend: str = "auto") -> tuple[TorchMLP, torch.Tensor]:
+    """``(net, theta)`` for an ``nn.Sequential`` MLP.
+
+    Args:
+        model: ``nn.Sequential`` of ``nn.Linear`` layers (all with or all without bias) and supported activation
+            modules (module docstring); float32 or float64 parameters on one device.
+        loss: a pyhessk loss name (SPEC objective) or a torch loss module (``MSELoss``, ``CrossEntropyLoss``,
+            ``BCEWithLogitsLoss``: torch's objective, through ``net.loss_scale``).
+        l2: weight decay λ: adds (λ/2) Σ ‖W_l‖² on the weights (not the biases).
+        reduction: "mean" or "sum"; for a loss module, its own reduction (an explicit value must agree).
+        backend: the pyhessk engine for CPU tensors ("auto" picks the fastest).
+
+    Returns:
+        The :class:`TorchMLP` and θ, a new flat tensor (the parameters copied in ``model.parameters()`` order)
+        with the dtype and device of the model.
+
+    Raises:
+        TypeError: a model that is not an nn.Sequential, an unsupported module or loss module, a non-float dtype.
+        ValueError: mixed biases, unsupported activation arguments, unknown loss names, inconsistent widths.
+    """
+    sizes, acts, bias, _dtype, _device = _read_sequential(model)
+    name, red, factor = _loss_mapping(loss, reduction)
+    net = TorchMLP(sizes, acts, name, red, bias, l2, factor(sizes[-1]), backend)
+    theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    return net, theta
+
+
+def to_sequential(net: Any, theta: Any) -> nn.Sequential:
+    """The ``nn.Sequential`` with parameters θ (copied) for a :class:`TorchMLP` or a ``pyhessk.MLP``.
+
+    The modules have θ's dtype and device; ``from_sequential(to_sequential(net, θ), …)`` gives θ back.
+    """
+    mlp = net.mlp if isinstance(net, TorchMLP) else net
+    if not isinstance(mlp, MLP):
+        raise TypeError(f"net must be a pyhessk.torch.TorchMLP or a pyhessk.MLP, got {type(net).__name__}")
+    t = theta if isinstance(theta, torch.Tensor) else torch.from_numpy(np.asarray(theta))
+    if t.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"theta has dtype {t.dtype}; expected torch.float32 or torch.float64")
+    if t.dim() != 1 or t.shape[0] != mlp.num_params:
+        raise ValueError(f"theta must have shape ({mlp.num_params},) (num_params of {mlp.sizes}), got {tuple(t.shape)}")
+    factories = _act_factories()
+    mods: list[nn.Module] = []
+    pos = 0
+    acts = mlp.activations
+    for l, (n_in, n_out) in enumerate(zip(mlp.sizes[:-1], mlp.sizes[1:])):
+        lin = nn.Linear(n_in, n_out, bias=mlp.bias, dtype=t.dtype, device=t.device)
+        with torch.no_grad():
+            lin.weight.copy_(t[pos:pos + n_in * n_out].reshape(n_out, n_in))
+            pos += n_in * n_out
+            if mlp.bias:
+                lin.bias.copy_(t[pos:pos + n_out])
+                pos += n_out
+        mods.append(lin)
+        if l < len(acts):
+            mods.append(factories[acts[l]]())
+    return nn.Sequential(*mods)
+
+
+# ---- curvlinops-style linear operators ----------------------------------------------------------------
+def _concat_data(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(data, tuple) and len(data) == 2 and all(isinstance(d, torch.Tensor) for d in data):
+        return data
+    if not isinstance(data, Iterable):
+        raise TypeError(f"data must be a tuple (X, y) of tensors or an iterable of such batches, got "
+                        f"{type(data).__name__}")
+    batches = list(data)
+    if not batches or not all(isinstance(b, (tuple, list)) and len(b) == 2 for b in batches):
+        raise ValueError("data must hold at least one (X, y) batch")
+    return torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+
+
+class _CurvatureOperator:
+    """The shared body of the Hessian and GGN operators: a snapshot at the current parameters."""
+
+    SELF_ADJOINT = True
+    _product = ""
+
+    def __init__(self, model_func: nn.Module, loss_func: Any, params: Sequence[torch.Tensor] | None, data: Any, *,
+                 l2: float = 0.0, backend: str = "auto") -> None:
+        net, theta = from_sequential(model_func, loss_func, l2=l2, backend=backend)
+        model_params = list(model_func.parameters())
+        if params is not None and (len(params) != len(model_params)
+                                   or any(p is not q for p, q in zip(params, model_params))):
+            raise ValueError("params must be list(model_func.parameters()) in order: pyhessk's curvature covers "
+                             "every parameter of the MLP")
+        X, y = _concat_data(data)
+        self._net = net
+        self._curvature = net.linearize(theta, X, y)
+        self._shapes = [tuple(p.shape) for p in model_params]
+        self.dtype = theta.dtype
+        self.device = theta.device
+        self.shape = (net.num_params, net.num_params)
+
+    def __matmul__(self, X: Any) -> Any:
+        """The product with a tensor (N,) or (N, k), or a list of per-parameter tensors; same form out."""
+        if isinstance(X, (list, tuple)):
+            return getattr(self._curvature, self._product)(list(X))
+        if not isinstance(X, torch.Tensor):
+            raise TypeError(f"X must be a torch tensor of shape ({self.shape[1]},) or ({self.shape[1]}, k), or a list "
+                            f"of per-parameter tensors, got {type(X).__name__}")
+        return getattr(self._curvature, self._product)(X)
+
+    def adjoint(self) -> _CurvatureOperator:
+        return self
+
+    def transpose(self) -> _CurvatureOperator:
+        return self
+
+    def gradient_and_loss(self) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The gradient as per-parameter tensors and the loss as a 0-d tensor, at the snapshot's parameters."""
+        g = self._curvature.grad
+        return _flat_to_list(g, self._shapes), torch.tensor(self._curvature.loss, dtype=self.dtype)
+
+    def to_scipy(self) -> Any:
+        """A ``scipy.sparse.linalg.LinearOperator`` on NumPy arrays (CPU operators only)."""
+        from scipy.sparse.linalg import LinearOperator
+
+        if self.device.type != "cpu":
+            raise RuntimeError("to_scipy() needs a CPU operator; this one is on " + str(self.device))
+        np_dtype = np.float64 if self.dtype == torch.float64 else np.float32
+
+        def mv(v: np.ndarray) -> np.ndarray:
+            return (self @ torch.from_numpy(np.ascontiguousarray(v, dtype=np_dtype))).numpy()
+
+        return LinearOperator(self.shape, matvec=mv, rmatvec=mv, matmat=mv, rmatmat=mv, dtype=np_dtype)
+
+
+class HessianLinearOperator(_CurvatureOperator):
+    """The Hessian of ``loss_func(model_func(X), y)`` (plus (λ/2)Σ‖W‖² with ``l2=λ``) over all of ``data``.
+
+    Made once at the current parameters (a snapshot: build a new operator after a parameter update).
+    ``data`` is one ``(X, y)`` pair or an iterable of batches, which are concatenated, so a "mean" loss
+    averages over all samples (as curvlinops weighs its batches).
+    """
+
+    _product = "hvp"
+
+
+class GGNLinearOperator(_CurvatureOperator):
+    """The generalized Gauss–Newton matrix of ``loss_func(model_func(X), y)`` over all of ``data``; see
+    :class:`HessianLinearOperator`."""
+
+    _product = "gnvp"
