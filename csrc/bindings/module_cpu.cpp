@@ -179,6 +179,15 @@ void bind_dtype(py::module_& m, const char* suffix) {
             py::gil_scoped_release nogil;
             self.diagonal(po);
           }, py::arg("out").noconvert())
+      .def("gnvp", [](Fac& self, const carray<T>& V, carray<T>& out) {
+            expect_shape(V, {self.num_params(), -1}, "V");
+            const int k = int(V.shape(1));
+            expect_shape(out, {self.num_params(), k}, "out");
+            const T* pv = V.data();
+            T* po = out.mutable_data();
+            py::gil_scoped_release nogil;
+            self.gnvp(pv, k, po);
+          }, py::arg("V").noconvert(), py::arg("out").noconvert())
       .def("sample", [](const Fac& self, const index_array& rows, const index_array& cols, int64_t s,
                         uint64_t seed, carray<T>& out) {
             PYHESSK_CHECK(rows.ndim() == 1 && cols.ndim() == 1 && rows.size() == cols.size(),

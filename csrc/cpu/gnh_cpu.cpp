@@ -27,7 +27,7 @@ void output_factors(int n, int d, const T* aux, T* S_L) {
   for (int k = 0; k < n; ++k) {
     LossOps<kLoss>::factor(aux + int64_t(k) * d, d, ct.data());  // ct[a·d + i] = Cᵀ[a][i]
     for (int i = 0; i < d; ++i)
-      for (int a = 0; a < d; ++a) S_L[(int64_t(i) * n + k) * d + a] = ct[size_t(a) * d + i];
+      for (int a = 0; a < d; ++a) S_L[(int64_t(i) * d + a) * n + k] = ct[size_t(a) * d + i];
   }
 }
 
@@ -50,21 +50,27 @@ GnhFactors<T>::GnhFactors(const Linearization<T>& lin)
     gemm<T>(true, false, n_l, n * d, n_next, T(1), W, n_l, S_[l].data(), n * d, T(0), S_[l - 1].data(), n * d);
     const T* d1 = lin.dphi(l);  // (n, n_l)
     T* S = S_[l - 1].data();
-    for (int i = 0; i < n_l; ++i)
-      for (int k = 0; k < n; ++k) {
-        const T f = d1[int64_t(k) * n_l + i];
-        T* x = S + (int64_t(i) * n + k) * d;
-        for (int a = 0; a < d; ++a) x[a] *= f;
+    std::vector<T> f(n);
+    for (int i = 0; i < n_l; ++i) {
+      for (int k = 0; k < n; ++k) f[k] = d1[int64_t(k) * n_l + i];
+      for (int a = 0; a < d; ++a) {
+        T* x = S + (int64_t(i) * d + a) * n;
+        for (int k = 0; k < n; ++k) x[k] *= f[k];
       }
+    }
   }
   for (int l = 1; l <= L_; ++l) {
     const int n_l = s_.sizes[l], n_prev = s_.sizes[l - 1];
     nu_[l - 1].resize(int64_t(n_l) * n);
     const T* S = S_[l - 1].data();
-    for (int64_t ik = 0; ik < int64_t(n_l) * n; ++ik) {
-      acc_t<T> sq = 0;
-      for (int a = 0; a < d; ++a) sq += S[ik * d + a] * S[ik * d + a];
-      nu_[l - 1][ik] = T(std::sqrt(sq));
+    std::vector<acc_t<T>> sq(n);
+    for (int i = 0; i < n_l; ++i) {
+      std::fill(sq.begin(), sq.end(), acc_t<T>(0));
+      for (int a = 0; a < d; ++a) {
+        const T* x = S + (int64_t(i) * d + a) * n;
+        for (int k = 0; k < n; ++k) sq[k] += acc_t<T>(x[k]) * x[k];
+      }
+      for (int k = 0; k < n; ++k) nu_[l - 1][int64_t(i) * n + k] = T(std::sqrt(sq[k]));
     }
     const T* A = lin.act(l - 1);  // (n, n_prev)
     AT_[l - 1].resize(int64_t(n_prev) * n);
@@ -94,10 +100,8 @@ T GnhFactors<T>::l2_term(int64_t p, int64_t q) const {
 template <typename T>
 void GnhFactors<T>::gather(const Index& x, T* out) const {
   const T* S = this->S(x);
-  for (int k = 0; k < n_; ++k) {
-    const T f = a(x, k);
-    for (int c = 0; c < d_; ++c) out[int64_t(k) * d_ + c] = f * S[int64_t(k) * d_ + c];
-  }
+  for (int c = 0; c < d_; ++c)
+    for (int k = 0; k < n_; ++k) out[int64_t(c) * n_ + k] = a(x, k) * S[int64_t(c) * n_ + k];
 }
 
 template <typename T>
@@ -110,7 +114,7 @@ void GnhFactors<T>::entries(const int64_t* rows, const int64_t* cols, int64_t m,
     acc_t<T> total = 0;
     for (int k = 0; k < n_; ++k) {
       acc_t<T> dot = 0;
-      for (int c = 0; c < d_; ++c) dot += Sp[int64_t(k) * d_ + c] * Sq[int64_t(k) * d_ + c];
+      for (int c = 0; c < d_; ++c) dot += Sp[int64_t(c) * n_ + k] * Sq[int64_t(c) * n_ + k];
       total += a(p, k) * a(q, k) * dot;
     }
     out[t] = scale_ * T(total) + l2_term(rows[t], cols[t]);
@@ -138,14 +142,15 @@ void GnhFactors<T>::columns(const int64_t* J, int64_t m, T* out) const {
     gather(decode(J[t]), u.data());
     for (int l = 1; l <= L_; ++l) {
       const int n_l = s_.sizes[l], n_prev = s_.sizes[l - 1];
-      Tl.assign(int64_t(n_l) * n_, T(0));  // T_l[i, k] = ⟨S_l[i, k, :], u_k⟩
+      Tl.assign(int64_t(n_l) * n_, T(0));  // T_l[i, k] = ⟨S_{l,k}[:, i], u_k⟩
       const T* S = S_[l - 1].data();
-      for (int i = 0; i < n_l; ++i)
-        for (int k = 0; k < n_; ++k) {
-          acc_t<T> dot = 0;
-          for (int c = 0; c < d_; ++c) dot += S[(int64_t(i) * n_ + k) * d_ + c] * u[int64_t(k) * d_ + c];
-          Tl[int64_t(i) * n_ + k] = T(dot);
+      for (int i = 0; i < n_l; ++i) {
+        T* t = Tl.data() + int64_t(i) * n_;
+        for (int c = 0; c < d_; ++c) {
+          const T *x = S + (int64_t(i) * d_ + c) * n_, *uc = u.data() + int64_t(c) * n_;
+          for (int k = 0; k < n_; ++k) t[k] += x[k] * uc[k];
         }
+      }
       // G[W_l, q] = s T_l A_{l−1}: (n_l × n) · (n × n_{l−1}), with A_{l−1} = AT_lᵀ
       gemm<T>(false, true, n_l, n_prev, n_, scale_, Tl.data(), n_, AT_[l - 1].data(), n_, T(0),
               col.data() + s_.w_off[l - 1], n_prev);
@@ -184,6 +189,91 @@ void GnhFactors<T>::diagonal(T* out) const {
 }
 
 template <typename T>
+void GnhFactors<T>::gnvp(const T* V, int k, T* out) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const int n = n_, d = d_;
+  int max_nl = 0;
+  int64_t max_w = 0;
+  for (int l = 1; l <= L_; ++l) {
+    max_nl = std::max(max_nl, s_.sizes[l]);
+    max_w = std::max(max_w, int64_t(s_.sizes[l]) * s_.sizes[l - 1]);
+  }
+  u_.assign(int64_t(n) * k * d, T(0));
+  if (P_.size() < size_t(k) * max_nl * n) P_.resize(size_t(k) * max_nl * n);
+  if (k > 1 && pack_.size() < size_t(k) * max_w) pack_.resize(size_t(k) * max_w), hw_.resize(size_t(k) * max_w);
+  T* u = u_.data();
+  T* PT = P_.data();  // (k, n_l, n): sample index fastest, so both contractions stream S_l row by row
+
+  // u_s = Σ_l S_{l,s}ᵀ (V_l a_{l−1,s} + v_l): per layer one GEMM and one pass over S_l.
+  for (int l = 1; l <= L_; ++l) {
+    const int n_l = s_.sizes[l], n_prev = s_.sizes[l - 1];
+    const int64_t w0 = s_.w_off[l - 1], nl = int64_t(n_l) * n_prev;
+    const T* Vl = V + w0;
+    if (k > 1) {  // (k, n_l, n_{l−1})
+      for (int64_t i = 0; i < nl; ++i)
+        for (int j = 0; j < k; ++j) pack_[int64_t(j) * nl + i] = V[(w0 + i) * k + j];
+      Vl = pack_.data();
+    }
+    // Pᵀ = V_l A_{l−1}ᵀ: (k·n_l × n_{l−1}) · (n_{l−1} × n)
+    gemm<T>(false, false, k * n_l, n, n_prev, T(1), Vl, n_prev, AT_[l - 1].data(), n, T(0), PT, n);
+    const T* S = S_[l - 1].data();
+    const int64_t b0 = s_.bias ? s_.b_off[l - 1] : -1;
+    // u[j, c, :] += (P[j, r, :] + v_b[r]) ⊙ S_l[r, c, :]: every sweep runs over the samples, contiguous.
+    for (int r = 0; r < n_l; ++r)
+      for (int j = 0; j < k; ++j) {
+        T* p = PT + (int64_t(j) * n_l + r) * n;
+        if (b0 >= 0) {
+          const T vb = V[(b0 + r) * k + j];
+          for (int s = 0; s < n; ++s) p[s] += vb;
+        }
+        for (int c = 0; c < d; ++c) {
+          const T* x = S + (int64_t(r) * d + c) * n;
+          T* uc = u + (int64_t(j) * d + c) * n;
+          for (int s = 0; s < n; ++s) uc[s] += p[s] * x[s];
+        }
+      }
+  }
+  for (int64_t i = 0; i < int64_t(n) * k * d; ++i) u[i] *= scale_;
+
+  // Per layer Q_l = S_l u (the transposed pass over S_l) and one GEMM Q_lᵀ A_{l−1} for the weight block.
+  const T lam = T(s_.l2);
+  for (int l = 1; l <= L_; ++l) {
+    const int n_l = s_.sizes[l], n_prev = s_.sizes[l - 1];
+    const int64_t w0 = s_.w_off[l - 1], nl = int64_t(n_l) * n_prev;
+    const T* S = S_[l - 1].data();
+    T* QT = PT;  // (k, n_l, n): Q[j, r, :] = Σ_c S_l[r, c, :] ⊙ u[j, c, :]
+    for (int r = 0; r < n_l; ++r)
+      for (int j = 0; j < k; ++j) {
+        T* q = QT + (int64_t(j) * n_l + r) * n;
+        std::fill(q, q + n, T(0));
+        for (int c = 0; c < d; ++c) {
+          const T* x = S + (int64_t(r) * d + c) * n;
+          const T* uc = u + (int64_t(j) * d + c) * n;
+          for (int s = 0; s < n; ++s) q[s] += x[s] * uc[s];
+        }
+      }
+    // Gᵀ-block (k·n_l × n_{l−1}) = Q A_{l−1}
+    T* hw = k == 1 ? out + w0 : hw_.data();
+    gemm<T>(false, true, k * n_l, n_prev, n, T(1), QT, n, AT_[l - 1].data(), n, T(0), hw, n_prev);
+    if (k == 1) {
+      if (lam != T(0))
+        for (int64_t i = 0; i < nl; ++i) hw[i] += lam * V[w0 + i];
+    } else {
+      for (int64_t i = 0; i < nl; ++i)
+        for (int j = 0; j < k; ++j) out[(w0 + i) * k + j] = hw[int64_t(j) * nl + i] + lam * V[(w0 + i) * k + j];
+    }
+    if (s_.bias)
+      for (int r = 0; r < n_l; ++r)
+        for (int j = 0; j < k; ++j) {
+          const T* q = QT + (int64_t(j) * n_l + r) * n;
+          acc_t<T> sum = 0;
+          for (int s = 0; s < n; ++s) sum += q[s];
+          out[(s_.b_off[l - 1] + r) * k + j] = T(sum);
+        }
+  }
+}
+
+template <typename T>
 void GnhFactors<T>::sample(const int64_t* rows, const int64_t* cols, int64_t m, int64_t s, uint64_t seed,
                            T* out) const {
   for (int64_t t = 0; t < m; ++t) decode(rows[t]), decode(cols[t]);
@@ -209,7 +299,7 @@ void GnhFactors<T>::sample(const int64_t* rows, const int64_t* cols, int64_t m, 
       int k = int(std::upper_bound(cdf.begin(), cdf.end(), u) - cdf.begin());
       k = std::min(k, n_ - 1);
       double dot = 0;
-      for (int c = 0; c < d_; ++c) dot += double(Sp[int64_t(k) * d_ + c]) * Sq[int64_t(k) * d_ + c];
+      for (int c = 0; c < d_; ++c) dot += double(Sp[int64_t(c) * n_ + k]) * Sq[int64_t(c) * n_ + k];
       const double x = double(a(p, k)) * a(q, k) * dot;
       const double pk = (cdf[k] - (k ? cdf[k - 1] : 0.0)) / total;
       if (pk > 0) acc += x / pk;

@@ -1,12 +1,13 @@
 // Entrywise Gauss–Newton evaluation (SPEC §3) on the CPU. The precomputation stores, unit-major so that a
-// parameter's factor is contiguous:
-//   S_l (n_l, n, d):  S_l[i, k, :] = S_{l,k}[:, i] = (C_kᵀ ∂f_k/∂z_l)[:, i]   (one GEMM per layer)
+// parameter's factor is contiguous, and sample-fastest so that every sweep vectorizes over the samples:
+//   S_l (n_l, d, n):  S_l[i, :, k] = S_{l,k}[:, i] = (C_kᵀ ∂f_k/∂z_l)[:, i]   (one GEMM per layer)
 //   AT_l (n_{l−1}, n): the activations a_{l−1,k}, transposed
 //   nu_l (n_l, n):    ν_{l,k,i} = ‖S_{l,k}[:, i]‖
-// so that G[p, q] = s Σ_k a_p[k] a_q[k] ⟨S_l[i, k, :], S_l'[i', k, :]⟩ (+ λ on the weight diagonal), with
+// so that G[p, q] = s Σ_k a_p[k] a_q[k] ⟨S_l[i, :, k], S_l'[i', :, k]⟩ (+ λ on the weight diagonal), with
 // p = (l, i, j) and a_p[k] = a_{l−1,k}[j] (1 for a bias).
 #pragma once
 #include <cstdint>
+#include <mutex>
 #include <vector>
 
 #include "common/views.h"
@@ -28,6 +29,10 @@ class GnhFactors {
   void columns(const int64_t* J, int64_t m, scalar_t* out) const;
   // Exact diagonal → out (N,): from the norms only, O(n) per entry.
   void diagonal(scalar_t* out) const;
+  // G V for a block V (N, k) → out (N, k), from the factors alone (no forward or backward pass): per layer
+  // one GEMM P_l = A_{l−1} V_lᵀ and its contraction with S_l into u (n, k, d); then per layer the
+  // transposed contraction Q_l = S_l u and one GEMM Q_lᵀ A_{l−1}. Includes λ P_W V.
+  void gnvp(const scalar_t* V, int k, scalar_t* out);
   // Importance-sampled estimates with s draws each (π_k ∝ ‖x_k‖‖y_k‖) → out (m,). Entry t draws from its
   // own stream derived from (seed, t), so results do not depend on threads.
   void sample(const int64_t* rows, const int64_t* cols, int64_t m, int64_t s, uint64_t seed, scalar_t* out) const;
@@ -40,14 +45,18 @@ class GnhFactors {
   };
   Index decode(int64_t p) const;
   scalar_t a(const Index& x, int k) const { return x.col < 0 ? scalar_t(1) : AT_[x.layer - 1][int64_t(x.col) * n_ + k]; }
-  const scalar_t* S(const Index& x) const { return S_[x.layer - 1].data() + int64_t(x.row) * n_ * d_; }
-  void gather(const Index& x, scalar_t* out) const;  // x_{k} = a_p[k] S_l[i, k, :] for all k: (n, d)
+  const scalar_t* S(const Index& x) const { return S_[x.layer - 1].data() + int64_t(x.row) * d_ * n_; }
+  void gather(const Index& x, scalar_t* out) const;  // x_k = a_p[k] S_l[i, :, k] for all k: (d, n)
   scalar_t l2_term(int64_t p, int64_t q) const;
 
   MlpShape s_;
   int n_, d_, L_;
   scalar_t scale_;
   std::vector<std::vector<scalar_t>> S_, AT_, nu_;
+
+  // Workspace of gnvp, sized for the largest k seen and reused; the mutex serialises products.
+  std::mutex mutex_;
+  std::vector<scalar_t> u_, P_, pack_, hw_;
 };
 
 extern template class GnhFactors<float>;

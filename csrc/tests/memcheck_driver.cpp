@@ -67,7 +67,7 @@ int run(int act, int loss, unsigned seed) {
     std::printf("symmetry failed: act %d loss %d: %g vs %g\n", act, loss, a, b);
     return 1;
   }
-  // GNH factors: entries, block, columns, diagonal and the sampler agree with each other
+  // GNH factors: entries, block, columns, diagonal, the factored product and the sampler agree
   {
     pyhessk::cpu::GnhFactors<T> fac(lin);
     std::vector<int64_t> idx(N);
@@ -78,6 +78,16 @@ int run(int act, int loss, unsigned seed) {
     fac.diagonal(diag.data());
     fac.entries(idx.data(), idx.data(), N, ent.data());
     fac.sample(idx.data(), idx.data(), N, 5, 42u, est.data());
+    // the factored product on the first direction and on a block of 3 agrees with the plain one
+    for (int k : {1, 3}) {
+      lin.gnvp(V.data(), k, out.data());
+      fac.gnvp(V.data(), k, out2.data());
+      for (int64_t i = 0; i < N * k; ++i)
+        if (std::fabs(double(out[i]) - out2[i]) > tol * 100 * (1 + std::fabs(double(out[i])))) {
+          std::printf("factored gnvp mismatch: act %d loss %d k %d at %ld\n", act, loss, k, long(i));
+          return 1;
+        }
+    }
     double gmax = 0;
     for (auto g : blk) gmax = std::max(gmax, std::fabs(double(g)));
     for (int64_t i = 0; i < N; ++i) {

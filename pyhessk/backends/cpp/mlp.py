@@ -140,6 +140,11 @@ class CppBackend(BackendBase):
         fac.core.diagonal(out)
         return out
 
+    def gnh_gnvp(self, fac: CppFactors, V: Array) -> Array:
+        out = np.empty_like(V)
+        fac.core.gnvp(V, out)
+        return out
+
     def gnh_sample(self, fac: CppFactors, rows: Array, cols: Array, s: int, seed: int | None) -> Array:
         seed = int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0])
         out = np.empty(rows.size, dtype=fac.dtype)
