@@ -29,7 +29,7 @@ def _run_probe(name: str) -> tuple[object | None, str]:
     backend = getattr(module, "BACKEND", None)
     if backend is None:
         return None, getattr(module, "UNAVAILABLE_REASON", "the engine module exposes no BACKEND")
-    return backend, "ok"
+    return backend, getattr(module, "DESCRIPTION", "ok")
 
 
 def probe(name: str) -> tuple[object | None, str]:
@@ -46,7 +46,14 @@ def available_backends() -> list[str]:
 
 
 def get(name: object) -> object:
-    """The engine called ``name`` (or the best CPU engine for "auto"); ``RuntimeError`` saying why it cannot run."""
+    """The engine called ``name`` (or the best CPU engine for "auto"); ``RuntimeError`` saying why it cannot run.
+
+    An engine object (e.g. ``pyhessk.backends.cuda.make_engine(allow_tf32=True)``) is accepted as it is.
+    """
+    from .backends._base import BackendBase
+
+    if isinstance(name, BackendBase) and isinstance(getattr(name, "name", None), str):
+        return name
     if not isinstance(name, str):
         raise TypeError(f"backend must be a string, got {type(name).__name__}")
     key = name.strip().lower()
@@ -64,6 +71,14 @@ def get(name: object) -> object:
     return engine
 
 
+def gpu_engine() -> object:
+    """The engine for GPU arrays under ``backend="auto"``; ``RuntimeError`` saying why there is none."""
+    engine, reason = probe("cuda")
+    if engine is None:
+        raise RuntimeError(f"the inputs are GPU arrays but the 'cuda' engine cannot run: {reason}")
+    return engine
+
+
 def show_config() -> str:
     """A report of every engine's probe; printed and returned."""
     from ._version import __version__
@@ -74,6 +89,9 @@ def show_config() -> str:
         lines.append(f"  {name:6s} {'available' if engine is not None else 'unavailable'}: {reason}")
     auto = next((e for e in AUTO_ORDER_CPU if probe(e)[0] is not None), None)
     lines.append(f"  backend='auto' picks {auto!r} for NumPy arrays")
+    gpu = probe("cuda")
+    lines.append("  backend='auto' picks 'cuda' for GPU arrays" if gpu[0] is not None
+                 else f"  GPU arrays cannot run here: {gpu[1]}")
     text = "\n".join(lines)
     print(text)
     return text

@@ -3,6 +3,7 @@
 //   head(f, y, d, e, aux)   → ℓ(f, y); writes e = ∂ℓ/∂f and aux (what H_out needs: p, or σ(1 − σ))
 //   hout(aux, r, d, out)    → out = H_out r, never forming the d × d matrix
 //   factor(aux, d, ct)      → ct (d × d, row-major) = Cᵀ with H_out = C Cᵀ (SPEC §3)
+//   factor_entry(aux, d, a, i) → Cᵀ[a][i] alone (what one GPU thread writes); factor is built from it
 #pragma once
 #include "config.h"
 
@@ -35,9 +36,13 @@ struct LossOps<Loss::mse> {
     for (int j = 0; j < d; ++j) out[j] = r[j];
   }
   template <typename T>
+  PYHESSK_HD static T factor_entry(const T* aux, int d, int a, int i) {
+    return a == i ? T(1) : T(0);
+  }
+  template <typename T>
   PYHESSK_HD static void factor(const T* aux, int d, T* ct) {
     for (int a = 0; a < d; ++a)
-      for (int i = 0; i < d; ++i) ct[a * d + i] = a == i ? T(1) : T(0);
+      for (int i = 0; i < d; ++i) ct[a * d + i] = factor_entry(aux, d, a, i);
   }
 };
 
@@ -66,11 +71,14 @@ struct LossOps<Loss::softmax_cross_entropy> {
     for (int j = 0; j < d; ++j) out[j] = p[j] * (r[j] - T(pr));
   }
   template <typename T>
-  PYHESSK_HD static void factor(const T* p, int d, T* ct) {  // Cᵀ = diag(√p) − √p pᵀ
-    for (int a = 0; a < d; ++a) {
-      const T sa = sqrt(p[a]);
-      for (int i = 0; i < d; ++i) ct[a * d + i] = (a == i ? sa : T(0)) - sa * p[i];
-    }
+  PYHESSK_HD static T factor_entry(const T* p, int d, int a, int i) {  // Cᵀ = diag(√p) − √p pᵀ
+    const T sa = sqrt(p[a]);
+    return (a == i ? sa : T(0)) - sa * p[i];
+  }
+  template <typename T>
+  PYHESSK_HD static void factor(const T* p, int d, T* ct) {
+    for (int a = 0; a < d; ++a)
+      for (int i = 0; i < d; ++i) ct[a * d + i] = factor_entry(p, d, a, i);
   }
 };
 
@@ -93,9 +101,13 @@ struct LossOps<Loss::sigmoid_cross_entropy> {
     for (int j = 0; j < d; ++j) out[j] = h[j] * r[j];
   }
   template <typename T>
+  PYHESSK_HD static T factor_entry(const T* h, int d, int a, int i) {
+    return a == i ? sqrt(h[a]) : T(0);
+  }
+  template <typename T>
   PYHESSK_HD static void factor(const T* h, int d, T* ct) {
     for (int a = 0; a < d; ++a)
-      for (int i = 0; i < d; ++i) ct[a * d + i] = a == i ? sqrt(h[a]) : T(0);
+      for (int i = 0; i < d; ++i) ct[a * d + i] = factor_entry(h, d, a, i);
   }
 };
 

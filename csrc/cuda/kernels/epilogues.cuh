@@ -1,0 +1,207 @@
+// The elementwise steps of the forward, gradient and R-passes (ALGORITHMS.md §10): each runs after one
+// GEMM and fuses everything that GEMM's output needs before the next. Layouts are row-major and
+// batch-major: per-sample arrays are (n, m); R-quantities of a block of k directions are (n, k, m); a block
+// of k parameter vectors V is (N, k) in θ's layout. Every step takes the flat index i of the element it
+// writes; the kernels below run it over a grid-stride loop.
+#pragma once
+#include "../../common/activations.h"
+#include "launch.cuh"
+
+namespace pyhessk {
+namespace cuda {
+
+// Z (n, m) ← φ(Z + b) with d1 ← φ′ and d2 ← φ″ (b, d1, d2 may be null; d2 is null where φ″ ≡ 0).
+template <typename T, int kAct>
+PYHESSK_HD inline void activation_step(index_t i, index_t m, const T* b, T* Z, T* d1, T* d2) {
+  T a, x1, x2;
+  ActOps<static_cast<Act>(kAct)>::eval(Z[i] + (b ? b[i % m] : T(0)), a, x1, x2);
+  Z[i] = a;
+  if (d1) d1[i] = x1;
+  if (d2) d2[i] = x2;
+}
+
+// Z (n, m) ← φ(Z + b), no derivatives (the plain forward pass).
+template <typename T, int kAct>
+PYHESSK_HD inline void activation_value_step(index_t i, index_t m, const T* b, T* Z) {
+  Z[i] = ActOps<static_cast<Act>(kAct)>::f(Z[i] + (b ? b[i % m] : T(0)));
+}
+
+// Z (n, m) += b (m,): the linear output layer's bias.
+template <typename T>
+PYHESSK_HD inline void add_bias_step(index_t i, index_t m, const T* b, T* Z) {
+  Z[i] += b[i % m];
+}
+
+// R-forward epilogue on RZ (n, k, m): RZ += the bias directions V[b_off + r, j] (V may be null), then
+// RA = φ′ ⊙ RZ for hidden layers (RA may be null; d1 is φ′ (n, m)).
+template <typename T>
+PYHESSK_HD inline void rforward_step(index_t i, index_t k, index_t m, const T* V, index_t b_off, const T* d1, T* RZ,
+                                     T* RA) {
+  const index_t r = i % m, j = (i / m) % k, s = i / (m * k);
+  const T z = RZ[i] + (V ? V[(b_off + r) * k + j] : T(0));
+  RZ[i] = z;
+  if (RA) RA[i] = d1[s * m + r] * z;
+}
+
+// R-backward epilogue in place of R{Γ} (n, k, m): R{Δ} = φ′ ⊙ R{Γ} + φ″ ⊙ Γ ⊙ R{Z} (d2 null where φ″ ≡ 0);
+// d1, d2, G are (n, m), RZ is (n, k, m).
+template <typename T>
+PYHESSK_HD inline void rbackward_step(index_t i, index_t k, index_t m, const T* d1, const T* d2, const T* G,
+                                      const T* RZ, T* RG) {
+  const index_t q = (i / (m * k)) * m + i % m;
+  RG[i] = d1[q] * RG[i] + (d2 ? d2[q] * G[q] * RZ[i] : T(0));
+}
+
+// X (n, k, m) ⊙= φ′ (n, m), broadcast over the k directions (the Gauss–Newton backward).
+template <typename T>
+PYHESSK_HD inline void scale_rows_step(index_t i, index_t k, index_t m, const T* d1, T* X) {
+  X[i] *= d1[(i / (m * k)) * m + i % m];
+}
+
+// out = x ⊙ y (Δ_{l−1} = φ′ ⊙ Γ_{l−1}); out may alias x or y.
+template <typename T>
+PYHESSK_HD inline void hadamard_step(index_t i, const T* x, const T* y, T* out) {
+  out[i] = x[i] * y[i];
+}
+
+// y += alpha · x (the λ W term of the gradient).
+template <typename T>
+PYHESSK_HD inline void axpy_step(index_t i, T alpha, const T* x, T* y) {
+  y[i] += alpha * x[i];
+}
+
+// y += c.
+template <typename T>
+PYHESSK_HD inline void add_scalar_step(index_t i, T c, T* y) {
+  y[i] += c;
+}
+
+// out = x ⊙ x.
+template <typename T>
+PYHESSK_HD inline void square_step(index_t i, const T* x, T* out) {
+  out[i] = x[i] * x[i];
+}
+
+// The weight directions of layer l as k stacked matrices: buf (k, n_l·n_{l−1}) with buf[j, e] = V[w0 + e, j]
+// (i runs over k·nl, nl = n_l·n_{l−1}); row e = r·n_{l−1} + c is W_l[r, c].
+template <typename T>
+PYHESSK_HD inline void pack_rows_step(index_t i, const T* V, index_t w0, index_t k, index_t nl, T* buf) {
+  buf[i] = V[(w0 + i % nl) * k + i / nl];
+}
+
+// The same directions interleaved: buf (n_l, k, n_{l−1}) with buf[r, j, c] = V[w0 + r·n_{l−1} + c, j].
+template <typename T>
+PYHESSK_HD inline void pack_cols_step(index_t i, const T* V, index_t w0, index_t k, index_t n_prev, T* buf) {
+  const index_t c = i % n_prev, j = (i / n_prev) % k, r = i / (n_prev * k);
+  buf[i] = V[(w0 + r * n_prev + c) * k + j];
+}
+
+// The weight block of layer l in out (N, k) (i runs over nl·k, so writes are contiguous):
+//   out[w0 + e, j] = hw[j, e] + t2[r, j, c] + λ V[w0 + e, j],  e = r·n_{l−1} + c,
+// with hw (k, nl) = Dᵀ A_{l−1} per direction, t2 (n_l, k, n_{l−1}) = Δ_lᵀ R{A_{l−1}} (null in Gauss–Newton and
+// first-layer sweeps) and V null unless λ ≠ 0.
+template <typename T>
+PYHESSK_HD inline void assemble_step(index_t i, index_t k, index_t nl, index_t n_prev, const T* hw, const T* t2,
+                                     const T* V, T lam, index_t w0, T* out) {
+  const index_t e = i / k, j = i % k;
+  T v = hw[j * nl + e];
+  if (t2) v += t2[((e / n_prev) * k + j) * n_prev + e % n_prev];
+  if (V) v += lam * V[(w0 + e) * k + j];
+  out[(w0 + e) * k + j] = v;
+}
+
+// The bias block of layer l: out[b_off + r, j] = Σ_s D[s, j, r] for D (n, k, n_l); col = j·n_l + r runs over
+// k·n_l (threads read adjacent columns of each row).
+template <typename T>
+PYHESSK_HD inline void bias_sum_step(index_t col, index_t n, index_t k, index_t n_l, const T* D, index_t b_off,
+                                     T* out) {
+  acc_t<T> sum = 0;
+  const index_t width = k * n_l;
+  for (index_t s = 0; s < n; ++s) sum += D[s * width + col];
+  out[(b_off + col % n_l) * k + col / n_l] = T(sum);
+}
+
+// out[b_off + row / m, row % m] = sc Σ_c X[row, c] for X (rows, width): per-unit sums of the GNH columns
+// and diagonal (m = number of columns).
+template <typename T>
+PYHESSK_HD inline void row_sum_step(index_t row, index_t width, const T* X, T sc, index_t b_off, index_t m, T* out) {
+  acc_t<T> sum = 0;
+  for (index_t c = 0; c < width; ++c) sum += X[row * width + c];
+  out[(b_off + row / m) * m + row % m] = sc * T(sum);
+}
+
+}  // namespace cuda
+}  // namespace pyhessk
+
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+namespace pyhessk {
+namespace cuda {
+
+template <typename T, int kAct>
+PYHESSK_GLOBAL void activation_kernel(index_t total, index_t m, const T* b, T* Z, T* d1, T* d2) {
+  PYHESSK_GRID_STRIDE(i, total) activation_step<T, kAct>(i, m, b, Z, d1, d2);
+}
+template <typename T, int kAct>
+PYHESSK_GLOBAL void activation_value_kernel(index_t total, index_t m, const T* b, T* Z) {
+  PYHESSK_GRID_STRIDE(i, total) activation_value_step<T, kAct>(i, m, b, Z);
+}
+template <typename T>
+PYHESSK_GLOBAL void add_bias_kernel(index_t total, index_t m, const T* b, T* Z) {
+  PYHESSK_GRID_STRIDE(i, total) add_bias_step<T>(i, m, b, Z);
+}
+template <typename T>
+PYHESSK_GLOBAL void rforward_kernel(index_t total, index_t k, index_t m, const T* V, index_t b_off, const T* d1,
+                                    T* RZ, T* RA) {
+  PYHESSK_GRID_STRIDE(i, total) rforward_step<T>(i, k, m, V, b_off, d1, RZ, RA);
+}
+template <typename T>
+PYHESSK_GLOBAL void rbackward_kernel(index_t total, index_t k, index_t m, const T* d1, const T* d2, const T* G,
+                                     const T* RZ, T* RG) {
+  PYHESSK_GRID_STRIDE(i, total) rbackward_step<T>(i, k, m, d1, d2, G, RZ, RG);
+}
+template <typename T>
+PYHESSK_GLOBAL void scale_rows_kernel(index_t total, index_t k, index_t m, const T* d1, T* X) {
+  PYHESSK_GRID_STRIDE(i, total) scale_rows_step<T>(i, k, m, d1, X);
+}
+template <typename T>
+PYHESSK_GLOBAL void hadamard_kernel(index_t total, const T* x, const T* y, T* out) {
+  PYHESSK_GRID_STRIDE(i, total) hadamard_step<T>(i, x, y, out);
+}
+template <typename T>
+PYHESSK_GLOBAL void axpy_kernel(index_t total, T alpha, const T* x, T* y) {
+  PYHESSK_GRID_STRIDE(i, total) axpy_step<T>(i, alpha, x, y);
+}
+template <typename T>
+PYHESSK_GLOBAL void add_scalar_kernel(index_t total, T c, T* y) {
+  PYHESSK_GRID_STRIDE(i, total) add_scalar_step<T>(i, c, y);
+}
+template <typename T>
+PYHESSK_GLOBAL void square_kernel(index_t total, const T* x, T* out) {
+  PYHESSK_GRID_STRIDE(i, total) square_step<T>(i, x, out);
+}
+template <typename T>
+PYHESSK_GLOBAL void pack_rows_kernel(index_t total, const T* V, index_t w0, index_t k, index_t nl, T* buf) {
+  PYHESSK_GRID_STRIDE(i, total) pack_rows_step<T>(i, V, w0, k, nl, buf);
+}
+template <typename T>
+PYHESSK_GLOBAL void pack_cols_kernel(index_t total, const T* V, index_t w0, index_t k, index_t n_prev, T* buf) {
+  PYHESSK_GRID_STRIDE(i, total) pack_cols_step<T>(i, V, w0, k, n_prev, buf);
+}
+template <typename T>
+PYHESSK_GLOBAL void assemble_kernel(index_t total, index_t k, index_t nl, index_t n_prev, const T* hw, const T* t2,
+                                    const T* V, T lam, index_t w0, T* out) {
+  PYHESSK_GRID_STRIDE(i, total) assemble_step<T>(i, k, nl, n_prev, hw, t2, V, lam, w0, out);
+}
+template <typename T>
+PYHESSK_GLOBAL void bias_sum_kernel(index_t total, index_t n, index_t k, index_t n_l, const T* D, index_t b_off,
+                                    T* out) {
+  PYHESSK_GRID_STRIDE(i, total) bias_sum_step<T>(i, n, k, n_l, D, b_off, out);
+}
+template <typename T>
+PYHESSK_GLOBAL void row_sum_kernel(index_t total, index_t width, const T* X, T sc, index_t b_off, index_t m, T* out) {
+  PYHESSK_GRID_STRIDE(i, total) row_sum_step<T>(i, width, X, sc, b_off, m, out);
+}
+
+}  // namespace cuda
+}  // namespace pyhessk
+#endif
