@@ -1,4 +1,5 @@
-"""Compiled entrywise Gauss–Newton Hessian (SPEC §3): the precomputation, exact reads and the sampler.
+"""Compiled entrywise Gauss–Newton Hessian (SPEC §3): the precomputation, exact reads, the sampler, and the
+product G V from the stored factors.
 
 Factors are stored unit-major in flat buffers, so that the factor of one parameter is contiguous:
 
@@ -21,7 +22,7 @@ import numpy as np
 from . import losses
 from ._blas import gemm
 from ._jit import jit
-from ._passes import mat, mat3, prefix, weights
+from ._passes import bias_sums, mat, mat3, pack, prefix, take, unpack, weights
 
 
 @jit
@@ -301,3 +302,88 @@ def sample(S: Any, nu: Any, AT: Any, sizes: Any, woff: Any, rows: Any, cols: Any
         _, _, wp = locate(rows[t], sizes, woff)
         out[t] = est + (l2 if wp >= 0 and rows[t] == cols[t] else 0.0)
     return out
+
+
+# ---- G V from the factors alone (no forward or backward pass): 2 layer-GEMMs per layer ------------------------
+@jit
+def gnvp_space(sizes: Any, n: int, d: int, k: int) -> int:
+    """Length of the flat workspace of ``gnvp`` on k directions: Vp and P (N·k each), T, u."""
+    N = 0
+    for l in range(1, sizes.size):
+        N += sizes[l] * (sizes[l - 1] + 1)  # an upper bound without biases too
+    return 2 * N * k + n * k * np.max(sizes[1:]) + n * k * d
+
+
+@jit
+def _contract_in(Sl: Any, T: Any, vb: Any, has_b: bool, u: Any) -> None:
+    """u[s, j, :] += Σ_i S_l[i, s, :] (T[s, j·n_l + i] + v_b[j, i]) for S_l (n_l, n, d), T (n, k·n_l).
+
+    One sample per outer iteration (each writes only its own u[s]), S_l read once for all k directions.
+    """
+    n_l, n, d = Sl.shape
+    k = u.shape[1]
+    for s in range(n):
+        for i in range(n_l):
+            for j in range(k):
+                p = T[s, j * n_l + i]
+                if has_b:
+                    p += vb[j, i]
+                for c in range(d):
+                    u[s, j, c] += Sl[i, s, c] * p
+
+
+@jit
+def _contract_out(Sl: Any, u: Any, T: Any) -> None:
+    """T[s, j·n_l + i] = ⟨S_l[i, s, :], u[s, j, :]⟩ for S_l (n_l, n, d), u (n, k, d); one sample per outer
+    iteration, S_l read once for all k directions."""
+    n_l, n, d = Sl.shape
+    k = u.shape[1]
+    for s in range(n):
+        for i in range(n_l):
+            for j in range(k):
+                acc = 0.0
+                for c in range(d):
+                    acc += float(Sl[i, s, c]) * float(u[s, j, c])
+                T[s, j * n_l + i] = acc
+
+
+@jit
+def gnvp(S: Any, AT: Any, sizes: Any, woff: Any, boff: Any, n: int, d: int, scale: float, l2: float, V: Any,
+         ws: Any) -> Any:
+    """G V (N, k) = s·Ŝᵀ(Ŝ V) (+ λ P_W V) from the factors; scratch from ``ws`` (``gnvp_space``).
+
+    Per layer one GEMM T_l = A_{l−1} V_lᵀ (n, k·n_l) and its contraction with S_l (plus the bias part)
+    into u (n, k, d); u *= s; then per layer the transposed contraction T_l = S_l·u and one GEMM T_lᵀ A_{l−1}
+    for the weight block, the bias block being the sums of T_l over the samples.
+    """
+    L = sizes.size - 1
+    cum = prefix(sizes)
+    N, k = V.shape
+    width = np.max(sizes[1:])
+    pos = np.zeros(1, np.int64)
+    Vp, P = take(ws, pos, N * k), take(ws, pos, N * k)
+    T = take(ws, pos, n * k * width)
+    u = take(ws, pos, n * k * d).reshape((n, k, d))
+    pack(sizes, woff, boff, V, Vp, Vp[:0])
+    u[:] = 0.0
+    for l in range(1, L + 1):
+        n_l, n_p = sizes[l], sizes[l - 1]
+        Tl = mat(T, 0, n, k * n_l)
+        # A_{l−1} [V_l^(1); …; V_l^(k)]ᵀ: (n, n_{l−1}) @ (n_{l−1}, k·n_l)
+        gemm(mat(AT, n * cum[l - 1], n_p, n).T, mat(Vp, k * woff[l - 1], k * n_l, n_p).T, Tl)
+        has_b = boff[l - 1] >= 0
+        vb = mat(Vp, k * boff[l - 1] if has_b else 0, k, n_l)
+        _contract_in(mat3(S, n * d * (cum[l] - cum[1]), n_l, n, d), Tl, vb, has_b, u)
+    for s in range(n):
+        for j in range(k):
+            for c in range(d):
+                u[s, j, c] *= scale
+    for l in range(1, L + 1):
+        n_l, n_p = sizes[l], sizes[l - 1]
+        Tl = mat(T, 0, n, k * n_l)
+        _contract_out(mat3(S, n * d * (cum[l] - cum[1]), n_l, n, d), u, Tl)
+        # T_lᵀ A_{l−1}: (k·n_l, n) @ (n, n_{l−1}), the weight block of every direction
+        gemm(Tl.T, mat(AT, n * cum[l - 1], n_p, n).T, mat(P, k * woff[l - 1], k * n_l, n_p))
+        if boff[l - 1] >= 0:
+            bias_sums(Tl.reshape((n, k, n_l)), P, k * boff[l - 1])
+    return unpack(sizes, woff, boff, k, P, P[:0], V, l2)

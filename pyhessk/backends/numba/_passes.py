@@ -159,14 +159,46 @@ def backward(theta: Any, sizes: Any, woff: Any, boff: Any, modes: Any, acts: Any
                         D2[s, i] *= G[s, i]
 
 
+# ---- workspaces: every product carves its scratch buffers from one flat array ---------------------------------
+HVP, GNVP, JVP, VJP = 0, 1, 2, 3
+
+
+@jit
+def space(kind: int, sizes: Any, n: int, k: int) -> int:
+    """Length of the flat workspace of a product on k directions (``kind``: HVP, GNVP, JVP, VJP)."""
+    L = sizes.size - 1
+    cum = prefix(sizes)
+    N = 0
+    for l in range(1, L + 1):
+        N += sizes[l] * (sizes[l - 1] + 1)  # an upper bound without biases too
+    width = np.max(sizes[1:])
+    nkw, nkd = n * k * width, n * k * sizes[L]
+    if kind == HVP:  # Vp, Vq, P, Q; rz, ra (every layer); R{Δ} ping-pong; s·H_out R{f}
+        return 4 * N * k + n * k * (cum[L + 1] - cum[1]) + n * k * (cum[L] - cum[1]) + 2 * nkw + nkd
+    if kind == GNVP:  # Vp, P; rz, ra ping-pong; U; D ping-pong
+        return 2 * N * k + 3 * nkw + nkd + 2 * nkw
+    if kind == JVP:  # Vp; rz, ra ping-pong
+        return N * k + 3 * nkw
+    return N * k + 2 * nkw  # VJP: P; D ping-pong
+
+
+@jit
+def take(ws: Any, pos: Any, size: int) -> Any:
+    """The next ``size`` elements of the workspace (pos[0] is the running offset)."""
+    start = pos[0]
+    pos[0] = start + size
+    if pos[0] > ws.size:
+        raise ValueError("workspace too small")
+    return ws[start:start + size]
+
+
 # ---- blocks of directions: packing and unpacking ------------------------------------------------------------
 @jit
-def pack(sizes: Any, woff: Any, boff: Any, V: Any, want_q: bool) -> tuple[Any, Any]:
-    """V (N, k) → (Vp, Vq) per layer: V_l^(j)[i, c] at Vp[k·w0 + (j·n_l + i)·n_p + c] and
-    Vq[k·w0 + (i·k + j)·n_p + c]; b_l^(j)[i] at Vp[k·b0 + j·n_l + i]."""
-    N, k = V.shape
-    Vp = np.empty(N * k, V.dtype)
-    Vq = np.empty(N * k if want_q else 0, V.dtype)
+def pack(sizes: Any, woff: Any, boff: Any, V: Any, Vp: Any, Vq: Any) -> None:
+    """V (N, k) → Vp (and Vq, unless it is empty) per layer: V_l^(j)[i, c] at Vp[k·w0 + (j·n_l + i)·n_p + c]
+    and Vq[k·w0 + (i·k + j)·n_p + c]; b_l^(j)[i] at Vp[k·b0 + j·n_l + i]."""
+    k = V.shape[1]
+    want_q = Vq.size > 0
     for l in range(1, sizes.size):
         n_l, n_p, w0 = sizes[l], sizes[l - 1], woff[l - 1]
         for i in range(n_l):
@@ -181,13 +213,12 @@ def pack(sizes: Any, woff: Any, boff: Any, V: Any, want_q: bool) -> tuple[Any, A
             for i in range(n_l):
                 for j in range(k):
                     Vp[k * b0 + j * n_l + i] = V[b0 + i, j]
-    return Vp, Vq
 
 
 @jit
 def unpack(sizes: Any, woff: Any, boff: Any, k: int, P: Any, Q: Any, V: Any, l2: float) -> Any:
     """The result (N, k) from P (and Q, where it is not empty) in the packed layouts, plus l2·P_W·V."""
-    N = P.size // k
+    N = woff[-1] + sizes[-1] * sizes[-2] + (sizes[-1] if boff[-1] >= 0 else 0)
     out = np.empty((N, k), P.dtype)
     use_q, use_v = Q.size > 0, l2 != 0.0 and V.size > 0
     for l in range(1, sizes.size):
@@ -212,7 +243,7 @@ def unpack(sizes: Any, woff: Any, boff: Any, k: int, P: Any, Q: Any, V: Any, l2:
 
 
 @jit
-def _bias_sums(R: Any, P: Any, start: int) -> None:
+def bias_sums(R: Any, P: Any, start: int) -> None:
     """P[start + j·m + i] = Σ_s R[s, j, i] for R (n, k, m): the bias part of a weight-gradient-like block."""
     n, k, m = R.shape
     acc = np.zeros((k, m), np.float64)
@@ -227,55 +258,49 @@ def _bias_sums(R: Any, P: Any, start: int) -> None:
 
 # ---- R-forward: 2 GEMMs per layer (l = 1: 1) ---------------------------------------------------------------
 @jit
-def r_forward(theta: Any, sizes: Any, woff: Any, boff: Any, acts: Any, d1: Any, Vp: Any, k: int,
-              keep: bool) -> tuple[Any, Any]:
-    """R{Z_l} and R{A_l} for the packed block Vp; returns (rz, ra).
+def r_forward(theta: Any, sizes: Any, woff: Any, boff: Any, acts: Any, d1: Any, Vp: Any, k: int, keep: bool,
+              rz: Any, ra: Any) -> None:
+    """R{Z_l} into ``rz`` and R{A_l} into ``ra`` for the packed block Vp.
 
-    ``keep``: every layer's R{Z_l}, R{A_l} stay (the Hessian product needs them); otherwise two layers at a
-    time (Gauss–Newton and Jacobian products), and R{f} = R{Z_L} is the first block of ``rz``.
+    ``keep``: every layer's R{Z_l}, R{A_l} stay (the Hessian product needs them; rz n·k·(cum[L+1] − cum[1]),
+    ra n·k·(cum[L] − cum[1])); otherwise two layers at a time (Gauss–Newton and Jacobian products; rz
+    n·k·width, ra 2·n·k·width), and R{f} = R{Z_L} is the first block of ``rz``.
     """
     L = sizes.size - 1
     cum = prefix(sizes)
     n = acts.size // cum[-1]
     width = np.max(sizes[1:])
-    if keep:
-        rz = np.empty(n * k * (cum[L + 1] - cum[1]), acts.dtype)
-        ra = np.empty(n * k * (cum[L] - cum[1]), acts.dtype)
-    else:
-        rz = np.empty(n * k * width, acts.dtype)
-        ra = np.empty(2 * n * k * width, acts.dtype)
-    tmp = np.empty(n * k * width, acts.dtype)
     for l in range(1, L + 1):
         n_l, n_p = sizes[l], sizes[l - 1]
         zo = n * k * (cum[l] - cum[1]) if keep else 0
         RZ = mat(rz, zo, n, k * n_l)
         # A_{l−1} [V_l^(1); …; V_l^(k)]ᵀ: (n, n_{l−1}) @ (n_{l−1}, k·n_l)
         gemm(mat(acts, n * cum[l - 1], n, n_p), mat(Vp, k * woff[l - 1], k * n_l, n_p).T, RZ)
-        TT = mat(tmp, 0, n * k, n_l)
-        if l > 1:  # W_l R{A_{l−1}}: (n·k, n_{l−1}) @ (n_{l−1}, n_l)
+        if l > 1:  # + W_l R{A_{l−1}}: (n·k, n_{l−1}) @ (n_{l−1}, n_l), accumulated into the same memory
             ao = n * k * (cum[l - 1] - cum[1]) if keep else n * k * width * ((l - 1) % 2)
-            gemm(mat(ra, ao, n * k, n_p), weights(theta, sizes, woff, l).T, TT)
-        vb = mat(Vp, k * boff[l - 1], k, n_l) if boff[l - 1] >= 0 else np.zeros((k, n_l), acts.dtype)
-        last = l == L
-        RA = RZ
-        D1 = mat(acts, 0, n, n_l)
-        if not last:
-            RA = mat(ra, n * k * (cum[l] - cum[1]) if keep else n * k * width * (l % 2), n, k * n_l)
-            D1 = mat(d1, n * (cum[l] - cum[1]), n, n_l)
+            gemm(mat(ra, ao, n * k, n_p), weights(theta, sizes, woff, l).T, mat(rz, zo, n * k, n_l), 1.0)
+        has_b = boff[l - 1] >= 0
+        vb = mat(Vp, k * boff[l - 1] if has_b else 0, k, n_l)
+        if l == L:
+            if has_b:
+                for s in range(n):
+                    for j in range(k):
+                        for i in range(n_l):
+                            RZ[s, j * n_l + i] += vb[j, i]
+            continue
+        RA = mat(ra, n * k * (cum[l] - cum[1]) if keep else n * k * width * (l % 2), n, k * n_l)
+        D1 = mat(d1, n * (cum[l] - cum[1]), n, n_l)
         for s in range(n):
             for j in range(k):
                 o = j * n_l
-                t = s * k + j
-                if l > 1:
+                if has_b:
                     for i in range(n_l):
-                        RZ[s, o + i] += TT[t, i] + vb[j, i]
+                        z = RZ[s, o + i] + vb[j, i]
+                        RZ[s, o + i] = z
+                        RA[s, o + i] = D1[s, i] * z  # R{A_l} = φ′_l ⊙ R{Z_l}
                 else:
                     for i in range(n_l):
-                        RZ[s, o + i] += vb[j, i]
-                if not last:  # R{A_l} = φ′_l ⊙ R{Z_l}
-                    for i in range(n_l):
                         RA[s, o + i] = D1[s, i] * RZ[s, o + i]
-    return rz, ra
 
 
 @jit
@@ -289,35 +314,32 @@ def output_hessian(loss: int, aux: Any, R: Any, scale: float) -> Any:
 # ---- R-backward: 4 GEMMs per layer (l = 1: 1); with the R-forward, 6 (l = 1: 2) ----------------------------
 @jit
 def r_backward(theta: Any, sizes: Any, woff: Any, boff: Any, modes: Any, acts: Any, d1: Any, d2g: Any,
-               delta: Any, rz: Any, ra: Any, Vq: Any, RD: Any) -> tuple[Any, Any]:
-    """The packed Hessian block (P, Q) from R{Δ_L} = s·H_out·R{f} (n, k, d) and the kept R-forward state."""
+               delta: Any, rz: Any, ra: Any, Vq: Any, RD: Any, P: Any, Q: Any, bufs: Any) -> None:
+    """The packed Hessian block into (P, Q) (N·k each) from R{Δ_L} = s·H_out·R{f} (n, k, d) and the kept
+    R-forward state; ``bufs`` (2·n·k·width) holds R{Δ_l}."""
     L = sizes.size - 1
     cum = prefix(sizes)
     n, k = RD.shape[0], RD.shape[1]
-    N = Vq.size // k
-    width = np.max(sizes[1:])
-    P = np.empty(N * k, acts.dtype)
-    Q = np.empty(N * k, acts.dtype)  # layer 1 has no Q block; unpack never reads one
-    bufs = (np.empty(n * k * width, acts.dtype), np.empty(n * k * width, acts.dtype))
-    tmp = np.empty(n * k * width, acts.dtype)
+    half = bufs.size // 2
     R = mat(RD.ravel(), 0, n, k * sizes[L])
     for l in range(L, 0, -1):
         n_l, n_p = sizes[l], sizes[l - 1]
         # R{Δ_l}ᵀ A_{l−1} for all directions: (k·n_l, n) @ (n, n_{l−1})
         gemm(R.T, mat(acts, n * cum[l - 1], n, n_p), mat(P, k * woff[l - 1], k * n_l, n_p))
         if boff[l - 1] >= 0:
-            _bias_sums(R.reshape((n, k, n_l)), P, k * boff[l - 1])
+            bias_sums(R.reshape((n, k, n_l)), P, k * boff[l - 1])
         if l == 1:
             break
         o = n * (cum[l - 1] - cum[1])
         Dl = mat(delta, n * (cum[l] - cum[1]), n, n_l)
         # Δ_lᵀ R{A_{l−1}}: (n_l, n) @ (n, k·n_{l−1})
         gemm(Dl.T, mat(ra, k * o, n, k * n_p), mat(Q, k * woff[l - 1], n_l, k * n_p))
-        # R{Γ_{l−1}} = Δ_l V_l + R{Δ_l} W_l, then R{Δ_{l−1}} = φ′ R{Γ} + (φ″ ⊙ Γ) R{Z}
-        Rn = mat(bufs[l % 2], 0, n, k * n_p)
+        # R{Γ_{l−1}} = Δ_l V_l + R{Δ_l} W_l (the second GEMM accumulates into the first's memory),
+        # then R{Δ_{l−1}} = φ′ R{Γ} + (φ″ ⊙ Γ) R{Z}
+        b0 = half * (l % 2)
+        Rn = mat(bufs, b0, n, k * n_p)
         gemm(Dl, mat(Vq, k * woff[l - 1], n_l, k * n_p), Rn)
-        TT = mat(tmp, 0, n * k, n_p)
-        gemm(R.reshape((n * k, n_l)), weights(theta, sizes, woff, l), TT)
+        gemm(R.reshape((n * k, n_l)), weights(theta, sizes, woff, l), mat(bufs, b0, n * k, n_p), 1.0)
         D1 = mat(d1, o, n, n_p)
         second = modes[l - 2] == activations.SECOND
         D2 = mat(d2g, o, n, n_p) if second else D1
@@ -325,37 +347,33 @@ def r_backward(theta: Any, sizes: Any, woff: Any, boff: Any, modes: Any, acts: A
         for s in range(n):
             for j in range(k):
                 c0 = j * n_p
-                t = s * k + j
                 if second:
                     for c in range(n_p):
-                        Rn[s, c0 + c] = D1[s, c] * (Rn[s, c0 + c] + TT[t, c]) + D2[s, c] * RZp[s, c0 + c]
+                        Rn[s, c0 + c] = D1[s, c] * Rn[s, c0 + c] + D2[s, c] * RZp[s, c0 + c]
                 else:
                     for c in range(n_p):
-                        Rn[s, c0 + c] = D1[s, c] * (Rn[s, c0 + c] + TT[t, c])
+                        Rn[s, c0 + c] = D1[s, c] * Rn[s, c0 + c]
         R = Rn
-    return P, Q
 
 
 # ---- Gauss–Newton backward: 2 GEMMs per layer (l = 1: 1); no gradient pass needed --------------------------
 @jit
-def gn_backward(theta: Any, sizes: Any, woff: Any, boff: Any, acts: Any, d1: Any, U: Any) -> Any:
-    """The packed Jᵀ U (summed over samples) for U (n, k, d)."""
+def gn_backward(theta: Any, sizes: Any, woff: Any, boff: Any, acts: Any, d1: Any, U: Any, P: Any,
+                bufs: Any) -> None:
+    """The packed Jᵀ U (summed over samples) into P (N·k) for U (n, k, d); ``bufs``: 2·n·k·width."""
     L = sizes.size - 1
     cum = prefix(sizes)
     n, k = U.shape[0], U.shape[1]
-    N = woff[L - 1] + sizes[L] * sizes[L - 1] + (sizes[L] if boff[L - 1] >= 0 else 0)
-    width = np.max(sizes[1:])
-    P = np.empty(N * k, acts.dtype)
-    bufs = (np.empty(n * k * width, acts.dtype), np.empty(n * k * width, acts.dtype))
+    half = bufs.size // 2
     D = mat(U.ravel(), 0, n, k * sizes[L])
     for l in range(L, 0, -1):
         n_l, n_p = sizes[l], sizes[l - 1]
         gemm(D.T, mat(acts, n * cum[l - 1], n, n_p), mat(P, k * woff[l - 1], k * n_l, n_p))
         if boff[l - 1] >= 0:
-            _bias_sums(D.reshape((n, k, n_l)), P, k * boff[l - 1])
+            bias_sums(D.reshape((n, k, n_l)), P, k * boff[l - 1])
         if l == 1:
             break
-        Dn = mat(bufs[l % 2], 0, n * k, n_p)
+        Dn = mat(bufs, half * (l % 2), n * k, n_p)
         gemm(D.reshape((n * k, n_l)), weights(theta, sizes, woff, l), Dn)
         D1 = mat(d1, n * (cum[l - 1] - cum[1]), n, n_p)
         for s in range(n):
@@ -364,49 +382,71 @@ def gn_backward(theta: Any, sizes: Any, woff: Any, boff: Any, acts: Any, d1: Any
                 for c in range(n_p):
                     Dn[t, c] *= D1[s, c]
         D = Dn.reshape((n, k * n_p))
-    return P
 
 
-# ---- the four products, each one compiled call -------------------------------------------------------------
+# ---- the four products, each one compiled call over a workspace ----------------------------------------------
 @jit
 def hvp(theta: Any, sizes: Any, woff: Any, boff: Any, modes: Any, loss: int, acts: Any, d1: Any, d2g: Any,
-        delta: Any, aux: Any, scale: float, l2: float, V: Any) -> Any:
-    """H V (N, k): pack, R-forward, s·H_out, R-backward, unpack."""
-    k, L = V.shape[1], sizes.size - 1
+        delta: Any, aux: Any, scale: float, l2: float, V: Any, ws: Any) -> Any:
+    """H V (N, k): pack, R-forward, s·H_out, R-backward, unpack; scratch from ``ws`` (``space(HVP, …)``)."""
+    N, k = V.shape
+    L = sizes.size - 1
     n, d = aux.shape
-    Vp, Vq = pack(sizes, woff, boff, V, True)
-    rz, ra = r_forward(theta, sizes, woff, boff, acts, d1, Vp, k, True)
     cum = prefix(sizes)
-    RD = output_hessian(loss, aux, mat3(rz, n * k * (cum[L] - cum[1]), n, k, d), scale)
-    P, Q = r_backward(theta, sizes, woff, boff, modes, acts, d1, d2g, delta, rz, ra, Vq, RD)
+    width = np.max(sizes[1:])
+    pos = np.zeros(1, np.int64)
+    Vp, Vq, P, Q = take(ws, pos, N * k), take(ws, pos, N * k), take(ws, pos, N * k), take(ws, pos, N * k)
+    rz = take(ws, pos, n * k * (cum[L + 1] - cum[1]))
+    ra = take(ws, pos, n * k * (cum[L] - cum[1]))
+    bufs = take(ws, pos, 2 * n * k * width)
+    RD = take(ws, pos, n * k * d).reshape((n, k, d))
+    pack(sizes, woff, boff, V, Vp, Vq)
+    r_forward(theta, sizes, woff, boff, acts, d1, Vp, k, True, rz, ra)
+    losses.hout(loss, aux, mat3(rz, n * k * (cum[L] - cum[1]), n, k, d), RD, scale)
+    r_backward(theta, sizes, woff, boff, modes, acts, d1, d2g, delta, rz, ra, Vq, RD, P, Q, bufs)
     return unpack(sizes, woff, boff, k, P, Q, V, l2)
 
 
 @jit
 def gnvp(theta: Any, sizes: Any, woff: Any, boff: Any, loss: int, acts: Any, d1: Any, aux: Any, scale: float,
-         l2: float, V: Any) -> Any:
+         l2: float, V: Any, ws: Any) -> Any:
     """G V (N, k): pack, R-forward (two layers alive at a time), s·H_out, Gauss–Newton backward, unpack."""
-    k = V.shape[1]
+    N, k = V.shape
     n, d = aux.shape
-    Vp, Vq = pack(sizes, woff, boff, V, False)
-    rz, _ = r_forward(theta, sizes, woff, boff, acts, d1, Vp, k, False)
-    U = output_hessian(loss, aux, mat3(rz, 0, n, k, d), scale)
-    P = gn_backward(theta, sizes, woff, boff, acts, d1, U)
-    return unpack(sizes, woff, boff, k, P, Vq, V, l2)
+    width = np.max(sizes[1:])
+    pos = np.zeros(1, np.int64)
+    Vp, P = take(ws, pos, N * k), take(ws, pos, N * k)
+    rz, ra = take(ws, pos, n * k * width), take(ws, pos, 2 * n * k * width)
+    U = take(ws, pos, n * k * d).reshape((n, k, d))
+    bufs = take(ws, pos, 2 * n * k * width)
+    pack(sizes, woff, boff, V, Vp, Vp[:0])
+    r_forward(theta, sizes, woff, boff, acts, d1, Vp, k, False, rz, ra)
+    losses.hout(loss, aux, mat3(rz, 0, n, k, d), U, scale)
+    gn_backward(theta, sizes, woff, boff, acts, d1, U, P, bufs)
+    return unpack(sizes, woff, boff, k, P, P[:0], V, l2)
 
 
 @jit
-def jvp(theta: Any, sizes: Any, woff: Any, boff: Any, acts: Any, d1: Any, V: Any) -> Any:
+def jvp(theta: Any, sizes: Any, woff: Any, boff: Any, acts: Any, d1: Any, V: Any, ws: Any) -> Any:
     """J V (n, k, d)."""
-    k, n, d = V.shape[1], acts.size // prefix(sizes)[-1], sizes[-1]
-    Vp, _ = pack(sizes, woff, boff, V, False)
-    rz, _ = r_forward(theta, sizes, woff, boff, acts, d1, Vp, k, False)
+    N, k = V.shape
+    n, d = acts.size // prefix(sizes)[-1], sizes[-1]
+    width = np.max(sizes[1:])
+    pos = np.zeros(1, np.int64)
+    Vp = take(ws, pos, N * k)
+    rz, ra = take(ws, pos, n * k * width), take(ws, pos, 2 * n * k * width)
+    pack(sizes, woff, boff, V, Vp, Vp[:0])
+    r_forward(theta, sizes, woff, boff, acts, d1, Vp, k, False, rz, ra)
     return mat3(rz, 0, n, k, d).copy()
 
 
 @jit
-def vjp(theta: Any, sizes: Any, woff: Any, boff: Any, acts: Any, d1: Any, U: Any) -> Any:
+def vjp(theta: Any, sizes: Any, woff: Any, boff: Any, acts: Any, d1: Any, U: Any, ws: Any) -> Any:
     """Jᵀ U (N, k) for U (n, k, d), summed over samples."""
-    P = gn_backward(theta, sizes, woff, boff, acts, d1, U)
-    empty = np.empty((0, 0), P.dtype)
-    return unpack(sizes, woff, boff, U.shape[1], P, P[:0], empty, 0.0)
+    n, k = U.shape[0], U.shape[1]
+    width = np.max(sizes[1:])
+    N = woff[-1] + sizes[-1] * sizes[-2] + (sizes[-1] if boff[-1] >= 0 else 0)
+    pos = np.zeros(1, np.int64)
+    P, bufs = take(ws, pos, N * k), take(ws, pos, 2 * n * k * width)
+    gn_backward(theta, sizes, woff, boff, acts, d1, U, P, bufs)
+    return unpack(sizes, woff, boff, k, P, P[:0], np.empty((0, 0), P.dtype), 0.0)

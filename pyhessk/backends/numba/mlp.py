@@ -4,13 +4,16 @@ The Python layer below only allocates a linearization's buffers and calls one co
 operation (see ``_passes`` for the layout and ``_gnh`` for the entrywise Gauss–Newton Hessian). Each
 product the API calls (``hvp``, ``gnvp``, ``jvp``, ``vjp``) is a single compiled call that packs the block
 of directions, runs the R-passes and unpacks the result, so Python overhead does not grow with the depth
-or with the number of directions k. Compilation happens on first use (or is loaded from Numba's cache),
+or with the number of directions k. Its scratch buffers come from the linearization's ``Workspace``
+(sized for the largest k seen, reused under a lock), so a cached product allocates only its result; the
+factored G V (``gnh_gnvp``) does the same on the GNH factors. Compilation happens on first use (or is loaded from Numba's cache),
 never at import, once per dtype: activations and losses are selected by registry id inside the kernels.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -61,6 +64,25 @@ def _writable(a: Array) -> Array:
     return a if a.flags.writeable else a.copy()
 
 
+class Workspace:
+    """Scratch memory reused by every product of one linearization (or one set of GNH factors).
+
+    One flat buffer, grown to the largest product seen (the largest k) and never shrunk, so a cached
+    product allocates nothing but its result. ``lock`` lets one product at a time use it: threads sharing a
+    linearization are serialized, products on different linearizations still run at once (nogil kernels).
+    """
+
+    def __init__(self, dtype: np.dtype) -> None:
+        self.lock = threading.Lock()
+        self._buf = np.empty(0, dtype=dtype)
+
+    def get(self, size: int) -> Array:
+        """The buffer, at least ``size`` long; call with ``lock`` held."""
+        if self._buf.size < size:
+            self._buf = np.empty(size, dtype=self._buf.dtype)
+        return self._buf
+
+
 @dataclass
 class Lin:
     """A linearization: owned copies of θ and X and the flat caches of the passes (layout in ``_passes``)."""
@@ -78,6 +100,10 @@ class Lin:
     loss: float
     n: int
     grad: Array | None = None
+    ws: Workspace = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.ws = Workspace(self.theta.dtype)
 
     @property
     def dtype(self) -> np.dtype:
@@ -111,6 +137,10 @@ class Factors:
     scale: float
     n: int
     d: int
+    ws: Workspace = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.ws = Workspace(self.S.dtype)
 
     @property
     def dtype(self) -> np.dtype:
@@ -148,22 +178,29 @@ class NumbaBackend(BackendBase):
         return lin
 
     def backward(self, lin: Lin) -> None:
-        if lin.grad is not None:
-            return
-        g = lin.geo
-        grad = np.empty_like(lin.theta)
-        _passes.backward(lin.theta, g.sizes, g.woff, g.boff, g.modes, lin.acts, lin.d1, lin.d2, lin.delta,
-                         lin.gamma, grad, float(lin.model.l2))
-        lin.grad = grad
+        with lin.ws.lock:
+            if lin.grad is not None:
+                return
+            g = lin.geo
+            grad = np.empty_like(lin.theta)
+            _passes.backward(lin.theta, g.sizes, g.woff, g.boff, g.modes, lin.acts, lin.d1, lin.d2, lin.delta,
+                             lin.gamma, grad, float(lin.model.l2))
+            lin.grad = grad
 
-    # ---- the primitives of the R-operator ---------------------------------------------------------------------
+    # ---- the primitives of the R-operator (each call owns fresh buffers) -------------------------------------
+    @staticmethod
+    def _width(lin: Lin) -> int:
+        return int(max(lin.model.sizes[1:]))
+
     def r_forward(self, lin: Lin, V: Array) -> RState:
         g = lin.geo
-        k = V.shape[1]
-        Vp, Vq = _passes.pack(g.sizes, g.woff, g.boff, _writable(V), True)
-        rz, ra = _passes.r_forward(lin.theta, g.sizes, g.woff, g.boff, lin.acts, lin.d1, Vp, k, True)
-        n, c = lin.n, g.cum
-        d = lin.model.sizes[-1]
+        N, k = V.shape
+        n, c, d, dt = lin.n, g.cum, lin.model.sizes[-1], lin.dtype
+        Vp, Vq = np.empty(N * k, dtype=dt), np.empty(N * k, dtype=dt)
+        _passes.pack(g.sizes, g.woff, g.boff, _writable(V), Vp, Vq)
+        rz = np.empty(n * k * (c[-1] - c[1]), dtype=dt)
+        ra = np.empty(n * k * (c[-2] - c[1]), dtype=dt)
+        _passes.r_forward(lin.theta, g.sizes, g.woff, g.boff, lin.acts, lin.d1, Vp, k, True, rz, ra)
         out = rz[n * k * (c[-2] - c[1]):].reshape(n, k, d)
         return RState(Vq, rz, ra, out)
 
@@ -173,39 +210,53 @@ class NumbaBackend(BackendBase):
     def r_backward(self, lin: Lin, rf: RState, V: Array) -> Array:
         self.backward(lin)
         g = lin.geo
+        N, k = V.shape
         RD = self.output_hessian(lin, rf.output)
-        P, Q = _passes.r_backward(lin.theta, g.sizes, g.woff, g.boff, g.modes, lin.acts, lin.d1, lin.d2,
-                                  lin.delta, rf.rz, rf.ra, rf.Vq, RD)
-        return _passes.unpack(g.sizes, g.woff, g.boff, V.shape[1], P, Q, _writable(V), float(lin.model.l2))
+        P, Q = np.empty(N * k, dtype=lin.dtype), np.empty(N * k, dtype=lin.dtype)
+        bufs = np.empty(2 * lin.n * k * self._width(lin), dtype=lin.dtype)
+        _passes.r_backward(lin.theta, g.sizes, g.woff, g.boff, g.modes, lin.acts, lin.d1, lin.d2, lin.delta, rf.rz,
+                           rf.ra, rf.Vq, RD, P, Q, bufs)
+        return _passes.unpack(g.sizes, g.woff, g.boff, k, P, Q, _writable(V), float(lin.model.l2))
 
     def gn_backward(self, lin: Lin, U: Array, V: Array | None = None) -> Array:
         g = lin.geo
         U = _writable(np.ascontiguousarray(U))
-        P = _passes.gn_backward(lin.theta, g.sizes, g.woff, g.boff, lin.acts, lin.d1, U)
+        k = U.shape[1]
+        P = np.empty(lin.theta.size * k, dtype=lin.dtype)
+        bufs = np.empty(2 * lin.n * k * self._width(lin), dtype=lin.dtype)
+        _passes.gn_backward(lin.theta, g.sizes, g.woff, g.boff, lin.acts, lin.d1, U, P, bufs)
         l2 = float(lin.model.l2) if V is not None else 0.0
         V = _writable(V) if V is not None else np.empty((0, 0), dtype=P.dtype)
-        return _passes.unpack(g.sizes, g.woff, g.boff, U.shape[1], P, P[:0], V, l2)
+        return _passes.unpack(g.sizes, g.woff, g.boff, k, P, P[:0], V, l2)
 
-    # ---- the four products: one compiled call each --------------------------------------------------------------
+    # ---- the four products: one compiled call each, over the linearization's workspace ---------------------
     def hvp(self, lin: Lin, V: Array) -> Array:
         self.backward(lin)
         g = lin.geo
-        return _passes.hvp(lin.theta, g.sizes, g.woff, g.boff, g.modes, g.loss, lin.acts, lin.d1, lin.d2,
-                           lin.delta, lin.aux, lin.scale, float(lin.model.l2), _writable(V))
+        with lin.ws.lock:
+            ws = lin.ws.get(_passes.space(_passes.HVP, g.sizes, lin.n, V.shape[1]))
+            return _passes.hvp(lin.theta, g.sizes, g.woff, g.boff, g.modes, g.loss, lin.acts, lin.d1, lin.d2,
+                               lin.delta, lin.aux, lin.scale, float(lin.model.l2), _writable(V), ws)
 
     def gnvp(self, lin: Lin, V: Array) -> Array:
         g = lin.geo
-        return _passes.gnvp(lin.theta, g.sizes, g.woff, g.boff, g.loss, lin.acts, lin.d1, lin.aux, lin.scale,
-                            float(lin.model.l2), _writable(V))
+        with lin.ws.lock:
+            ws = lin.ws.get(_passes.space(_passes.GNVP, g.sizes, lin.n, V.shape[1]))
+            return _passes.gnvp(lin.theta, g.sizes, g.woff, g.boff, g.loss, lin.acts, lin.d1, lin.aux, lin.scale,
+                                float(lin.model.l2), _writable(V), ws)
 
     def jvp(self, lin: Lin, V: Array) -> Array:
         g = lin.geo
-        return _passes.jvp(lin.theta, g.sizes, g.woff, g.boff, lin.acts, lin.d1, _writable(V))
+        with lin.ws.lock:
+            ws = lin.ws.get(_passes.space(_passes.JVP, g.sizes, lin.n, V.shape[1]))
+            return _passes.jvp(lin.theta, g.sizes, g.woff, g.boff, lin.acts, lin.d1, _writable(V), ws)
 
     def vjp(self, lin: Lin, U: Array) -> Array:
         g = lin.geo
-        return _passes.vjp(lin.theta, g.sizes, g.woff, g.boff, lin.acts, lin.d1,
-                           _writable(np.ascontiguousarray(U)))
+        with lin.ws.lock:
+            ws = lin.ws.get(_passes.space(_passes.VJP, g.sizes, lin.n, U.shape[1]))
+            return _passes.vjp(lin.theta, g.sizes, g.woff, g.boff, lin.acts, lin.d1,
+                               _writable(np.ascontiguousarray(U)), ws)
 
     # ---- entrywise Gauss–Newton (SPEC §3) -----------------------------------------------------------------------
     def gnh_precompute(self, lin: Lin) -> Factors:
@@ -227,6 +278,13 @@ class NumbaBackend(BackendBase):
         g = fac.geo
         return _gnh.columns(fac.S, fac.AT, g.sizes, g.woff, g.boff, _writable(J), fac.n, fac.d, fac.scale,
                             float(fac.model.l2))
+
+    def gnh_gnvp(self, fac: Factors, V: Array) -> Array:
+        g = fac.geo
+        with fac.ws.lock:
+            ws = fac.ws.get(_gnh.gnvp_space(g.sizes, fac.n, fac.d, V.shape[1]))
+            return _gnh.gnvp(fac.S, fac.AT, g.sizes, g.woff, g.boff, fac.n, fac.d, fac.scale, float(fac.model.l2),
+                             _writable(V), ws)
 
     def gnh_diagonal(self, fac: Factors) -> Array:
         g = fac.geo
