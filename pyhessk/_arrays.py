@@ -5,6 +5,11 @@ Rules (SPEC §2): float32 and float64 are the working dtypes; an array that carr
 an error and never a silent cast. Python sequences and integer/bool arrays carry no precision and are
 converted to the working dtype. NaN and Inf are rejected. Non-contiguous arrays are accepted (copied to
 C order); inputs are never modified.
+
+GPU arrays (CuPy, or anything with ``__cuda_array_interface__`` or a CUDA DLPack capsule: PyTorch, JAX)
+are accepted where the engine is ``cuda`` (``device=True``): they become CuPy arrays without a copy (a copy
+is made only to make them C-contiguous) and are checked with the same rules on the device. On a CPU
+engine they are a ``TypeError``.
 """
 
 from __future__ import annotations
@@ -28,8 +33,76 @@ def working_dtype(dtype: Any, name: str = "dtype") -> np.dtype:
     return dt
 
 
-def _check_host(x: Any, name: str) -> None:
+_DLPACK_CUDA_DEVICES = (2, 13)  # kDLCUDA, kDLCUDAManaged
+
+
+def is_gpu_array(x: Any) -> bool:
+    """Whether ``x`` lives in GPU memory (CuPy, or ``__cuda_array_interface__``, or a CUDA DLPack device)."""
     if hasattr(x, "__cuda_array_interface__"):
+        return True
+    dev = getattr(x, "__dlpack_device__", None)
+    if dev is None or isinstance(x, np.ndarray):
+        return False
+    try:
+        return int(dev()[0]) in _DLPACK_CUDA_DEVICES
+    except Exception:  # noqa: BLE001 - a foreign object whose device cannot be read is not a GPU array
+        return False
+
+
+def to_cupy(x: Any, name: str) -> Any:
+    """The CuPy view of a GPU array (zero-copy); ``TypeError`` naming the argument if that is impossible."""
+    try:
+        import cupy
+    except ImportError as exc:
+        raise TypeError(f"{name} is a GPU array, but cupy is not installed, which the 'cuda' engine needs") from exc
+    if isinstance(x, cupy.ndarray):
+        return x
+    cai = getattr(x, "__cuda_array_interface__", None)
+    if cai is not None:
+        shape = tuple(cai.get("shape", ()))
+        if int(np.prod(shape)) > 0 and not cai.get("data", (0,))[0]:
+            raise TypeError(f"{name} is a GPU array with a null data pointer; the 'cuda' engine cannot read it")
+    try:
+        return cupy.asarray(x) if cai is not None else cupy.from_dlpack(x)
+    except Exception as exc:  # noqa: BLE001 - any conversion failure is a bad argument
+        raise TypeError(f"{name} is a GPU array that the 'cuda' engine cannot read ({type(exc).__name__}: {exc})") from exc
+
+
+def _as_float_device(x: Any, name: str, dtype: np.dtype | None, ndim: int | tuple[int, ...] | None,
+                     ref: str) -> Any:
+    arr = to_cupy(x, name)
+    import cupy
+
+    kind = arr.dtype.kind
+    if kind == "f":
+        if arr.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"{name} has dtype {arr.dtype}; pyhessk computes in float32 or float64")
+        if dtype is not None and arr.dtype != dtype:
+            raise TypeError(
+                f"{name} has dtype {arr.dtype} but {ref} is {dtype}: mixed float32/float64 inputs are an "
+                f"error, cast {name} explicitly (e.g. {name}.astype(cupy.{dtype}))"
+            )
+    elif kind in "iub":
+        arr = arr.astype(dtype if dtype is not None else np.float64)
+    else:
+        raise TypeError(f"{name} must be a real float array, got dtype {arr.dtype}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else ndim
+        if arr.ndim not in allowed:
+            want = " or ".join(f"{d}-D" for d in allowed)
+            raise ValueError(f"{name} must be {want}, got shape {arr.shape}")
+    if arr.size and not bool(cupy.isfinite(arr).all()):
+        raise ValueError(f"{name} contains NaN or Inf")
+    return cupy.ascontiguousarray(arr)
+
+
+def to_host_copy(x: Any, name: str) -> np.ndarray:
+    """A NumPy copy of a GPU array (for small arguments validated on the host, e.g. targets)."""
+    return to_cupy(x, name).get()
+
+
+def _check_host(x: Any, name: str) -> None:
+    if is_gpu_array(x):
         raise TypeError(
             f"{name} is a GPU array, but this MLP runs on a CPU engine; pass NumPy arrays "
             "(GPU arrays need the 'cuda' engine, see pyhessk.show_config())"
@@ -37,11 +110,14 @@ def _check_host(x: Any, name: str) -> None:
 
 
 def as_float(x: Any, name: str, dtype: np.dtype | None, ndim: int | tuple[int, ...] | None = None,
-             ref: str = "theta") -> np.ndarray:
+             ref: str = "theta", device: bool = False) -> Any:
     """A C-contiguous float array of the working dtype; ``dtype=None`` accepts float32 or float64 as given.
 
     ``ref`` names the argument the working dtype came from, for the mixed-precision error message.
+    ``device=True`` (the ``cuda`` engine) accepts GPU arrays and returns them as CuPy arrays.
     """
+    if device and is_gpu_array(x):
+        return _as_float_device(x, name, dtype, ndim, ref)
     _check_host(x, name)
     has_dtype = hasattr(x, "dtype")
     try:

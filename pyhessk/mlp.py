@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import _dispatch, _spec
-from ._arrays import _check_host, as_float, as_int, as_real, working_dtype
+from ._arrays import _check_host, as_float, as_int, as_real, is_gpu_array, to_host_copy, working_dtype
 from .backends._base import ModelSpec
 
 if TYPE_CHECKING:
@@ -81,6 +81,7 @@ class MLP:
             raise TypeError(f"bias must be True or False, got {type(bias).__name__}")
         self._model = ModelSpec(widths, acts, loss_name, as_real(l2, "l2", low=0.0), reduction, bool(bias))
         self._engine = _dispatch.get(backend)
+        self._auto = isinstance(backend, str) and backend.strip().lower() == "auto"
 
     # ---- description -----------------------------------------------------------------------------------
     @property
@@ -176,9 +177,19 @@ class MLP:
         return theta
 
     # ---- validation --------------------------------------------------------------------------------------
-    def _theta(self, theta: Any, copy_ok: bool = True) -> np.ndarray:
+    def _engine_for(self, **arrays: Any) -> Any:
+        """The engine for these inputs: this MLP's, except that ``backend="auto"`` sends GPU arrays to ``cuda``."""
+        gpu = next((name for name, a in arrays.items() if is_gpu_array(a)), None)
+        if gpu is None or self._engine.name == "cuda" or not self._auto:
+            return self._engine  # a CPU engine given GPU arrays: as_float raises the TypeError
+        engine, reason = _dispatch.probe("cuda")
+        if engine is None:
+            raise TypeError(f"{gpu} is a GPU array, but the 'cuda' engine cannot run here: {reason}")
+        return engine
+
+    def _theta(self, theta: Any, copy_ok: bool = True, device: bool = False) -> np.ndarray:
         if copy_ok:
-            arr = as_float(theta, "theta", None, ndim=1)
+            arr = as_float(theta, "theta", None, ndim=1, device=device)
         else:
             _check_host(theta, "theta")
             if not isinstance(theta, np.ndarray) or theta.dtype not in (np.float32, np.float64):
@@ -193,9 +204,10 @@ class MLP:
             )
         return arr
 
-    def _inputs(self, theta: Any, X: Any) -> tuple[np.ndarray, np.ndarray]:
-        th = self._theta(theta)
-        x = as_float(X, "X", th.dtype, ndim=2)
+    def _inputs(self, theta: Any, X: Any, engine: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        device = engine is not None and engine.name == "cuda"
+        th = self._theta(theta, device=device)
+        x = as_float(X, "X", th.dtype, ndim=2, device=device)
         n0 = self._model.sizes[0]
         if x.shape[1] != n0:
             raise ValueError(f"X must have shape (n, {n0}) (one sample per row), got {x.shape}")
@@ -203,11 +215,16 @@ class MLP:
             raise ValueError("X must hold at least one sample")
         return th, x
 
-    def _targets(self, Y: Any, n: int, dtype: np.dtype) -> np.ndarray:
-        """Canonical targets T (n, d) of the working dtype; class labels become one-hot rows."""
+    def _targets(self, Y: Any, n: int, dtype: np.dtype, device: bool = False) -> np.ndarray:
+        """Canonical targets T (n, d) of the working dtype; class labels become one-hot rows.
+
+        On the ``cuda`` engine, GPU targets are checked on the host (n·d values) and uploaded by the engine.
+        """
         d = self._model.sizes[-1]
         loss = self._model.loss
-        if hasattr(Y, "__cuda_array_interface__"):
+        if device and is_gpu_array(Y):
+            Y = to_host_copy(Y, "Y")
+        if is_gpu_array(Y):
             as_float(Y, "Y", dtype)  # raises the GPU-array error
         y = np.asarray(Y)
         if loss == "softmax_cross_entropy" and y.dtype.kind in "iu" and y.ndim == 1:
@@ -236,9 +253,10 @@ class MLP:
             raise ValueError("Y: sigmoid_cross_entropy targets must lie in [0, 1]")
         return T
 
-    def _batch(self, theta: Any, X: Any, Y: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        th, x = self._inputs(theta, X)
-        return th, x, self._targets(Y, x.shape[0], th.dtype)
+    def _batch(self, theta: Any, X: Any, Y: Any, engine: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        th, x = self._inputs(theta, X, engine)
+        device = engine is not None and engine.name == "cuda"
+        return th, x, self._targets(Y, x.shape[0], th.dtype, device)
 
     # ---- evaluation ----------------------------------------------------------------------------------
     def forward(self, theta: Any, X: Any) -> np.ndarray:
@@ -247,14 +265,16 @@ class MLP:
         Raises:
             FloatingPointError: if the outputs overflow to Inf or NaN (finite but huge θ or X).
         """
-        th, x = self._inputs(theta, X)
-        F = self._engine.forward(self._model, th, x)
+        engine = self._engine_for(theta=theta, X=X)
+        th, x = self._inputs(theta, X, engine)
+        F = engine.forward(self._model, th, x)
         if not np.isfinite(F).all():
             raise FloatingPointError(_OVERFLOW.format(what="the network output"))
         return F
 
     def _linearization(self, theta: Any, X: Any, Y: Any, backward: bool) -> Any:
-        lin = self._engine.linearize(self._model, *self._batch(theta, X, Y), backward=backward)
+        engine = self._engine_for(theta=theta, X=X, Y=Y)
+        lin = engine.linearize(self._model, *self._batch(theta, X, Y, engine), backward=backward)
         if not np.isfinite(lin.loss) or (lin.grad is not None and not np.isfinite(lin.grad).all()):
             raise FloatingPointError(_OVERFLOW.format(what="the objective or its gradient"))
         return lin
