@@ -184,3 +184,68 @@ def test_products_reuse_one_workspace_per_linearization():
         for name in ("hvp", "gnvp", "jvp"):
             assert rel_err(getattr(c, name)(W), getattr(ref, name)(W)) < 1e-12, name
     assert c._lin.ws._buf is buf
+
+
+def test_threads_sharing_one_linearization_serialize_on_its_workspace():
+    """Several threads on one snapshot and one set of factors, with different k (so the workspace grows while
+    they run): every answer stays exact."""
+    case = CASES[3]
+    th, X, Y = case.data()
+    c, ref = case.net("numba").linearize(th, X, Y), case.net("numpy").linearize(th, X, Y)
+    e, e_ref = c.gnh_entries(), ref.gnh_entries()
+    rng = np.random.default_rng(1)
+    blocks = [rng.standard_normal((th.size, k)) for k in (1, 4, 9)]
+    want = [(ref.hvp(V), ref.gnvp(V), e_ref._engine.gnh_gnvp(e_ref._fac, V)) for V in blocks]
+    c.hvp(blocks[0]), c.gnvp(blocks[0]), e._engine.gnh_gnvp(e._fac, blocks[0])  # compile outside the threads
+    barrier = threading.Barrier(len(blocks))
+    errors: list[str] = []
+
+    def run(V, hv, gv, fv):
+        barrier.wait()
+        for _ in range(50):
+            for name, got, exp in (("hvp", c.hvp(V), hv), ("gnvp", c.gnvp(V), gv),
+                                   ("gnh_gnvp", e._engine.gnh_gnvp(e._fac, V), fv)):
+                if rel_err(got, exp) > 1e-12:
+                    errors.append(f"{name} k={V.shape[1]}: {rel_err(got, exp)}")
+
+    threads = [threading.Thread(target=run, args=(V, *w)) for V, w in zip(blocks, want)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:5]
+
+
+@pytest.mark.parametrize("choice", ["numpy", "scipy"])
+def test_gemms_run_on_the_chosen_blas(choice):
+    """The engine's GEMMs call NumPy's bundled BLAS where NumPy has one (the one thread pool NumPy's own
+    GEMMs use), or SciPy's through adapters (``PYHESSK_NUMBA_BLAS=scipy``): both give the NumPy engine's
+    products, float32 and float64."""
+    code = textwrap.dedent("""
+        import sys
+        import numpy as np
+        sys.path.insert(0, "tests")
+        from cases import CASES
+        from oracles import rel_err
+        from pyhessk.backends.numba import _blas
+        print(_blas.BLAS)
+        case = CASES[7]
+        for dtype, tol in (("float64", 1e-12), ("float32", 1e-4)):
+            th, X, Y = case.data(dtype)
+            a, b = case.net("numba").linearize(th, X, Y), case.net("numpy").linearize(th, X, Y)
+            V = np.random.default_rng(0).standard_normal((th.size, 3)).astype(dtype)
+            for name in ("hvp", "gnvp"):
+                err = rel_err(getattr(a, name)(V), getattr(b, name)(V))
+                assert err < tol, (name, dtype, err)
+    """)
+    env = dict(os.environ, PYHESSK_NUMBA_BLAS=choice)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300,
+                         cwd=root)
+    assert out.returncode == 0, out.stdout + out.stderr
+    from pyhessk.backends.numba import _blas
+
+    if choice == "scipy":
+        assert out.stdout.startswith("SciPy's BLAS"), out.stdout
+    elif _blas._numpy_ilp64() is not None:
+        assert out.stdout.startswith("NumPy's BLAS"), out.stdout
