@@ -6,12 +6,15 @@ processes load it instead of compiling.
 """
 
 try:
-    import numba  # noqa: F401
+    import numba
 except ImportError as exc:  # the dispatcher reports this message as the reason the engine cannot run
     raise ImportError(f"the numba engine needs the numba package (pip install 'pyhessk[numba]'): {exc}") from exc
 
+from ._blas import BLAS
 from .mlp import NumbaBackend
 
 BACKEND = NumbaBackend()
+#: what ``pyhessk.show_config()`` prints for the engine
+DESCRIPTION = f"numba {numba.__version__}, GEMMs on {BLAS}"
 
-__all__ = ["BACKEND", "NumbaBackend"]
+__all__ = ["BACKEND", "DESCRIPTION", "NumbaBackend"]
