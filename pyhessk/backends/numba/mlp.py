@@ -13,6 +13,7 @@ never at import, once per dtype: activations and losses are selected by registry
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -75,11 +76,16 @@ class Workspace:
     def __init__(self, dtype: np.dtype) -> None:
         self.lock = threading.Lock()
         self._buf = np.empty(0, dtype=dtype)
+        self._sizes: dict[tuple[int, int], int] = {}
 
-    def get(self, size: int) -> Array:
-        """The buffer, at least ``size`` long; call with ``lock`` held."""
-        if self._buf.size < size:
-            self._buf = np.empty(size, dtype=self._buf.dtype)
+    def get(self, kind: int, k: int, size: Callable[[], int]) -> Array:
+        """The buffer, at least ``size()`` long for a product of ``kind`` on k directions (``size`` is called
+        once per (kind, k)); call with ``lock`` held."""
+        need = self._sizes.get((kind, k))
+        if need is None:
+            need = self._sizes[kind, k] = int(size())
+        if self._buf.size < need:
+            self._buf = np.empty(need, dtype=self._buf.dtype)
         return self._buf
 
 
@@ -234,27 +240,28 @@ class NumbaBackend(BackendBase):
         self.backward(lin)
         g = lin.geo
         with lin.ws.lock:
-            ws = lin.ws.get(_passes.space(_passes.HVP, g.sizes, lin.n, V.shape[1]))
+            ws = lin.ws.get(_passes.HVP, V.shape[1], lambda: _passes.space(_passes.HVP, g.sizes, lin.n, V.shape[1]))
             return _passes.hvp(lin.theta, g.sizes, g.woff, g.boff, g.modes, g.loss, lin.acts, lin.d1, lin.d2,
                                lin.delta, lin.aux, lin.scale, float(lin.model.l2), _writable(V), ws)
 
     def gnvp(self, lin: Lin, V: Array) -> Array:
         g = lin.geo
         with lin.ws.lock:
-            ws = lin.ws.get(_passes.space(_passes.GNVP, g.sizes, lin.n, V.shape[1]))
+            k = V.shape[1]
+            ws = lin.ws.get(_passes.GNVP, k, lambda: _passes.space(_passes.GNVP, g.sizes, lin.n, k))
             return _passes.gnvp(lin.theta, g.sizes, g.woff, g.boff, g.loss, lin.acts, lin.d1, lin.aux, lin.scale,
                                 float(lin.model.l2), _writable(V), ws)
 
     def jvp(self, lin: Lin, V: Array) -> Array:
         g = lin.geo
         with lin.ws.lock:
-            ws = lin.ws.get(_passes.space(_passes.JVP, g.sizes, lin.n, V.shape[1]))
+            ws = lin.ws.get(_passes.JVP, V.shape[1], lambda: _passes.space(_passes.JVP, g.sizes, lin.n, V.shape[1]))
             return _passes.jvp(lin.theta, g.sizes, g.woff, g.boff, lin.acts, lin.d1, _writable(V), ws)
 
     def vjp(self, lin: Lin, U: Array) -> Array:
         g = lin.geo
         with lin.ws.lock:
-            ws = lin.ws.get(_passes.space(_passes.VJP, g.sizes, lin.n, U.shape[1]))
+            ws = lin.ws.get(_passes.VJP, U.shape[1], lambda: _passes.space(_passes.VJP, g.sizes, lin.n, U.shape[1]))
             return _passes.vjp(lin.theta, g.sizes, g.woff, g.boff, lin.acts, lin.d1,
                                _writable(np.ascontiguousarray(U)), ws)
 
@@ -279,10 +286,19 @@ class NumbaBackend(BackendBase):
         return _gnh.columns(fac.S, fac.AT, g.sizes, g.woff, g.boff, _writable(J), fac.n, fac.d, fac.scale,
                             float(fac.model.l2))
 
+    def gnh_layer_factors(self, fac: Factors, l: int) -> tuple[Array, Array]:
+        g, n, d = fac.geo, fac.n, fac.d
+        n_l, n_prev = int(g.sizes[l]), int(g.sizes[l - 1])
+        s0, a0 = n * d * int(g.cum[l] - g.cum[1]), n * int(g.cum[l - 1])
+        S = fac.S[s0 : s0 + n_l * n * d].reshape(n_l, n, d)
+        AT = fac.AT[a0 : a0 + n_prev * n].reshape(n_prev, n)
+        S.flags.writeable = AT.flags.writeable = False  # views of the engine's buffers
+        return S, AT.T
+
     def gnh_gnvp(self, fac: Factors, V: Array) -> Array:
         g = fac.geo
         with fac.ws.lock:
-            ws = fac.ws.get(_gnh.gnvp_space(g.sizes, fac.n, fac.d, V.shape[1]))
+            ws = fac.ws.get(0, V.shape[1], lambda: _gnh.gnvp_space(g.sizes, fac.n, fac.d, V.shape[1]))
             return _gnh.gnvp(fac.S, fac.AT, g.sizes, g.woff, g.boff, fac.n, fac.d, fac.scale, float(fac.model.l2),
                              _writable(V), ws)
 
