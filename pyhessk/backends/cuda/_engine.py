@@ -417,6 +417,17 @@ class CudaEngine(BackendBase):
                       AT[AT_off[l - 1]: AT_off[l - 1] + n_prev * n])
         return CudaFactors(lin, S, AT, nu, S_off, AT_off, nu_off)
 
+    def gnh_gnvp(self, fac: CudaFactors, V: Any) -> Any:
+        """G V for the factored route of the protocol; on the GPU the plain fused product serves it."""
+        return self.gnvp(fac.lin, V)
+
+    def gnh_layer_factors(self, fac: CudaFactors, l: int) -> tuple[Any, Any]:
+        """Views of S_l as (n_l, n, d) and A_{l−1} as (n, n_{l−1}) (device arrays)."""
+        m, n, d = fac.lin.model, fac.lin.n, fac.lin.model.sizes[-1]
+        n_l, n_prev = m.sizes[l], m.sizes[l - 1]
+        S_l = fac.S[fac.S_off[l - 1]: fac.S_off[l - 1] + n_l * n * d].reshape(n_l, n, d)
+        return S_l, fac.lin.A[l - 1].reshape(n, n_prev)
+
     def _addresses(self, fac: CudaFactors, idx: np.ndarray) -> tuple[Any, Any, Any, np.ndarray]:
         """Device int64 offsets (into S, AT, nu) of each parameter's factors, and the host weight flags."""
         m, n, d = fac.lin.model, fac.lin.n, fac.lin.model.sizes[-1]

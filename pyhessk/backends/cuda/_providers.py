@@ -182,10 +182,11 @@ class CoreProvider(CupyArrays):
         if blocks == 0:
             return
         spec = _kernels.KERNELS[name]
-        scalars = [a if kind in _POINTER_DTYPES else (float(a) if kind == "s" else int(a))
-                   for kind, a in zip(spec.args, args)]
+        kargs: list[Any] = [] if spec.per_item else [int(total)]
+        kargs += [a if kind in _POINTER_DTYPES else (float(a) if kind == "s" else int(a))
+                  for kind, a in zip(spec.args, args)]
         self.core.launch(name, 1 if dtype == np.float64 else 0, -1 if tag is None else int(tag), int(total),
-                         blocks, threads, self.stream_ptr(), scalars)
+                         blocks, threads, self.stream_ptr(), kargs)
 
     def gemm(self, ta: bool, tb: bool, M: int, N: int, K: int, alpha: float, A: Any, lda: int, B: Any, ldb: int,
              beta: float, C: Any, ldc: int) -> None:
