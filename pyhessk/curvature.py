@@ -14,6 +14,12 @@ if TYPE_CHECKING:
 
 DEFAULT_MAX_PARAMS = 8192
 _MAX_SAMPLES = 2**63 - 1
+#: The choice between the plain and the factored Gauss–Newton product prices, in GEMM flops, one byte of
+#: GNH factors streamed from memory and one flop of the (vectorized, not blocked) contractions with them
+#: (measured on the CPU engines: bench/results/factored-*).
+_FLOPS_PER_BYTE = 16.0
+_CONTRACTION_FLOP = 4.0
+_SAMPLING_METHODS = ("mean", "median_of_means")
 
 
 class Curvature:
@@ -44,6 +50,7 @@ class Curvature:
         self._lin = lin
         self._dtype = np.dtype(lin.dtype)
         self._entries: GnhEntries | None = None
+        self._solver: tuple[float, Any] | None = None  # (damping, the factorised Woodbury solver)
 
     # ---- scalars and the gradient -------------------------------------------------------------------
     @property
@@ -96,11 +103,16 @@ class Curvature:
     def gnvp(self, V: Any) -> np.ndarray:
         """Gauss–Newton products G V = Jᵀ H_out J V (+ λ P_W V): V (N,) or (N, k) → same shape.
 
-        Needs neither the gradient's backward pass nor the Hessian's second-order terms.
+        Needs neither the gradient's backward pass nor the Hessian's second-order terms. Once
+        ``gnh_entries()`` has stored the GNH factors, the product is taken from them instead (no R-forward
+        and no backward pass, 2 layer-GEMMs per layer instead of 4) whenever that is predicted to be
+        faster for this architecture and k; both give the same G V up to rounding.
         """
         v, single = self._block(V)
         if v.shape[1] == 0:
             return np.empty_like(v)
+        if self._entries is not None and self._entries._factored_pays(v.shape[1]):
+            return self._unblock(self._engine.gnh_gnvp(self._entries._fac, v), single)
         return self._unblock(self._engine.gnvp(self._lin, v), single)
 
     def jvp(self, V: Any) -> np.ndarray:
@@ -165,6 +177,54 @@ class Curvature:
 
         return as_linear_operator(self, kind, damping)
 
+    # ---- exact damped solves ----------------------------------------------------------------------
+    def gnh_solve(self, B: Any, damping: float, chunk_size: int | None = None, max_size: int | None = None) -> np.ndarray:
+        r"""Exact (G + damping·I)⁻¹ B through the sample-space Gram (Woodbury; ALGORITHMS §4.5).
+
+        G has rank at most n·d, so with D = damping·I + λ P_W,
+        :math:`(D + sŜᵀŜ)^{-1} = D^{-1} - sD^{-1}Ŝᵀ(I + sŜD^{-1}Ŝᵀ)^{-1}ŜD^{-1}`: one (n·d × n·d) Gram built
+        from the stored GNH factors (``gnh_entries()`` runs first if needed), one Cholesky factorisation,
+        then per right-hand side a factored product. J and G are never formed. Costs
+        O(n²d²Σn_l + (nd)³/3) once per damping (the factorisation is kept for the last damping used),
+        then O(n·N + (nd)²) per column. Computed in float64, returned in the network's dtype.
+
+        Args:
+            B: right-hand sides, (N,) or (N, k).
+            damping: δ ≥ 0; must be > 0 unless λ > 0 and the layers have no biases (D must be invertible).
+            chunk_size: samples per block of Gram rows (bounds the working memory beyond the Gram to
+                chunk_size·d·n·d numbers); default about 2²⁵ numbers per block.
+            max_size: the largest n·d allowed (default 16384: a 2 GiB Gram); larger raises ValueError
+                stating the memory needed.
+        """
+        from . import _gram
+
+        v, single = self._block(B, "B")
+        damping = as_real(damping, "damping", low=0.0)
+        model = self._model
+        dw, db = _gram.diagonal_shift(model, damping)
+        if dw <= 0 or (model.bias and db <= 0):
+            raise ValueError(
+                f"damping must be > 0 (got {damping}): G has rank at most n·d = {self._lin.n * model.sizes[-1]} "
+                f"< N = {model.num_params}" + ("" if model.bias else " and there is no weight decay λ to make it invertible")
+            )
+        n, d = self._lin.n, model.sizes[-1]
+        size = n * d
+        max_size = _gram.DEFAULT_MAX_SIZE if max_size is None else as_int(max_size, "max_size", low=1)
+        if size > max_size:
+            raise ValueError(
+                f"the sample-space Gram would be {size} × {size} (n·d = {n}·{d}; {_gram.gram_bytes(size) / 2**30:.2f} GiB "
+                f"in float64); n·d exceeds max_size={max_size}: use a smaller batch, raise max_size knowingly, "
+                f"or solve iteratively (pyhessk.linalg.cg with linear_operator('gnh', damping))"
+            )
+        chunk = _gram.default_chunk(n, d) if chunk_size is None else as_int(chunk_size, "chunk_size", low=1)
+        if v.shape[1] == 0:
+            return self._unblock(np.empty_like(v), single)
+        if self._solver is None or self._solver[0] != damping:
+            layers = _gram.as_layers(self._engine, self.gnh_entries()._fac, model)
+            self._solver = (damping, _gram.factorise(model, layers, model.scale(n), damping, chunk))
+        out = self._solver[1].solve(np.asarray(v, dtype=np.float64))
+        return self._unblock(out.astype(self._dtype, copy=False), single)
+
     # ---- entrywise Gauss–Newton ----------------------------------------------------------------------
     def gnh_entries(self) -> GnhEntries:
         """Run (once) the precomputation of SPEC §3 and return exact and sampled access to G's entries."""
@@ -221,30 +281,89 @@ class GnhEntries:
         """Exact diag(G) (N,), from the column norms only: O(n) per entry."""
         return self._engine.gnh_diagonal(self._fac)
 
-    @staticmethod
-    def num_samples(eps: float, delta: float) -> int:
-        """The sample count s = ⌈1/(δ ε²)⌉ of ``estimate`` (saturating at 2⁶³ − 1 for tiny ε or δ)."""
-        q = delta * eps * eps
-        return _MAX_SAMPLES if q * _MAX_SAMPLES <= 1.0 else math.ceil(1.0 / q)
+    def gnvp(self, V: Any) -> np.ndarray:
+        """G V from the stored factors alone (the factored product): V (N,) or (N, k) → same shape.
 
-    def estimate(self, rows: Any, cols: Any, eps: float = 0.05, delta: float = 0.01, seed: int | None = None) -> np.ndarray:
+        No R-forward and no backward pass: per layer one GEMM A_{l−1}V_lᵀ, a contraction with S_l down to
+        (n, k, d), the transposed contraction back, and one GEMM for the weight block (2 layer-GEMMs per
+        layer instead of the plain product's 4), plus one pass over the factors (n·d·Σn_l numbers).
+        Equals ``Curvature.gnvp`` up to rounding; that method picks this route by itself when faster.
+        """
+        v, single = self._c._block(V)
+        if v.shape[1] == 0:
+            return np.empty_like(v)
+        return self._c._unblock(self._engine.gnh_gnvp(self._fac, v), single)
+
+    def _factored_pays(self, k: int) -> bool:
+        """Whether the factored product is predicted faster than the plain one for k vectors.
+
+        GEMM flops: plain 2nk(2n_1n_0 + 4Σ_{l≥2}n_ln_{l−1}), factored 2nk·2Σn_ln_{l−1}; the factored
+        product also streams the factors twice (2·n·d·Σn_l numbers, once for all k vectors) and does
+        4nkdΣn_l flops of contractions, both converted to GEMM flops by a measured constant.
+        """
+        sizes = self._c.net.sizes
+        n, d = self._c.num_samples, sizes[-1]
+        prods = [a * b for a, b in zip(sizes[:-1], sizes[1:])]
+        plain = 2 * n * k * (2 * prods[0] + 4 * sum(prods[1:]))
+        units = sum(sizes[1:])
+        stream = 2 * n * d * units * self._c.dtype.itemsize
+        factored = 2 * n * k * 2 * sum(prods) + _FLOPS_PER_BYTE * stream + _CONTRACTION_FLOP * 4 * n * k * d * units
+        return factored < plain
+
+    @staticmethod
+    def num_samples(eps: float, delta: float, method: str = "mean") -> int:
+        """The total sample count of ``estimate`` (saturating at 2⁶³ − 1 for tiny ε or δ).
+
+        "mean": s = ⌈1/(δ ε²)⌉ draws (Chebyshev). "median_of_means": g = ⌈8 ln(1/δ)⌉ groups of
+        ⌈4/ε²⌉ draws each (each group mean fails with probability ≤ 1/4; the median fails only if half
+        of them do, which Hoeffding bounds by e^{−g/8} ≤ δ), so g·⌈4/ε²⌉ draws in all: fewer than the
+        mean's once δ < about 0.005.
+        """
+        groups, per_group = GnhEntries._sampling_plan(eps, delta, method)
+        return _MAX_SAMPLES if per_group > _MAX_SAMPLES // groups else groups * per_group
+
+    @staticmethod
+    def _sampling_plan(eps: float, delta: float, method: str) -> tuple[int, int]:
+        """(number of groups, draws per group) of ``estimate``."""
+        if method == "mean":
+            q = delta * eps * eps
+            return 1, (_MAX_SAMPLES if q * _MAX_SAMPLES <= 1.0 else math.ceil(1.0 / q))
+        q = eps * eps / 4.0
+        per_group = _MAX_SAMPLES if q * _MAX_SAMPLES <= 1.0 else math.ceil(1.0 / q)
+        return max(1, math.ceil(8.0 * math.log(1.0 / delta))), per_group
+
+    def estimate(self, rows: Any, cols: Any, eps: float = 0.05, delta: float = 0.01, seed: int | None = None,
+                 method: str = "mean") -> np.ndarray:
         r"""Sampled estimates of G[rows[t], cols[t]] (SPEC §3).
 
-        Draws s = ⌈1/(δ ε²)⌉ sample indices with probability π_k ∝ ‖x_k‖‖y_k‖ and returns the unbiased
-        importance-sampling mean; its variance is at most G_pp G_qq / s, so
-        :math:`|\hat G_{pq} - G_{pq}| ≤ ε\sqrt{G_{pp}G_{qq}}` with probability ≥ 1 − δ. Cost O(n + s·d) per
-        entry. Whenever the exact entry costs no more (n·d ≤ n + s·d, which includes s ≥ n, and every
-        one-output network) the exact value is returned instead. The same seed gives the same result.
+        Draws sample indices with probability π_k ∝ ‖x_k‖‖y_k‖ and returns the unbiased
+        importance-sampling mean of s draws, whose variance is at most G_pp G_qq / s, so that
+        :math:`|\hat G_{pq} - G_{pq}| ≤ ε\sqrt{G_{pp}G_{qq}}` with probability ≥ 1 − δ:
+
+        - ``method="mean"``: one mean of s = ⌈1/(δ ε²)⌉ draws (Chebyshev); cost O(n + s·d) per entry.
+        - ``method="median_of_means"``: the median of g = ⌈8 ln(1/δ)⌉ means of ⌈4/ε²⌉ draws each (all
+          from one sampling distribution); cost O(n + d·log(1/δ)/ε²) per entry, cheaper than the mean
+          once δ is below about 0.005.
+
+        Whenever the exact entry costs no more (n·d no more than the sampling cost, which includes
+        every one-output network) the exact value is returned instead. The same seed gives the same
+        result; ``num_samples`` gives the draw count.
         """
         eps = as_real(eps, "eps", low=0.0, open_low=True)
         delta = as_real(delta, "delta", low=0.0, high=1.0, open_low=True, open_high=True)
         if seed is not None:
             seed = as_int(seed, "seed", low=0)
+        if not isinstance(method, str) or method not in _SAMPLING_METHODS:
+            raise ValueError(f"method must be one of {_SAMPLING_METHODS}, got {method!r}")
         r, c, shape = self._pair(rows, cols)
         if r.size == 0:
             return np.empty(shape, dtype=self._c.dtype)
-        s = self.num_samples(eps, delta)
+        groups, s = self._sampling_plan(eps, delta, method)
         n, d = self._c.num_samples, self._c.net.sizes[-1]
-        if s >= n or n * d <= n + s * d:  # the exact entry (n·d) costs no more than sampling (n + s·d)
+        cost = n + min(groups * s, _MAX_SAMPLES) * d  # one sampling distribution per entry, then the draws
+        if s >= n or n * d <= cost:  # the exact entry (n·d) costs no more than sampling
             return self._engine.gnh_entries(self._fac, r, c).reshape(shape)
-        return self._engine.gnh_sample(self._fac, r, c, s, seed).reshape(shape)
+        if groups == 1:
+            return self._engine.gnh_sample(self._fac, r, c, s, seed).reshape(shape)
+        means = self._engine.gnh_sample_groups(self._fac, r, c, s, groups, seed)  # (groups, m)
+        return np.median(means, axis=0).astype(self._c.dtype, copy=False).reshape(shape)

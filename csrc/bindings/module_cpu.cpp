@@ -179,6 +179,16 @@ void bind_dtype(py::module_& m, const char* suffix) {
             py::gil_scoped_release nogil;
             self.diagonal(po);
           }, py::arg("out").noconvert())
+      .def("S", [](py::object self, int l) {
+        const Fac& fac = self.cast<const Fac&>();
+        if (l < 1 || l > fac.shape().layers()) throw std::out_of_range("S: layer out of range");
+        return view<T>(self, fac.S_layer(l), {fac.shape().sizes[l], fac.d(), fac.n()});
+      })
+      .def("AT", [](py::object self, int l) {
+        const Fac& fac = self.cast<const Fac&>();
+        if (l < 1 || l > fac.shape().layers()) throw std::out_of_range("AT: layer out of range");
+        return view<T>(self, fac.AT_layer(l), {fac.shape().sizes[l - 1], fac.n()});
+      })
       .def("gnvp", [](Fac& self, const carray<T>& V, carray<T>& out) {
             expect_shape(V, {self.num_params(), -1}, "V");
             const int k = int(V.shape(1));
@@ -193,12 +203,17 @@ void bind_dtype(py::module_& m, const char* suffix) {
             PYHESSK_CHECK(rows.ndim() == 1 && cols.ndim() == 1 && rows.size() == cols.size(),
                           "rows and cols must be 1-D index arrays of equal length");
             PYHESSK_CHECK(s >= 1, "the sample count must be at least 1");
-            expect_shape(out, {rows.size()}, "out");
+            PYHESSK_CHECK(out.ndim() == 1 || out.ndim() == 2, "out must be (m,) or (groups, m)");
+            const int64_t groups = out.ndim() == 2 ? out.shape(0) : 1;
+            if (out.ndim() == 2)
+              expect_shape(out, {groups, rows.size()}, "out");
+            else
+              expect_shape(out, {rows.size()}, "out");
             const int64_t *pr = rows.data(), *pc = cols.data();
             T* po = out.mutable_data();
             const int64_t mm = rows.size();
             py::gil_scoped_release nogil;
-            self.sample(pr, pc, mm, s, seed, po);
+            self.sample(pr, pc, mm, s, seed, po, groups);
           }, py::arg("rows").noconvert(), py::arg("cols").noconvert(), py::arg("s"), py::arg("seed"),
           py::arg("out").noconvert());
 

@@ -275,7 +275,7 @@ void GnhFactors<T>::gnvp(const T* V, int k, T* out) {
 
 template <typename T>
 void GnhFactors<T>::sample(const int64_t* rows, const int64_t* cols, int64_t m, int64_t s, uint64_t seed,
-                           T* out) const {
+                           T* out, int64_t groups) const {
   for (int64_t t = 0; t < m; ++t) decode(rows[t]), decode(cols[t]);
 #pragma omp parallel for schedule(static) if (m >= kParallelEntries)
   for (int64_t t = 0; t < m; ++t) {
@@ -288,23 +288,25 @@ void GnhFactors<T>::sample(const int64_t* rows, const int64_t* cols, int64_t m, 
       cdf[k] = total;
     }
     if (!(total > 0)) {
-      out[t] = l2_term(rows[t], cols[t]);
+      for (int64_t g = 0; g < groups; ++g) out[g * m + t] = l2_term(rows[t], cols[t]);
       continue;
     }
     const T *Sp = S(p), *Sq = S(q);
     uint64_t state = seed ^ (0xD1B54A32D192ED03ull * uint64_t(t + 1));
-    double acc = 0;
-    for (int64_t r = 0; r < s; ++r) {
-      const double u = uniform01(state) * total;
-      int k = int(std::upper_bound(cdf.begin(), cdf.end(), u) - cdf.begin());
-      k = std::min(k, n_ - 1);
-      double dot = 0;
-      for (int c = 0; c < d_; ++c) dot += double(Sp[int64_t(c) * n_ + k]) * Sq[int64_t(c) * n_ + k];
-      const double x = double(a(p, k)) * a(q, k) * dot;
-      const double pk = (cdf[k] - (k ? cdf[k - 1] : 0.0)) / total;
-      if (pk > 0) acc += x / pk;
+    for (int64_t g = 0; g < groups; ++g) {
+      double acc = 0;
+      for (int64_t r = 0; r < s; ++r) {
+        const double u = uniform01(state) * total;
+        int k = int(std::upper_bound(cdf.begin(), cdf.end(), u) - cdf.begin());
+        k = std::min(k, n_ - 1);
+        double dot = 0;
+        for (int c = 0; c < d_; ++c) dot += double(Sp[int64_t(c) * n_ + k]) * Sq[int64_t(c) * n_ + k];
+        const double x = double(a(p, k)) * a(q, k) * dot;
+        const double pk = (cdf[k] - (k ? cdf[k - 1] : 0.0)) / total;
+        if (pk > 0) acc += x / pk;
+      }
+      out[g * m + t] = T(double(scale_) * acc / double(s)) + l2_term(rows[t], cols[t]);
     }
-    out[t] = T(double(scale_) * acc / double(s)) + l2_term(rows[t], cols[t]);
   }
 }
 

@@ -21,6 +21,12 @@ class GnhFactors {
   explicit GnhFactors(const Linearization<scalar_t>& lin);
 
   int64_t num_params() const { return s_.num_params; }
+  int n() const { return n_; }
+  int d() const { return d_; }
+  const MlpShape& shape() const { return s_; }
+  // The stored factors of layer l = 1..L: S_l (n_l, d, n) and A_{l−1}ᵀ (n_{l−1}, n).
+  const scalar_t* S_layer(int l) const { return S_[l - 1].data(); }
+  const scalar_t* AT_layer(int l) const { return AT_[l - 1].data(); }
   // Exact entries G[rows[t], cols[t]] → out (m,): O(n·d) each.
   void entries(const int64_t* rows, const int64_t* cols, int64_t m, scalar_t* out) const;
   // Exact block G[I × J] → out (|I|, |J|): the factors of I and J gathered, then one GEMM.
@@ -33,9 +39,11 @@ class GnhFactors {
   // one GEMM P_l = A_{l−1} V_lᵀ and its contraction with S_l into u (n, k, d); then per layer the
   // transposed contraction Q_l = S_l u and one GEMM Q_lᵀ A_{l−1}. Includes λ P_W V.
   void gnvp(const scalar_t* V, int k, scalar_t* out);
-  // Importance-sampled estimates with s draws each (π_k ∝ ‖x_k‖‖y_k‖) → out (m,). Entry t draws from its
-  // own stream derived from (seed, t), so results do not depend on threads.
-  void sample(const int64_t* rows, const int64_t* cols, int64_t m, int64_t s, uint64_t seed, scalar_t* out) const;
+  // Importance-sampled estimates (π_k ∝ ‖x_k‖‖y_k‖): `groups` independent means of s draws each per entry
+  // → out (groups, m), entry t's distribution built once for all groups. Entry t draws from its own
+  // stream derived from (seed, t), so results do not depend on threads.
+  void sample(const int64_t* rows, const int64_t* cols, int64_t m, int64_t s, uint64_t seed, scalar_t* out,
+              int64_t groups = 1) const;
 
  private:
   struct Index {

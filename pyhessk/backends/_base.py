@@ -201,8 +201,20 @@ class Backend(Protocol):
         """G V (N, k) → (N, k) from the stored factors alone (2 layer-GEMMs per layer), including λ P_W V."""
         ...
 
+    def gnh_layer_factors(self, fac: GnhFactors, l: int) -> tuple[Array, Array]:
+        """Read-only views of layer l's stored factors: S_l as (n_l, n, d) with S_l[i, k, :] = S_{l,k}[:, i]
+        (any strides) and A_{l−1} as (n, n_{l−1}); valid while ``fac`` lives (the sample-space Gram uses them)."""
+        ...
+
     def gnh_sample(self, fac: GnhFactors, rows: np.ndarray, cols: np.ndarray, s: int, seed: int | None) -> Array:
         """Importance-sampled estimates of G[rows[t], cols[t]] with s draws each (SPEC §3) → (m,)."""
+        ...
+
+    def gnh_sample_groups(self, fac: GnhFactors, rows: np.ndarray, cols: np.ndarray, s: int, groups: int,
+                          seed: int | None) -> Array:
+        """``groups`` independent estimates of s draws each per entry → (groups, m), for the median of
+        means; an engine builds each entry's sampling distribution once for all groups (``BackendBase``
+        has a fallback that does not)."""
         ...
 
 
@@ -229,3 +241,9 @@ class BackendBase:
     def vjp(self, lin: Linearization, U: Array) -> Array:
         """Jᵀ U summed over samples for U (n, k, d) → (N, k)."""
         return self.gn_backward(lin, U)  # type: ignore[attr-defined]
+
+    def gnh_sample_groups(self, fac: GnhFactors, rows: np.ndarray, cols: np.ndarray, s: int, groups: int,
+                          seed: int | None) -> Array:
+        """Fallback: one ``gnh_sample`` call per group (each rebuilds the O(n) sampling distribution)."""
+        seeds = np.random.SeedSequence(seed).generate_state(groups, np.uint64)
+        return np.stack([self.gnh_sample(fac, rows, cols, s, int(g)) for g in seeds])  # type: ignore[attr-defined]

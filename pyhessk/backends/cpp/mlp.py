@@ -140,6 +140,11 @@ class CppBackend(BackendBase):
         fac.core.diagonal(out)
         return out
 
+    def gnh_layer_factors(self, fac: CppFactors, l: int) -> tuple[Array, Array]:
+        S, AT = fac.core.S(l), fac.core.AT(l)
+        S.flags.writeable = AT.flags.writeable = False  # views of engine memory
+        return S.transpose(0, 2, 1), AT.T
+
     def gnh_gnvp(self, fac: CppFactors, V: Array) -> Array:
         out = np.empty_like(V)
         fac.core.gnvp(V, out)
@@ -148,5 +153,11 @@ class CppBackend(BackendBase):
     def gnh_sample(self, fac: CppFactors, rows: Array, cols: Array, s: int, seed: int | None) -> Array:
         seed = int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0])
         out = np.empty(rows.size, dtype=fac.dtype)
+        fac.core.sample(rows, cols, s, seed, out)
+        return out
+
+    def gnh_sample_groups(self, fac: CppFactors, rows: Array, cols: Array, s: int, groups: int, seed: int | None) -> Array:
+        seed = int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0])
+        out = np.empty((groups, rows.size), dtype=fac.dtype)
         fac.core.sample(rows, cols, s, seed, out)
         return out

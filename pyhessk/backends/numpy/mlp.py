@@ -90,6 +90,38 @@ def _blocks_t(model: ModelSpec, VT: Array, l: int) -> tuple[Array, Array | None]
     return VW, (VT[:, b0:end] if model.bias else None)
 
 
+def factor_forward(model: ModelSpec, layers: list[tuple[Array, Array]], VT: Array) -> Array:
+    """Ŝ V / √s from stored GNH factors: u_k = Σ_l S_{l,k}(V_l a_{l−1,k} + v_l) for VT (k, N) → (n, k, d).
+
+    ``layers[l−1]`` = (S_l as (n_l, n, d), A_{l−1} as (n, n_{l−1})), any strides. Per layer one GEMM
+    P_l = A_{l−1} V_lᵀ and one contraction with S_l.
+    """
+    k = VT.shape[0]
+    S0, A0 = layers[0]
+    u = np.zeros((A0.shape[0], k, S0.shape[2]), dtype=np.result_type(VT, S0))
+    for l, (S, A) in enumerate(layers, start=1):
+        VW, vb = _blocks_t(model, VT, l)
+        P = (A @ VW.reshape(k * S.shape[0], -1).T).reshape(A.shape[0], k, S.shape[0])  # A_{l−1} V_lᵀ
+        if vb is not None:
+            P += vb
+        u += np.einsum("isc,ski->skc", S, P, optimize=True)
+    return u
+
+
+def factor_backward(model: ModelSpec, layers: list[tuple[Array, Array]], u: Array) -> Array:
+    """Ŝᵀ U / √s from stored GNH factors for u (n, k, d) → (k, N): per layer the contraction Q_l = S_l u
+    and one GEMM Q_lᵀ A_{l−1} for the weight block (the bias block sums Q_l over samples)."""
+    n, k, _ = u.shape
+    outT = np.empty((k, model.num_params), dtype=np.result_type(u, layers[0][0]))
+    for l, (S, A) in enumerate(layers, start=1):
+        GW, gb = _blocks_t(model, outT, l)
+        Q = np.einsum("isc,skc->ski", S, u, optimize=True)  # (n, k, n_l)
+        GW[...] = (Q.reshape(n, k * S.shape[0]).T @ A).reshape(GW.shape)
+        if gb is not None:
+            gb[...] = Q.sum(axis=0)
+    return outT
+
+
 class NumpyBackend(BackendBase):
     """The readable reference engine (and the oracle every other engine is compared with)."""
 
@@ -323,36 +355,18 @@ class NumpyBackend(BackendBase):
             out[J, np.arange(m)] += self._l2_diag(fac, J, J)
         return out
 
-    def gnh_gnvp(self, fac: Factors, V: Array) -> Array:
-        """G V from the stored factors (ISSUE 6, ALGORITHMS §4.4): no R-forward and no backward pass.
+    def gnh_layer_factors(self, fac: Factors, l: int) -> tuple[Array, Array]:
+        return fac.S[l - 1], fac.AT[l - 1].T
 
-        With Ŝ the stacked rows x_{·,k,c}, G = s·ŜᵀŜ (+ λ P_W). Per layer: one GEMM P_l = A_{l−1} V_lᵀ (+ v_b),
-        its contraction with S_l down to u (n, k, d); then per layer the transposed contraction
-        Q_l = S_l u and one GEMM Q_lᵀ A_{l−1} for the weight block: 2 layer-GEMMs per layer.
-        """
-        model, n, d = fac.model, fac.n, fac.d
-        VT = np.ascontiguousarray(V.T)  # (k, N)
-        k = VT.shape[0]
-        u = np.zeros((n, k, d), dtype=fac.dtype)
-        for l in range(1, model.num_layers + 1):
-            VW, vb = _blocks_t(model, VT, l)
-            n_l = VW.shape[1]
-            P = (fac.AT[l - 1].T @ VW.reshape(k * n_l, -1).T).reshape(n, k, n_l)  # A_{l−1} V_lᵀ
-            if vb is not None:
-                P += vb
-            u += np.einsum("isc,ski->skc", fac.S[l - 1], P, optimize=True)
+    def gnh_gnvp(self, fac: Factors, V: Array) -> Array:
+        """G V from the stored factors: s·Ŝᵀ(Ŝ V) (+ λ P_W V), 2 layer-GEMMs per layer (ALGORITHMS §4.4)."""
+        layers = [(fac.S[l], fac.AT[l].T) for l in range(fac.model.num_layers)]
+        VT = np.ascontiguousarray(V.T)
+        u = factor_forward(fac.model, layers, VT)
         u *= u.dtype.type(fac.scale)
-        outT = np.empty_like(VT)
-        for l in range(1, model.num_layers + 1):
-            GW, gb = _blocks_t(model, outT, l)
-            n_l, n_prev = GW.shape[1], GW.shape[2]
-            Q = np.einsum("isc,skc->ski", fac.S[l - 1], u, optimize=True)  # (n, k, n_l)
-            GW[...] = (Q.reshape(n, k * n_l).T @ fac.AT[l - 1].T).reshape(k, n_l, n_prev)
-            if gb is not None:
-                gb[...] = Q.sum(axis=0)
-        out = np.ascontiguousarray(outT.T)
-        if model.l2:
-            out += model.l2 * model.weight_mask(out.dtype)[:, None] * V
+        out = np.ascontiguousarray(factor_backward(fac.model, layers, u).T)
+        if fac.model.l2:
+            out += fac.model.l2 * fac.model.weight_mask(out.dtype)[:, None] * V
         return out
 
     def gnh_diagonal(self, fac: Factors) -> Array:
@@ -370,15 +384,19 @@ class NumpyBackend(BackendBase):
         return out
 
     def gnh_sample(self, fac: Factors, rows: Array, cols: Array, s: int, seed: int | None) -> Array:
+        return self.gnh_sample_groups(fac, rows, cols, s, 1, seed)[0]
+
+    def gnh_sample_groups(self, fac: Factors, rows: Array, cols: Array, s: int, groups: int, seed: int | None) -> Array:
         rng = np.random.default_rng(seed)
-        out = np.empty(rows.size, dtype=fac.dtype)
-        step = self._chunk(fac, fac.n + s * fac.d)
+        out = np.empty((groups, rows.size), dtype=fac.dtype)
+        step = self._chunk(fac, fac.n + groups * s * fac.d)
         for c0 in range(0, rows.size, step):
             r, c = rows[c0 : c0 + step], cols[c0 : c0 + step]
-            out[c0 : c0 + step] = self._sample_chunk(fac, r, c, s, rng)
+            out[:, c0 : c0 + step] = self._sample_chunk(fac, r, c, s, groups, rng)
         return out + self._l2_diag(fac, rows, cols)
 
-    def _sample_chunk(self, fac: Factors, rows: Array, cols: Array, s: int, rng: np.random.Generator) -> Array:
+    def _sample_chunk(self, fac: Factors, rows: Array, cols: Array, s: int, groups: int, rng: np.random.Generator) -> Array:
+        """(groups, m) means of s draws each; the m sampling distributions are built once for all groups."""
         n, m = fac.n, rows.size
         w = self._gather_norms(fac, rows) * self._gather_norms(fac, cols)  # π ∝ ‖x_k‖‖y_k‖: (m, n)
         total = w.sum(axis=1)
@@ -389,12 +407,13 @@ class NumpyBackend(BackendBase):
         # Inverse-CDF draws for all m entries at once: shifting row t by t makes the stacked CDFs one
         # increasing sequence, so a single searchsorted serves every entry.
         shift = np.arange(m)
-        u = rng.random((m, s))
+        u = rng.random((m, groups * s))
         pos = np.searchsorted((cdf + shift[:, None]).ravel(), (u + shift[:, None]).ravel(), side="right")
-        k = np.minimum(pos.reshape(m, s) - shift[:, None] * n, n - 1)  # (m, s) sample indices
+        k = np.minimum(pos.reshape(m, groups * s) - shift[:, None] * n, n - 1)  # (m, g·s) sample indices
         dots = (self._sampled_factor(fac, rows, k) * self._sampled_factor(fac, cols, k)).sum(axis=2)
         prob = np.take_along_axis(w, k, axis=1) / safe[:, None]
-        est = np.where(prob > 0, dots / np.where(prob > 0, prob, 1), 0).mean(axis=1)
+        ratio = np.where(prob > 0, dots / np.where(prob > 0, prob, 1), 0)
+        est = ratio.reshape(m, groups, s).mean(axis=2).T  # (groups, m)
         return np.where(live, est * fac.scale, 0).astype(fac.dtype)
 
     @staticmethod

@@ -1,0 +1,214 @@
+"""Entrywise Gauss–Newton at scale (issue 6): the factored product, exact damped solves through the
+sample-space Gram, and the median-of-means sampler, against the explicit Jᵀ H_out J of ``oracles``."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+import pytest
+
+from cases import CASE_IDS, CASES, Case
+from oracles import explicit_gnh, rel_err
+
+TOL = {np.dtype("float64"): 1e-7, np.dtype("float32"): 5e-4}  # the explicit G comes from finite differences
+
+
+@cache
+def oracle_g(case: Case) -> np.ndarray:
+    return explicit_gnh(case, *case.data("float64"))
+
+
+def curvature_for(case: Case, backend: str, dtype=np.float64):
+    cast = lambda a: a.astype(dtype) if a.dtype.kind == "f" else a  # noqa: E731
+    th, X, Y = (cast(a) for a in case.data("float64"))
+    return case.net(backend).linearize(th, X, Y)
+
+
+# ---- the factored Gauss–Newton product ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_factored_gnvp_matches_the_explicit_gnh(case, backend, dtype):
+    c = curvature_for(case, backend, dtype)
+    e = c.gnh_entries()
+    G = oracle_g(case)
+    rng = np.random.default_rng(5)
+    N = c.num_params
+    v = rng.standard_normal(N).astype(dtype)
+    V = rng.standard_normal((N, 3)).astype(dtype)
+    gv, GV = e.gnvp(v), e.gnvp(V)
+    assert gv.shape == (N,) and GV.shape == (N, 3) and gv.dtype == GV.dtype == dtype
+    assert rel_err(gv, G @ v) < TOL[c.dtype]
+    assert rel_err(GV, G @ V) < TOL[c.dtype]
+    assert e.gnvp(np.zeros((N, 0), dtype)).shape == (N, 0)
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_factored_gnvp_equals_the_plain_product_in_float64(case, backend):
+    """Issue 6: the two routes agree to 1e-12 in float64 (they differ only in the order of the sums)."""
+    c = curvature_for(case, backend)
+    V = np.random.default_rng(6).standard_normal((c.num_params, 4))
+    plain = c.gnvp(V)  # before gnh_entries(): always the plain product
+    assert rel_err(c.gnh_entries().gnvp(V), plain) < 1e-12
+    assert rel_err(c.gnvp(V), plain) < 1e-12  # either route, once the factors exist
+
+
+def test_factored_gnvp_leaves_its_input_alone(backend):
+    c = curvature_for(CASES[2], backend)
+    V = np.random.default_rng(7).standard_normal((c.num_params, 2))
+    keep = V.copy()
+    c.gnh_entries().gnvp(V)
+    assert np.array_equal(V, keep)
+
+
+def test_the_route_choice_follows_the_gemm_count():
+    """Deep equal-width layers and wide blocks favour the factored route; a dominant first layer (which
+    costs 2 GEMMs either way) with k = 1 does not."""
+    import pyhessk as hk
+
+    def pays(sizes, n, k):
+        net = hk.MLP(list(sizes), activation="tanh", loss="softmax_cross_entropy", backend="numpy")
+        rng = np.random.default_rng(0)
+        c = net.linearize(net.init(seed=0, dtype="float32"), rng.standard_normal((n, sizes[0])).astype("float32"),
+                          rng.integers(0, sizes[-1], n))
+        return c.gnh_entries()._factored_pays(k)
+
+    assert pays((64, 256, 256, 256, 10), 64, 16)
+    assert not pays((784, 32, 10), 64, 1)
+
+
+def test_factored_gnvp_rejects_bad_vectors(backend):
+    c = curvature_for(CASES[0], backend)
+    e = c.gnh_entries()
+    with pytest.raises(ValueError, match="num_params"):
+        e.gnvp(np.ones(c.num_params + 1))
+    with pytest.raises(TypeError):
+        e.gnvp(np.ones(c.num_params, dtype=np.float32))
+
+
+# ---- exact damped solves (Woodbury through the sample-space Gram) --------------------------------------
+
+SOLVE_CASES = [
+    Case((3, 4, 3), "tanh", "mse", n=6, seed=40),
+    Case((4, 5, 3), "sigmoid", "softmax_cross_entropy", n=5, seed=41, l2=0.2),
+    Case((3, 4, 2), "softplus", "sigmoid_cross_entropy", n=7, seed=42, reduction="sum"),
+    Case((3, 5, 4, 3), ("tanh", "gelu"), "softmax_cross_entropy", n=4, seed=43, bias=False, l2=0.1),
+    Case((2, 6, 1), "relu", "mse", n=9, seed=44),
+]
+
+
+@pytest.mark.parametrize("case", SOLVE_CASES, ids=[c.id for c in SOLVE_CASES])
+@pytest.mark.parametrize("damping", [1e-3, 0.7])
+def test_gnh_solve_matches_a_dense_solve(case, backend, damping):
+    """Against a dense solve of G + δI, G assembled from plain Gauss–Newton products (R-forward and
+    backward: no factor, no Gram) to 1e-10, and from the finite-difference Jacobians to their accuracy."""
+    c = curvature_for(case, backend)
+    N = c.num_params
+    K = c.gnh() + damping * np.eye(N)
+    rng = np.random.default_rng(8)
+    b, B = rng.standard_normal(N), rng.standard_normal((N, 3))
+    keep = B.copy()
+    x, X = c.gnh_solve(b, damping), c.gnh_solve(B, damping)
+    assert x.shape == (N,) and X.shape == (N, 3)
+    assert rel_err(x, np.linalg.solve(K, b)) < 1e-10
+    assert rel_err(X, np.linalg.solve(K, B)) < 1e-10
+    assert rel_err(K @ X, B) < 1e-10  # the residual, not only the forward error
+    assert rel_err(X, np.linalg.solve(oracle_g(case) + damping * np.eye(N), B)) < 1e-4
+    assert np.array_equal(B, keep)
+
+
+def test_gnh_solve_in_float32_is_accurate_to_float32(backend):
+    case = SOLVE_CASES[1]
+    c = curvature_for(case, backend, np.float32)
+    G = oracle_g(case)
+    B = np.random.default_rng(9).standard_normal((c.num_params, 2)).astype(np.float32)
+    X = c.gnh_solve(B, 0.05)
+    assert X.dtype == np.float32
+    assert rel_err(X, np.linalg.solve(G + 0.05 * np.eye(c.num_params), B.astype(np.float64))) < 1e-4
+
+
+def test_gnh_solve_chunks_and_reuse(backend):
+    case = SOLVE_CASES[0]
+    c = curvature_for(case, backend)
+    B = np.random.default_rng(10).standard_normal((c.num_params, 2))
+    ref = c.gnh_solve(B, 0.1)
+    solver = c._solver
+    assert rel_err(c.gnh_solve(B, 0.1, chunk_size=1), ref) < 1e-13  # the chunking changes only the order
+    assert c._solver is solver  # same damping: the factorisation is reused
+    c.gnh_solve(B, 0.2)
+    assert c._solver is not solver
+    assert c.gnh_solve(np.zeros((c.num_params, 0)), 0.1).shape == (c.num_params, 0)
+
+
+def test_gnh_solve_without_damping_needs_weight_decay_and_no_biases(backend):
+    case = SOLVE_CASES[3]  # no biases, λ = 0.1: G + 0·I = G is invertible
+    c = curvature_for(case, backend)
+    b = np.random.default_rng(11).standard_normal(c.num_params)
+    assert rel_err(c.gnh_solve(b, 0.0), np.linalg.solve(c.gnh(), b)) < 1e-10
+    c = curvature_for(SOLVE_CASES[0], backend)
+    with pytest.raises(ValueError, match="damping must be > 0"):
+        c.gnh_solve(np.ones(c.num_params), 0.0)
+
+
+def test_gnh_solve_rejects_bad_input(backend):
+    c = curvature_for(SOLVE_CASES[0], backend)
+    N = c.num_params
+    with pytest.raises(ValueError, match="damping"):
+        c.gnh_solve(np.ones(N), -1.0)
+    with pytest.raises(ValueError, match="damping"):
+        c.gnh_solve(np.ones(N), float("nan"))
+    with pytest.raises(ValueError, match="B must have shape"):
+        c.gnh_solve(np.ones(N + 1), 1.0)
+    with pytest.raises(ValueError, match="chunk_size"):
+        c.gnh_solve(np.ones(N), 1.0, chunk_size=0)
+    with pytest.raises(ValueError, match=r"GiB.*max_size=5"):
+        c.gnh_solve(np.ones(N), 1.0, max_size=5)
+
+
+# ---- the sampler: median of means --------------------------------------------------------------------------
+
+MOM_CASE = Case((5, 8, 6, 4), "tanh", "softmax_cross_entropy", n=3000, seed=45, l2=0.05)
+
+
+@cache
+def mom_setup(backend: str):
+    th, X, Y = MOM_CASE.data()
+    c = MOM_CASE.net(backend).linearize(th, X, Y)
+    return c.gnh_entries()
+
+
+def test_median_of_means_sample_count():
+    from pyhessk.curvature import GnhEntries
+
+    # g = ⌈8 ln(1/δ)⌉ groups of ⌈4/ε²⌉ draws
+    assert GnhEntries.num_samples(0.5, 0.01, "median_of_means") == 37 * 16
+    assert GnhEntries.num_samples(0.1, 1e-6, "median_of_means") == 111 * 400
+    assert GnhEntries.num_samples(0.1, 1e-6) == 10**8  # the plain mean needs far more for small δ
+    assert GnhEntries.num_samples(1e-12, 1e-12, "median_of_means") == 2**63 - 1
+
+
+def test_median_of_means_meets_its_bound(backend):
+    """|Ĝ − G_pq| ≤ ε√(G_pp G_qq) with probability ≥ 1 − δ, over many seeds; reproducible per seed."""
+    e = mom_setup(backend)
+    N = MOM_CASE.net().num_params
+    eps, delta = 0.5, 0.05
+    groups, per_group = e._sampling_plan(eps, delta, "median_of_means")
+    d = MOM_CASE.sizes[-1]
+    assert MOM_CASE.n + groups * per_group * d < MOM_CASE.n * d  # really sampled, not the exact fallback
+    rng = np.random.default_rng(12)
+    for p, q in zip(rng.integers(0, N, 4), rng.integers(0, N, 4)):
+        exact = float(e.entries([p], [q])[0])
+        gpp, gqq = e.entries([p, q], [p, q])
+        R = 300
+        est = np.array([e.estimate([p], [q], eps=eps, delta=delta, seed=s, method="median_of_means")[0] for s in range(R)])
+        assert np.mean(np.abs(est - exact) <= eps * np.sqrt(gpp * gqq)) >= 1 - delta - 0.03
+        assert abs(np.median(est) - exact) <= 0.2 * eps * np.sqrt(gpp * gqq) + 1e-12
+        assert np.unique(est).size > R // 2  # the draws really vary with the seed
+    a = e.estimate([1, 2], [3, 4], eps=eps, delta=delta, seed=7, method="median_of_means")
+    assert np.array_equal(a, e.estimate([1, 2], [3, 4], eps=eps, delta=delta, seed=7, method="median_of_means"))
+
+
+def test_estimate_rejects_an_unknown_method(backend):
+    e = mom_setup(backend)
+    with pytest.raises(ValueError, match="method must be one of"):
+        e.estimate([0], [0], method="median")
