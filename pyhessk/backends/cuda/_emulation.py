@@ -117,3 +117,26 @@ class HostProvider:
             c[...] = prod
         else:
             c[...] = beta * c + prod
+
+
+def emulated_engine() -> Any:
+    """A ``CudaEngine`` on the host emulation (builds the emulation library on first use)."""
+    from ._engine import CudaEngine
+    from ._source import source_root
+
+    engine = CudaEngine(HostProvider(build_library(str(source_root()))))
+    engine.description = "host emulation of the GPU kernels (tests only, no GPU used)"
+    return engine
+
+
+def install_for_tests() -> None:
+    """Register the emulated engine as ``cuda`` in this process, so the whole oracle suite runs the GPU
+    engine's code on the CPU (``PYHESSK_TEST_CUDA_EMULATION=1`` in tests/conftest.py). Never on a real GPU
+    engine: only when the real probe says the engine cannot run."""
+    from ... import _dispatch
+
+    if _dispatch.probe("cuda")[0] is not None:
+        return
+    engine = emulated_engine()
+    with _dispatch._lock:
+        _dispatch._probes["cuda"] = (engine, engine.description)

@@ -237,11 +237,8 @@ class CudaEngine(BackendBase):
             w0, b0, _ = m.offsets[l - 1]
             nl = n_l * n_prev
             RZ = ws["RZ"][l - 1][: n * k * n_l]
-            if k == 1:
-                P = V[w0:w0 + nl]
-            else:
-                P = ws["pack"][: k * nl]
-                self._run("pack_rows_kernel", dt, k * nl, V, w0, k, nl, P)
+            P = ws["pack"][: k * nl]  # packed also for k = 1 (one copy), so work per call does not depend on k
+            self._run("pack_rows_kernel", dt, k * nl, V, w0, k, nl, P)
             # A_{l−1} [V_l^(1); …; V_l^(k)]ᵀ: (n × n_{l−1}) · (n_{l−1} × k·n_l)
             self._gemm(False, True, n, k * n_l, n_prev, 1.0, lin.A[l - 1], n_prev, P, n_prev, 0.0, RZ, k * n_l)
             if l > 1:  # + R{A_{l−1}} W_lᵀ over n·k rows
@@ -320,11 +317,8 @@ class CudaEngine(BackendBase):
                 break
             # R{Γ_{l−1}} = Δ_l V_l + R{Δ_l} W_l: two GEMMs; then R{Δ_{l−1}} in one fused kernel
             RG = other[: n * k * n_prev]
-            if k == 1:
-                P = V[w0:w0 + n_l * n_prev]
-            else:
-                P = ws["pack"][: k * n_l * n_prev]
-                self._run("pack_cols_kernel", dt, P.size, V, w0, k, n_prev, P)
+            P = ws["pack"][: k * n_l * n_prev]
+            self._run("pack_cols_kernel", dt, P.size, V, w0, k, n_prev, P)
             self._gemm(False, False, n, k * n_prev, n_l, 1.0, lin.delta[l - 1], n_l, P, k * n_prev, 0.0, RG,
                        k * n_prev)
             self._gemm(False, False, n * k, n_prev, n_l, 1.0, RD, n_l, self._W(lin, l), n_prev, 1.0, RG, n_prev)
