@@ -10,6 +10,7 @@ The pyhessk side of each peer product:
 
 - ``hvp_fresh``: ``hk.hvp(net, θ, X, Y, v)``; ``ggn_fresh``: ``hk.gnvp(net, θ, X, Y, v)``;
 - ``hvp_cached`` / ``ggn_cached``: ``c.hvp(v)`` / ``c.gnvp(v)`` on a ``net.linearize`` made outside the call;
+- ``ggn_factored``: ``e.gnvp(v)`` on GNH factors (``gnh_entries()``) made outside the call;
 - ``hessian_dense`` (S): ``net.linearize(θ, X, Y).hessian()``, fresh like ``jax.hessian`` (its ideal adds
   the gradient's GEMMs to the dense-Hessian chunks).
 
@@ -104,6 +105,18 @@ def built_peer(peer: str, p) -> peers.Built:  # noqa: ANN001
     return _BUILT[(peer, cid)]
 
 
+_ENTRIES: dict = {}
+
+
+def _cached_entries(p):  # noqa: ANN001, ANN202
+    """The GNH factors of the config on a linearization of their own (one per config and engine)."""
+    key = (p.cfg.id, p.net.backend)
+    if key not in _ENTRIES:
+        _ENTRIES.clear()
+        _ENTRIES[key] = p.net.linearize(p.theta, p.X, p.Y).gnh_entries()
+    return _ENTRIES[key]
+
+
 def engine_side(product: str, p, c):  # noqa: ANN001, ANN201
     """(the engine's call, its kernel list for the GEMM ideal, a note) for the pyhessk side of ``product``."""
     cfg, net = p.cfg, p.net
@@ -115,6 +128,10 @@ def engine_side(product: str, p, c):  # noqa: ANN001, ANN201
         call = lambda: hk.gnvp(net, p.theta, p.X, p.Y, p.v)  # noqa: E731
     elif product == "ggn_cached":
         call = lambda: c.gnvp(p.v)  # noqa: E731
+    elif product == "ggn_factored":
+        e = _cached_entries(p)
+        call = lambda: e.gnvp(p.v)  # noqa: E731
+        return call, ideal.kernels_for(product, cfg.sizes, cfg.n, k=1), "e.gnvp(v) on factors stored outside the call"
     elif product == "hessian_dense":
         call = lambda: net.linearize(p.theta, p.X, p.Y).hessian()  # noqa: E731
         kernels = ideal.kernels_for("gradient", cfg.sizes, cfg.n) + ideal.kernels_for("hessian_dense", cfg.sizes, cfg.n)

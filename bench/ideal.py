@@ -168,6 +168,17 @@ def kernels_for(product: str, sizes: Sequence[int], n: int, k: int = 1, **kw: in
             out.append(Gemm(f"gnh col{l} u^T S", m, d, sizes[l], batch=n))
             out.append(Gemm(f"gnh col{l} T^T A", m * sizes[l], n, sizes[l - 1], ta=True))
         return out
+    if product in ("ggn_factored", "ggn_factored_block"):
+        # per layer P_l = A_{l−1}V_lᵀ and the weight block Q_lᵀ A_{l−1} (2 per layer), plus the two
+        # contractions with S_l, counted as what they are: n·d·n_l·k multiply-adds each, batched over samples
+        out = []
+        for l in range(1, L + 1):
+            out.append(Gemm(f"fac{l} A V^T", n, sizes[l - 1], k * sizes[l]))
+            out.append(Gemm(f"fac{l} S^T P", k, sizes[l], d, batch=n))
+        for l in range(L, 0, -1):
+            out.append(Gemm(f"fac{l} S u", k, d, sizes[l], batch=n))
+            out.append(Gemm(f"fac{l} Q^T A", k * sizes[l], n, sizes[l - 1], ta=True))
+        return out
     if product == "gnh_entries":
         return [Dots("gnh entries x.y", kw["m"], n * d)]
     if product == "gnh_estimate":
