@@ -1,0 +1,365 @@
+r"""JAX adapter: an MLP given as a list of ``(W, b)`` pairs, JAX arrays in and out.
+
+Import it as a submodule (``import pyhessk.jax as hkj``); it needs JAX, pyhessk itself does not.
+
+Weight layout. JAX code usually computes a layer as ``x @ W + b`` with ``W`` of shape ``(n_in, n_out)``; that is
+``layout="jax"`` (the default). ``layout="torch"`` takes ``W`` of shape ``(n_out, n_in)`` with ``W @ x + b``, the
+layout of SPEC §1 and of ``torch.nn.Linear``. The flat parameter vector θ is always in the SPEC layout (``W_1`` as
+``(n_1, n_0)`` row-major, ``b_1``, ``W_2``, …), so with ``layout="jax"`` the weights are transposed into θ; vectors
+given as pytrees are taken and returned in the chosen layout, and flat vectors in the SPEC layout.
+
+- ``from_params(params, activation, loss)`` returns ``(net, theta)``: a :class:`JaxMLP` and θ as a JAX array.
+  ``to_params(net, theta)`` goes back; ``net.flatten`` / ``net.unflatten`` convert any parameter-shaped pytree.
+- :class:`JaxMLP` and :class:`JaxCurvature` take JAX (or NumPy) arrays and return JAX arrays. CPU arrays cross
+  as NumPy views (``np.asarray``) and come back through DLPack; GPU arrays cross by DLPack to pyhessk's ``cuda``
+  engine when it can run here, and otherwise raise a ``RuntimeError`` saying why.
+- float64 needs JAX's x64 mode (``jax.config.update("jax_enable_x64", True)``); without it, float64 results
+  raise a ``TypeError`` instead of being silently rounded to float32.
+
+Losses are the SPEC ones (``pyhessk._spec``): ``"mse"`` is the mean over samples of ½‖f − y‖², that is
+``jnp.mean(jnp.sum(optax.l2_loss(f, y), -1))``. A JAX objective that differs by a constant factor c maps with
+``loss_scale=c``: ``jnp.mean((f - y) ** 2)`` (the mean over n·d entries) is ``loss_scale=2/d`` times ``"mse"``, and
+``jnp.mean(optax.sigmoid_binary_cross_entropy(f, y))`` is ``loss_scale=1/d`` times ``"sigmoid_cross_entropy"``.
+``optax.softmax_cross_entropy_with_integer_labels(f, y).mean()`` is ``"cross_entropy"`` as it is.
+
+Example:
+    >>> import jax, jax.numpy as jnp, pyhessk.jax as hkj
+    >>> k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+    >>> params = [(jax.random.normal(k1, (3, 8)), jnp.zeros(8)), (jax.random.normal(k2, (8, 2)), jnp.zeros(2))]
+    >>> net, theta = hkj.from_params(params, activation="tanh", loss="mse")      # W is (n_in, n_out)
+    >>> X, Y = jnp.ones((16, 3)), jnp.zeros((16, 2))
+    >>> c = net.linearize(theta, X, Y)
+    >>> c.hvp(jnp.ones(net.num_params)).shape
+    (50,)
+    >>> [(w.shape, b.shape) for w, b in c.gnvp(params)]      # a pytree in, the same pytree out
+    [((3, 8), (8,)), ((8, 2), (2,))]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _dispatch, _spec
+from ._arrays import as_real
+from .mlp import MLP
+
+__all__ = ["JaxCurvature", "JaxMLP", "from_params", "to_params"]
+
+LAYOUTS = ("jax", "torch")
+
+
+# ---- arrays across the boundary ----------------------------------------------------------------------
+def _on_gpu(x: Any) -> bool:
+    devices = getattr(x, "devices", None)
+    return callable(devices) and any(d.platform == "gpu" for d in devices())
+
+
+def _to_engine(x: Any, name: str) -> Any:
+    """A CPU JAX array as a NumPy view, a GPU one as a CuPy array (DLPack); anything else unchanged."""
+    if not isinstance(x, jax.Array):
+        return x
+    if x.dtype in (jnp.float16, jnp.bfloat16):
+        raise TypeError(f"{name} has dtype {x.dtype}; pyhessk computes in float32 or float64")
+    if _on_gpu(x):
+        engine, reason = _dispatch.probe("cuda")
+        if engine is None:
+            raise RuntimeError(f"{name} is a GPU array, but pyhessk's 'cuda' engine cannot run here ({reason}); move "
+                               "it to the CPU with jax.device_get, or install the GPU engine (pip install 'pyhessk[cuda]')")
+        import cupy
+
+        return cupy.from_dlpack(x)
+    return np.asarray(x)
+
+
+def _from_engine(a: Any) -> jax.Array:
+    if a.dtype == np.float64 and not jax.config.jax_enable_x64:
+        raise TypeError("the result is float64, but JAX's x64 mode is off, so JAX would round it to float32; enable "
+                        "it with jax.config.update('jax_enable_x64', True), or pass float32 arrays")
+    if isinstance(a, np.ndarray):
+        a = np.ascontiguousarray(a)
+        try:
+            return jnp.from_dlpack(a)
+        except (TypeError, ValueError, RuntimeError):  # e.g. a buffer JAX cannot alias: copy it
+            return jnp.asarray(a)
+    return jnp.from_dlpack(a)
+
+
+def _device_of(*xs: Any) -> str:
+    on = {"cuda" if _on_gpu(x) else "cpu" for x in xs if isinstance(x, jax.Array)}
+    if len(on) > 1:
+        raise ValueError("the arrays of one call must be on one device, got CPU and GPU arrays")
+    return on.pop() if on else "cpu"
+
+
+# ---- the pytree of (W, b) pairs ---------------------------------------------------------------------
+def _check_layout(layout: Any) -> str:
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {list(LAYOUTS)} ('jax': W of shape (n_in, n_out), x @ W + b; "
+                         f"'torch': W of shape (n_out, n_in), W @ x + b), got {layout!r}")
+    return layout
+
+
+def _pairs(params: Any, name: str) -> list[tuple[Any, Any]]:
+    if not isinstance(params, (list, tuple)) or len(params) == 0:
+        raise TypeError(f"{name} must be a non-empty list of (W, b) pairs, one per layer, got {type(params).__name__}")
+    out = []
+    for l, p in enumerate(params):
+        if isinstance(p, (list, tuple)) and len(p) == 2:
+            out.append((p[0], p[1]))
+        elif isinstance(p, (list, tuple)) and len(p) == 1:
+            out.append((p[0], None))
+        else:
+            raise TypeError(f"{name}[{l}] must be a (W, b) pair (or (W,) / (W, None) without a bias)")
+    return out
+
+
+def _read_params(params: Any, layout: str) -> tuple[list[int], bool]:
+    pairs = _pairs(params, "params")
+    sizes: list[int] = []
+    for l, (W, _) in enumerate(pairs):
+        s = np.shape(W)
+        if len(s) != 2:
+            raise ValueError(f"params[{l}]: W must be 2-D, got shape {s}")
+        n_in, n_out = (s[0], s[1]) if layout == "jax" else (s[1], s[0])
+        if sizes and n_in != sizes[-1]:
+            want = f"({sizes[-1]}, n_out)" if layout == "jax" else f"(n_out, {sizes[-1]})"
+            raise ValueError(f"params[{l}]: W must have shape {want} to follow the previous layer (layout={layout!r}), "
+                             f"got {s}")
+        sizes += [n_in, n_out] if not sizes else [n_out]
+    has_b = [b is not None for _, b in pairs]
+    if any(has_b) and not all(has_b):
+        raise ValueError("params: either every layer has a bias b or none has (pyhessk's bias= applies to all layers)")
+    return sizes, all(has_b)
+
+
+class JaxMLP:
+    """A pyhessk MLP that takes and returns JAX arrays; made by :func:`from_params`.
+
+    The objective is ``loss_scale · (SPEC data term) + (λ/2) Σ ‖W_l‖²`` (``l2=λ`` on the weights, after the factor).
+
+    Attributes:
+        mlp: the underlying ``pyhessk.MLP`` (SPEC objective, with l2 = λ / loss_scale).
+        layout: "jax" or "torch", the weight layout of parameter pytrees.
+        loss_scale: the constant factor on the SPEC data term (1 by default).
+    """
+
+    def __init__(self, sizes: Sequence[int], activation: Any, loss: str, l2: float, reduction: str, bias: bool,
+                 layout: str, loss_scale: float, backend: str) -> None:
+        self.layout = _check_layout(layout)
+        self.loss_scale = as_real(loss_scale, "loss_scale", low=0.0, open_low=True)
+        self.l2 = as_real(l2, "l2", low=0.0)
+        self._args = dict(activation=activation, loss=loss, l2=self.l2 / self.loss_scale, reduction=reduction,
+                          bias=bias)
+        self.mlp = MLP(list(sizes), backend=backend, **self._args)
+        self._gpu: MLP | None = None
+
+    @property
+    def sizes(self) -> list[int]:
+        return self.mlp.sizes
+
+    @property
+    def num_params(self) -> int:
+        return self.mlp.num_params
+
+    def __repr__(self) -> str:
+        return f"JaxMLP({self.mlp!r}, layout={self.layout!r}, loss_scale={self.loss_scale}, l2={self.l2})"
+
+    # ---- pytrees <-> flat θ layout -------------------------------------------------------------------
+    def flatten(self, params: Any) -> jax.Array:
+        """A parameter-shaped pytree (list of (W, b), each with an optional trailing axis k) as a flat (N,) / (N, k)."""
+        pairs = _pairs(params, "params")
+        L = len(self.sizes) - 1
+        if len(pairs) != L:
+            raise ValueError(f"params must hold {L} (W, b) pairs, one per layer, got {len(pairs)}")
+        block = jnp.ndim(pairs[0][0]) == 3
+        parts = []
+        for l, ((W, b), n_in, n_out) in enumerate(zip(pairs, self.sizes[:-1], self.sizes[1:])):
+            shape_w = (n_in, n_out) if self.layout == "jax" else (n_out, n_in)
+            k = (jnp.shape(pairs[0][0])[-1],) if block else ()
+            if jnp.shape(W) != (*shape_w, *k):
+                raise ValueError(f"params[{l}]: W must have shape {(*shape_w, *k)} (layout={self.layout!r}), got "
+                                 f"{jnp.shape(W)}")
+            W = jnp.asarray(W)
+            if self.layout == "jax":
+                W = jnp.swapaxes(W, 0, 1)
+            parts.append(W.reshape(n_out * n_in, *k))
+            if self.mlp.bias:
+                if b is None or jnp.shape(b) != (n_out, *k):
+                    raise ValueError(f"params[{l}]: b must have shape {(n_out, *k)}, got "
+                                     f"{None if b is None else jnp.shape(b)}")
+                parts.append(jnp.asarray(b))
+            elif b is not None:
+                raise ValueError(f"params[{l}]: this network has no biases, got a b of shape {jnp.shape(b)}")
+        return jnp.concatenate(parts, axis=0)
+
+    def unflatten(self, v: Any) -> list[tuple[jax.Array, jax.Array | None]]:
+        """A flat (N,) / (N, k) vector as a list of (W, b) pairs in this net's layout (b is None without biases)."""
+        v = jnp.asarray(v)
+        if v.ndim not in (1, 2) or v.shape[0] != self.num_params:
+            raise ValueError(f"v must have shape ({self.num_params},) or ({self.num_params}, k), got {v.shape}")
+        k, pos, out = v.shape[1:], 0, []
+        for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
+            W = v[pos:pos + n_out * n_in].reshape(n_out, n_in, *k)
+            pos += n_out * n_in
+            if self.layout == "jax":
+                W = jnp.swapaxes(W, 0, 1)
+            b = None
+            if self.mlp.bias:
+                b = v[pos:pos + n_out]
+                pos += n_out
+            out.append((W, b))
+        return out
+
+    # ---- evaluation ----------------------------------------------------------------------------------
+    def _net(self, device: str) -> MLP:
+        if device == "cpu":
+            return self.mlp
+        if self._gpu is None:
+            self._gpu = MLP(self.sizes, backend="cuda", **self._args)
+        return self._gpu
+
+    def _batch(self, theta: Any, X: Any, Y: Any = None) -> tuple[MLP, Any, Any, Any]:
+        net = self._net(_device_of(theta, X, Y))
+        return net, _to_engine(theta, "theta"), _to_engine(X, "X"), _to_engine(Y, "Y")
+
+    def forward(self, theta: Any, X: Any) -> jax.Array:
+        """Network outputs (n, d)."""
+        net, t, x, _ = self._batch(theta, X)
+        return _from_engine(net.forward(t, x))
+
+    def loss(self, theta: Any, X: Any, Y: Any) -> float:
+        """The objective as a Python float."""
+        return self.linearize(theta, X, Y).loss
+
+    def grad(self, theta: Any, X: Any, Y: Any) -> jax.Array:
+        """The gradient, flat (N,) in the SPEC layout (``unflatten`` gives the pytree)."""
+        return self.linearize(theta, X, Y).grad
+
+    def linearize(self, theta: Any, X: Any, Y: Any) -> JaxCurvature:
+        """One fused forward and backward pass; the snapshot answers every product with JAX arrays."""
+        net, t, x, y = self._batch(theta, X, Y)
+        return JaxCurvature(self, net.linearize(t, x, y))
+
+    def hvp(self, theta: Any, X: Any, Y: Any, V: Any) -> Any:
+        """One-shot exact Hessian products."""
+        return self.linearize(theta, X, Y).hvp(V)
+
+    def gnvp(self, theta: Any, X: Any, Y: Any, V: Any) -> Any:
+        """One-shot Gauss–Newton products (forward pass only)."""
+        net, t, x, y = self._batch(theta, X, Y)
+        return JaxCurvature(self, net._linearize_forward(t, x, y)).gnvp(V)
+
+
+class JaxCurvature:
+    """A ``pyhessk.Curvature`` snapshot that takes and returns JAX arrays.
+
+    Vectors are flat (N,) / (N, k) arrays in the SPEC layout, or pytrees shaped like the parameters (a list of
+    (W, b) pairs in the net's layout, each array with a trailing axis k for a block); answers come back in the
+    form given.
+    """
+
+    def __init__(self, net: JaxMLP, curvature: Any) -> None:
+        self.net = net
+        self.curvature = curvature
+
+    @property
+    def loss(self) -> float:
+        return self.net.loss_scale * self.curvature.loss
+
+    @property
+    def grad(self) -> jax.Array:
+        return _from_engine(self.net.loss_scale * self.curvature.grad)
+
+    def _vec(self, V: Any) -> tuple[Any, bool]:
+        if isinstance(V, (list, tuple)):
+            return _to_engine(self.net.flatten(V), "V"), True
+        return _to_engine(V, "V"), False
+
+    def _answer(self, out: Any, tree: bool) -> Any:
+        a = _from_engine(out)
+        return self.net.unflatten(a) if tree else a
+
+    def hvp(self, V: Any) -> Any:
+        """H V; flat or pytree, same form out."""
+        v, tree = self._vec(V)
+        return self._answer(self.net.loss_scale * self.curvature.hvp(v), tree)
+
+    def gnvp(self, V: Any) -> Any:
+        """G V (plus λ on the weights); flat or pytree, same form out."""
+        v, tree = self._vec(V)
+        return self._answer(self.net.loss_scale * self.curvature.gnvp(v), tree)
+
+    def jvp(self, V: Any) -> jax.Array:
+        """J V of the network output: (n, d) or (n, d, k)."""
+        v, _ = self._vec(V)
+        return _from_engine(self.curvature.jvp(v))
+
+    def vjp(self, U: Any) -> jax.Array:
+        """Jᵀ U summed over samples, flat: (n, d) → (N,), (n, d, k) → (N, k)."""
+        return _from_engine(self.curvature.vjp(_to_engine(U, "U")))
+
+    def hessian(self, **kw: Any) -> jax.Array:
+        """The dense Hessian (N, N) in the SPEC layout."""
+        return _from_engine(self.net.loss_scale * self.curvature.hessian(**kw))
+
+    def gnh(self, **kw: Any) -> jax.Array:
+        """The dense Gauss–Newton Hessian (N, N) in the SPEC layout."""
+        return _from_engine(self.net.loss_scale * self.curvature.gnh(**kw))
+
+    def gnh_diagonal(self) -> jax.Array:
+        """The exact diagonal of G (SPEC §3), flat."""
+        return _from_engine(self.net.loss_scale * self.curvature.gnh_entries().diagonal())
+
+
+def from_params(params: Any, activation: Any = "tanh", loss: str = "mse", *, layout: str = "jax", l2: float = 0.0,
+                reduction: str = "mean", loss_scale: float = 1.0, backend: str = "auto") -> tuple[JaxMLP, jax.Array]:
+    """``(net, theta)`` for an MLP given as a list of ``(W, b)`` pairs.
+
+    Args:
+        params: one ``(W, b)`` pair per layer (``(W,)`` or ``(W, None)`` for a network without biases); W is
+            ``(n_in, n_out)`` for ``layout="jax"``, ``(n_out, n_in)`` for ``layout="torch"``.
+        activation: a hidden activation name of ``pyhessk._spec`` (all hidden layers) or a list of L − 1 names;
+            ``jax.nn`` equivalents: tanh, sigmoid, relu, leaky_relu (slope 0.01), softplus,
+            gelu (``approximate=False``), silu, and ``jnp.sin``.
+        loss: a SPEC loss name ("mse", "cross_entropy", "binary_cross_entropy", …).
+        layout: "jax" or "torch" (module docstring).
+        l2: weight decay λ: adds (λ/2) Σ ‖W_l‖² on the weights.
+        reduction: "mean" or "sum" over samples.
+        loss_scale: a constant c > 0 multiplying the data term, to match a JAX objective's convention.
+        backend: the pyhessk engine for CPU arrays.
+
+    Returns:
+        The :class:`JaxMLP` and θ, a new flat JAX array in the SPEC layout.
+    """
+    layout = _check_layout(layout)
+    sizes, bias = _read_params(params, layout)
+    _spec.loss(loss)  # the name error before anything else
+    net = JaxMLP(sizes, activation, loss, l2, reduction, bias, layout, loss_scale, backend)
+    pairs = _pairs(params, "params")
+    for l, (W, b) in enumerate(pairs):
+        for nm, a in (("W", W), ("b", b)):
+            dt = getattr(a, "dtype", None)
+            if a is not None and dt is not None and np.dtype(dt) not in (np.float32, np.float64):
+                raise TypeError(f"params[{l}]: {nm} has dtype {dt}; pyhessk computes in float32 or float64")
+    dtypes = {np.dtype(getattr(a, "dtype", np.float64)) for W, b in pairs for a in (W, b) if a is not None}
+    if len(dtypes) > 1:
+        raise TypeError(f"params: all arrays must share one dtype, got {sorted(map(str, dtypes))}")
+    if dtypes == {np.dtype(np.float64)} and not jax.config.jax_enable_x64:
+        raise TypeError("params are float64, but JAX's x64 mode is off; enable it with "
+                        "jax.config.update('jax_enable_x64', True), or pass float32 arrays")
+    return net, net.flatten(params)
+
+
+def to_params(net: JaxMLP, theta: Any) -> list[tuple[jax.Array, jax.Array | None]]:
+    """θ (flat, SPEC layout) as the list of ``(W, b)`` pairs in ``net.layout``; the inverse of ``from_params``."""
+    if not isinstance(net, JaxMLP):
+        raise TypeError(f"net must be a pyhessk.jax.JaxMLP, got {type(net).__name__}")
+    t = jnp.asarray(theta)
+    if t.ndim != 1:
+        raise ValueError(f"theta must be 1-D of length {net.num_params}, got shape {t.shape}")
+    return net.unflatten(t)
