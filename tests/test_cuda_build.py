@@ -1,0 +1,333 @@
+"""The CUDA engine on a machine without a GPU: its sources compile (nvcc for pyhessk._core_cuda, NVRTC for the
+CuPy path), the kernel registry matches the C++ signatures, and the host-side logic (launch shapes, argument
+checks, probing, array handling, errors) behaves. tests/test_cuda_engine.py runs the engine itself on a GPU.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import pyhessk as hk
+from pyhessk import _arrays, _dispatch, _spec
+from pyhessk.backends.cuda import _kernels, _nvrtc, _providers, _source
+
+ROOT = Path(__file__).resolve().parents[1]
+CSRC = ROOT / "csrc"
+KERNEL_HEADERS = sorted((CSRC / "cuda" / "kernels").glob("*.cuh"))
+
+
+# ---- the registry against the C++ sources -----------------------------------------------------------------
+_GLOBAL = re.compile(r"PYHESSK_GLOBAL void (\w+)\(([^)]*)\)", re.S)
+_KIND = {"index_t": "i", "T": "s", "const T*": "p", "T*": "p", "const index_t*": "I", "double*": "D",
+         "unsigned long long": "u"}
+
+
+def _cxx_kernels() -> dict[str, str]:
+    out = {}
+    for header in KERNEL_HEADERS:
+        for name, params in _GLOBAL.findall(header.read_text(encoding="utf-8")):
+            kinds = []
+            for p in params.split(","):
+                ctype = " ".join(p.split()[:-1]).replace(" *", "*")
+                assert ctype in _KIND, f"{header.name}: {name} has a parameter of unmapped type {ctype!r}"
+                kinds.append(_KIND[ctype])
+            out[name] = "".join(kinds)
+    return out
+
+
+def test_registry_matches_the_kernel_signatures():
+    cxx = _cxx_kernels()
+    assert set(cxx) == set(_kernels.KERNELS)
+    for name, spec in _kernels.KERNELS.items():
+        expected = spec.args if spec.per_item else "i" + spec.args  # grid-stride kernels take the count first
+        assert cxx[name] == expected, name
+
+
+def test_every_kernel_has_a_core_launcher_and_a_host_emulation():
+    table = (CSRC / "cuda" / "launch_cuda.cu").read_text(encoding="utf-8")
+    emulated = set(re.findall(r"void emu_(\w+)\(", (CSRC / "cuda" / "emulation" / "host_kernels.cpp").read_text()))
+    for name in _kernels.KERNELS:
+        assert f'"{name}"' in table, name
+    assert emulated == set(_kernels.KERNELS)
+
+
+def test_template_tags_range_over_the_registry():
+    assert _kernels.tag_values("act") == [a.id for a in _spec.ACTIVATIONS]
+    assert _kernels.tag_values("loss") == [spec.id for spec in _spec.LOSSES]
+    assert _kernels.name_expression("activation_kernel", "float32", 1) == "pyhessk::cuda::activation_kernel<float, 1>"
+    assert _kernels.name_expression("hadamard_kernel", "float64", None) == "pyhessk::cuda::hadamard_kernel<double>"
+    with pytest.raises(ValueError, match="template tag"):
+        _kernels.name_expression("hadamard_kernel", "float64", 3)
+    n_tagged = sum(len(_kernels.tag_values(k.tag)) for k in _kernels.KERNELS.values())
+    assert len(_kernels.all_name_expressions("float32")) == n_tagged
+
+
+# ---- launch shapes and argument checks ---------------------------------------------------------------------
+@pytest.mark.parametrize("total, blocks", [(1, 1), (256, 1), (257, 2), (10**6, 3907), (10**12, _kernels.MAX_BLOCKS)])
+def test_elementwise_launch_shape_covers_every_element(total, blocks):
+    b, t = _kernels.launch_shape("hadamard_kernel", total)
+    assert (b, t) == (blocks, _kernels.THREADS)
+    assert b * t >= total or b == _kernels.MAX_BLOCKS  # the grid-stride loop covers the rest
+
+
+def test_per_item_launch_shape_and_limits():
+    assert _kernels.launch_shape("entries_kernel", 7) == (7, _kernels.REDUCE_THREADS)
+    assert _kernels.launch_shape("entries_kernel", 0) == (0, 0)
+    with pytest.raises(ValueError, match="grid limit"):
+        _kernels.launch_shape("sample_kernel", 2**31)
+    with pytest.raises(ValueError, match="negative"):
+        _kernels.launch_shape("hadamard_kernel", -1)
+
+
+def test_launch_arguments_are_checked_against_the_registry():
+    f64 = np.zeros(4)
+    _providers.check_launch("hadamard_kernel", np.dtype(np.float64), (f64, f64, f64), np)
+    with pytest.raises(TypeError, match="expected 3 arguments"):
+        _providers.check_launch("hadamard_kernel", np.dtype(np.float64), (f64, f64), np)
+    with pytest.raises(TypeError, match="argument 1 must be a contiguous float64"):
+        _providers.check_launch("hadamard_kernel", np.dtype(np.float64), (f64, f64.astype(np.float32), f64), np)
+    with pytest.raises(TypeError, match="argument 0 must be a contiguous"):
+        _providers.check_launch("hadamard_kernel", np.dtype(np.float64), (np.zeros((4, 2))[:, 0], f64, f64), np)
+    with pytest.raises(TypeError, match="argument 0 must be an integer"):
+        _providers.check_launch("add_bias_kernel", np.dtype(np.float64), (2.5, f64, f64), np)
+    with pytest.raises(TypeError, match="must be a contiguous int64"):
+        _providers.check_launch("gather_kernel", np.dtype(np.float64), (1, 1, f64, f64, f64, f64, f64), np)
+    _providers.check_launch("rforward_kernel", np.dtype(np.float64), (1, 4, None, 0, None, f64, None), np)
+
+
+def test_gemm_operands_are_checked():
+    A, B, C = np.zeros(6), np.zeros(12), np.zeros(8)
+    _providers.check_gemm(False, False, 2, 4, 3, A, 3, B, 4, C, 4)
+    _providers.check_gemm(True, True, 2, 4, 3, A, 2, B, 3, C, 4)
+    with pytest.raises(ValueError, match="C holds 8 elements"):
+        _providers.check_gemm(False, False, 2, 5, 3, A, 3, np.zeros(15), 5, C, 5)
+    with pytest.raises(ValueError, match="A holds"):
+        _providers.check_gemm(False, False, 2, 4, 3, A, 2, B, 4, C, 4)  # lda < K
+    with pytest.raises(TypeError, match="mixed dtypes"):
+        _providers.check_gemm(False, False, 2, 4, 3, A, 3, B.astype(np.float32), 4, C, 4)
+
+
+# ---- NVRTC: the CuPy path's source compiles without a GPU ----------------------------------------------------
+def _nvrtc_or_skip() -> None:
+    try:
+        _nvrtc.library()
+    except OSError as exc:
+        pytest.skip(f"no NVRTC library to compile with ({exc})")
+
+
+def test_kernel_source_is_self_contained():
+    src = _source.kernel_source()
+    assert not re.search(r'#\s*include\s+"', src)
+    for name in _kernels.KERNELS:
+        assert f"void {name}(" in src
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_nvrtc_compiles_every_instantiation(dtype):
+    _nvrtc_or_skip()
+    exprs = _kernels.all_name_expressions(dtype)
+    result = _nvrtc.compile_source(_source.kernel_source(), exprs, _source.NVRTC_OPTIONS)
+    assert set(result.lowered) == set(exprs)
+    for lowered in result.lowered.values():
+        assert f".entry {lowered}(" in result.ptx
+    assert "warning" not in result.log.lower(), result.log
+
+
+def test_nvrtc_reports_compile_errors():
+    _nvrtc_or_skip()
+    with pytest.raises(RuntimeError, match="compilation failed"):
+        _nvrtc.compile_source("__global__ void k() { undeclared(); }", [], ())
+
+
+# ---- nvcc: pyhessk._core_cuda builds (a compile and link check) and checks its arguments ---------------------
+def _find_nvcc() -> str | None:
+    for cand in (shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc"):
+        if cand and os.path.isfile(cand):
+            return cand
+    return None
+
+
+@pytest.fixture(scope="module")
+def core_cuda(tmp_path_factory):
+    """pyhessk._core_cuda built from this checkout into a temporary directory (one architecture) and loaded."""
+    if _find_nvcc() is None:
+        pytest.skip("nvcc not found: the CUDA compile check needs the CUDA toolkit")
+    out, tmp = tmp_path_factory.mktemp("core_cuda"), tmp_path_factory.mktemp("core_cuda_tmp")
+    env = dict(os.environ, PYHESSK_BUILD_CPP="0", PYHESSK_BUILD_CUDA="1", PYHESSK_CUDA_ARCHS="90")
+    proc = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--build-lib", str(out), "--build-temp",
+                           str(tmp)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    if "cuBLAS headers were not found" in proc.stdout + proc.stderr:
+        pytest.skip("the cuBLAS headers are missing (pip install nvidia-cublas)")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    built = sorted(out.glob("pyhessk/_core_cuda*.so"))
+    assert built, "setup.py reported success but produced no _core_cuda module"
+    spec = importlib.util.spec_from_file_location("_core_cuda", built[0])  # not registered in sys.modules
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_core_cuda_builds_and_matches_the_registry(core_cuda):
+    assert sorted(core_cuda.kernel_names()) == sorted(_kernels.KERNELS)
+    assert core_cuda.activation_ids() == {a.name: a.id for a in _spec.ACTIVATIONS}
+    assert core_cuda.loss_ids() == {spec.name: spec.id for spec in _spec.LOSSES}
+    info = core_cuda.build_info()
+    assert info["archs"] == "90" and info["version"] == hk.__version__
+
+
+def test_core_cuda_checks_arguments_before_launching(core_cuda):
+    with pytest.raises(ValueError, match="no kernel nope"):
+        core_cuda.launch("nope", 0, -1, 1, 1, 256, 0, [])
+    with pytest.raises(ValueError, match="takes 4 arguments, got 3"):
+        core_cuda.launch("hadamard_kernel", 0, -1, 1, 1, 256, 0, [1, None, None])
+    with pytest.raises(ValueError, match="argument 1 must be a device array"):
+        core_cuda.launch("hadamard_kernel", 0, -1, 1, 1, 256, 0, [1, 2, None, None])
+    with pytest.raises(ValueError, match="argument 0 must be an integer"):
+        core_cuda.launch("hadamard_kernel", 0, -1, 1, 1, 256, 0, [1.5, None, None, None])
+    with pytest.raises(TypeError, match="bool"):
+        core_cuda.launch("hadamard_kernel", 0, -1, 1, 1, 256, 0, [True, None, None, None])
+    with pytest.raises(ValueError, match="launch shape"):
+        core_cuda.launch("hadamard_kernel", 0, -1, 1, 0, 256, 0, [1, None, None, None])
+    with pytest.raises(ValueError, match="kReduceThreads"):
+        core_cuda.launch("entries_kernel", 0, -1, 1, 1, 128, 0, [])
+    with pytest.raises(TypeError, match="__cuda_array_interface__"):
+        core_cuda.gemm(False, False, 1, 1, 1, 1.0, np.zeros(1), 1, np.zeros(1), 1, 0.0, np.zeros(1), 1, 0, False)
+
+
+def test_host_compiler_compiles_the_binding():
+    cxx = shutil.which("g++") or shutil.which("c++")
+    if cxx is None:
+        pytest.skip("no host C++ compiler")
+    pybind11 = pytest.importorskip("pybind11")
+    proc = subprocess.run([cxx, "-std=c++17", "-fsyntax-only", f"-I{CSRC}", f"-I{pybind11.get_include()}",
+                           *(f"-I{p}" for p in _python_includes()), str(CSRC / "bindings" / "module_cuda.cpp")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+
+def _python_includes() -> list[str]:
+    import sysconfig
+
+    return sorted({sysconfig.get_paths()["include"], sysconfig.get_paths()["platinclude"]})
+
+
+# ---- probing, dispatch and array handling without a GPU ------------------------------------------------------
+def _gpu_visible() -> bool:
+    from pyhessk.backends import cuda
+
+    try:
+        return cuda.gpu_status(cuda._cupy())[0]
+    except RuntimeError:
+        return False
+
+
+needs_no_gpu = pytest.mark.skipif(_gpu_visible(), reason="checks the behaviour on machines without a GPU")
+
+
+@needs_no_gpu
+def test_probe_says_why_the_engine_cannot_run():
+    import pyhessk.backends.cuda as cuda
+
+    assert cuda.BACKEND is None
+    assert re.search(r"(no GPU visible|cupy not installed|not built)", cuda.UNAVAILABLE_REASON)
+    if _dispatch.probe("cuda")[0] is None:  # (the emulation may stand in under PYHESSK_TEST_CUDA_EMULATION)
+        with pytest.raises(RuntimeError, match=r"backend 'cuda' cannot run: .*(GPU|cupy)"):
+            hk.MLP([2, 1], backend="cuda")
+        assert "cuda" not in hk.available_backends()
+        assert "GPU arrays cannot run here" in hk.show_config()
+
+
+class _FakeRuntime:
+    def __init__(self, count=None, error=None):
+        self.count, self.error = count, error
+
+    def getDeviceCount(self):  # noqa: N802 - CuPy's name
+        if self.error:
+            raise self.error
+        return self.count
+
+
+class _FakeCupy:
+    def __init__(self, runtime):
+        self.cuda = type("cuda", (), {"runtime": runtime})()
+
+
+def test_gpu_status_reasons():
+    from pyhessk.backends.cuda import gpu_status
+
+    ok, why = gpu_status(_FakeCupy(_FakeRuntime(error=RuntimeError("driver too old"))))
+    assert not ok and "no GPU visible" in why and "driver too old" in why
+    ok, why = gpu_status(_FakeCupy(_FakeRuntime(count=0)))
+    assert not ok and "0 devices" in why
+
+
+def test_make_engine_validates_its_arguments():
+    from pyhessk.backends.cuda import make_engine
+
+    with pytest.raises(ValueError, match="path must be one of"):
+        make_engine(path="opencl")
+    with pytest.raises(TypeError, match="allow_tf32 must be True or False"):
+        make_engine(allow_tf32="yes")
+
+
+def test_dispatch_accepts_an_engine_object():
+    from pyhessk.backends.cuda._emulation import emulated_engine
+
+    engine = emulated_engine()
+    net = hk.MLP([3, 2], backend=engine)
+    assert net.backend == "cuda" and _dispatch.get(engine) is engine
+    with pytest.raises(TypeError, match="backend must be a string"):
+        hk.MLP([3, 2], backend=object())
+
+
+class _FakeCai:
+    def __init__(self, ptr=0, shape=(3,)):
+        self.__cuda_array_interface__ = {"shape": shape, "typestr": "<f8", "data": (ptr, False), "version": 3}
+
+
+class _FakeDlpack:
+    def __init__(self, device_type):
+        self.device_type = device_type
+
+    def __dlpack_device__(self):
+        return (self.device_type, 0)
+
+    def __dlpack__(self, stream=None):
+        raise NotImplementedError
+
+
+def test_gpu_arrays_are_recognised():
+    assert _arrays.is_gpu_array(_FakeCai())
+    assert _arrays.is_gpu_array(_FakeDlpack(2))  # kDLCUDA
+    assert not _arrays.is_gpu_array(_FakeDlpack(1))  # kDLCPU
+    assert not _arrays.is_gpu_array(np.zeros(3))
+    assert not _arrays.is_gpu_array([1.0, 2.0])
+
+
+def test_null_gpu_pointers_are_refused_before_reaching_cupy():
+    pytest.importorskip("cupy")
+    with pytest.raises(TypeError, match="theta is a GPU array with a null data pointer"):
+        _arrays.to_cupy(_FakeCai(), "theta")
+
+
+def test_auto_with_gpu_inputs_and_no_gpu_engine_names_the_reason():
+    if _dispatch.probe("cuda")[0] is not None:
+        pytest.skip("a cuda engine is available here")
+    net = hk.MLP([3, 2], backend="auto")
+    with pytest.raises(TypeError, match=r"theta is a GPU array, but the 'cuda' engine cannot run here"):
+        net.forward(_FakeCai(shape=(8,)), np.zeros((2, 3)))
+
+
+def test_cpu_engine_still_refuses_gpu_arrays():
+    net = hk.MLP([3, 2], backend="numpy")
+    with pytest.raises(TypeError, match=r"X is a GPU array.*'cuda' engine"):
+        net.forward(net.init(), _FakeCai(shape=(2, 3)))
