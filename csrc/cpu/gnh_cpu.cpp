@@ -111,11 +111,21 @@ void GnhFactors<T>::entries(const int64_t* rows, const int64_t* cols, int64_t m,
   for (int64_t t = 0; t < m; ++t) {
     const Index p = decode(rows[t]), q = decode(cols[t]);
     const T *Sp = S(p), *Sq = S(q);
+    // Σ_k a_p[k] a_q[k] ⟨S_p[:, k], S_q[:, k]⟩, swept output by output so every pass runs over contiguous samples
+    const T* ap = p.col < 0 ? nullptr : AT_[p.layer - 1].data() + int64_t(p.col) * n_;
+    const T* aq = q.col < 0 ? nullptr : AT_[q.layer - 1].data() + int64_t(q.col) * n_;
     acc_t<T> total = 0;
-    for (int k = 0; k < n_; ++k) {
-      acc_t<T> dot = 0;
-      for (int c = 0; c < d_; ++c) dot += Sp[int64_t(c) * n_ + k] * Sq[int64_t(c) * n_ + k];
-      total += a(p, k) * a(q, k) * dot;
+    for (int c = 0; c < d_; ++c) {
+      const T *x = Sp + int64_t(c) * n_, *y = Sq + int64_t(c) * n_;
+      acc_t<T> sum = 0;
+      if (ap && aq)
+        for (int k = 0; k < n_; ++k) sum += acc_t<T>(ap[k] * aq[k]) * (x[k] * y[k]);
+      else if (ap || aq) {
+        const T* w = ap ? ap : aq;
+        for (int k = 0; k < n_; ++k) sum += acc_t<T>(w[k]) * (x[k] * y[k]);
+      } else
+        for (int k = 0; k < n_; ++k) sum += acc_t<T>(x[k] * y[k]);
+      total += sum;
     }
     out[t] = scale_ * T(total) + l2_term(rows[t], cols[t]);
   }
