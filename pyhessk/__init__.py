@@ -16,6 +16,7 @@ from .bishop import (
     sherman_morrison,
 )
 from .curvature import Curvature, GnhEntries
+from .hodlr import HodlrMatrix, gnh_hodlr
 from .linalg import CGResult, CurvatureOperator, InverseOperator, as_linear_operator, cg, inverse_operator
 from .mlp import MLP
 from .optim import scipy_problem
@@ -38,6 +39,7 @@ __all__ = [
     "Curvature",
     "CurvatureOperator",
     "GnhEntries",
+    "HodlrMatrix",
     "InverseOperator",
     "__version__",
     "as_linear_operator",
@@ -48,6 +50,7 @@ __all__ = [
     "diagonal",
     "eigsh",
     "empirical_fisher_diagonal",
+    "gnh_hodlr",
     "gnvp",
     "hvp",
     "inverse_operator",

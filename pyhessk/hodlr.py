@@ -1,0 +1,552 @@
+r"""Hierarchical (HODLR) compression of the damped Gauss–Newton matrix K = G + λI from its entries.
+
+Chen, Reiz, Yu, Bungartz and Biros (SIMAX 2021) feed the entry oracle of SPEC §3 to a hierarchical-matrix
+compressor (ALGORITHMS §4.5). This module is a small HODLR version of that idea:
+
+- a binary tree over the parameter indices in their θ order, halved until a node has at most
+  ``leaf_size`` indices (the layers are contiguous in θ, so each layer's weights and biases form natural
+  clusters; no reordering is done);
+- the diagonal blocks of the leaves are stored dense and exact (``e.block(I, I) + λI``);
+- the off-diagonal block K[A, B] = G[A, B] of every internal node (children A and B) is compressed by
+  adaptive cross approximation (ACA with partial pivoting, Bebendorf 2000), which reads single rows and
+  columns through ``e.block`` and so never evaluates the block, let alone the N × N matrix, followed by a
+  QR + SVD recompression that truncates to the tolerance and ``max_rank``; a block whose rank would store
+  as many numbers as the block itself is stored dense (exactly);
+- a product K̃V costs O(N·r·log(N/m)) per column, and the solve K̃⁻¹B uses a recursive
+  Sherman–Morrison–Woodbury factorization computed once (O(N·r²·log²(N/m))) and reused for every
+  right-hand side.
+
+The tolerance is relative per block: ‖G[A,B] − U Vᵀ‖_F ≤ tol·‖G[A,B]‖_F (ACA's estimate of the norm),
+so ‖K − K̃‖_F ≤ tol·‖K‖_F; the solve then satisfies K̃x = b exactly (a backward error of about tol) and its
+forward error is at most about cond(K)·tol. All factors are held in float64, whatever the snapshot's dtype;
+products and solves take and return arrays in the snapshot's dtype.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import scipy.linalg as sla
+from scipy.sparse.linalg import LinearOperator
+
+from ._arrays import as_float, as_int, as_real
+
+if TYPE_CHECKING:
+    from .curvature import Curvature, GnhEntries
+
+DEFAULT_LEAF_SIZE = 64
+_PROBES = 3  # random residual columns that confirm each ACA stop
+_READ_WHOLE = 32  # blocks with a side this short are read whole and truncated by SVD (cheaper, and exact)
+_BATCH = 16  # most crosses per pair of oracle calls in ACA (rows, then columns, one GEMM each)
+
+
+@dataclass
+class _Node:
+    """One tree node over the parameter indices [start, stop)."""
+
+    start: int
+    stop: int
+    level: int
+    children: tuple[_Node, _Node] | None = None
+    # leaf: the dense diagonal block K[I, I]; internal: K[A, B] ≈ U Vᵀ, or the dense block when V is None
+    D: np.ndarray | None = None
+    U: np.ndarray | None = None
+    V: np.ndarray | None = None
+    converged: bool = True  # False when max_rank cut the block before tol was met
+    # the factorization (filled by HodlrMatrix.factorize)
+    chol: Any = None
+    Y1: np.ndarray | None = None
+    Y2: np.ndarray | None = None
+    S_lu: Any = None
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def rank(self) -> int:
+        if self.V is None:
+            return min(self.U.shape) if self.U is not None else 0
+        return self.U.shape[1]
+
+    @property
+    def stored(self) -> int:
+        """Numbers stored by this node (the dense leaf block, or the off-diagonal factors)."""
+        if self.children is None:
+            return self.D.size
+        return self.U.size + (0 if self.V is None else self.V.size)
+
+
+@dataclass
+class HodlrReport:
+    """What ``HodlrMatrix.report`` measures. Errors are NaN unless the dense comparison was asked for."""
+
+    num_params: int
+    leaf_size: int
+    tol: float
+    max_rank: int | None
+    damping: float
+    levels: list[dict[str, Any]]
+    stored: int
+    entries_evaluated: int
+    build_seconds: float
+    rank_limited_blocks: int
+    dense_blocks: int
+    matvec_rel_fro: float = float("nan")
+    matvec_rel_spectral: float = float("nan")
+    matvec_rel_random: float = float("nan")
+    solve_rel_error: float = float("nan")
+    solve_rel_residual: float = float("nan")
+    cond_estimate: float = float("nan")
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def memory_ratio(self) -> float:
+        """Numbers stored divided by N²."""
+        return self.stored / float(self.num_params) ** 2
+
+    @property
+    def max_rank_used(self) -> int:
+        return max((lv["max_rank"] for lv in self.levels), default=0)
+
+    def __str__(self) -> str:
+        N = self.num_params
+        lines = [
+            f"HODLR of G + {self.damping:g}·I: N = {N}, leaf size {self.leaf_size}, tol {self.tol:g}, "
+            f"max_rank {self.max_rank}",
+            f"stored {self.stored:,} numbers = {self.memory_ratio:.3%} of N² = {N * N:,}; "
+            f"entries evaluated while building {self.entries_evaluated:,} "
+            f"({self.entries_evaluated / float(N * N):.3%} of N²); built in {self.build_seconds:.3f} s",
+            f"blocks cut by max_rank: {self.rank_limited_blocks}; stored dense: {self.dense_blocks}",
+            "level  blocks  block size  ranks min/mean/max",
+        ]
+        for lv in self.levels:
+            lines.append(f"{lv['level']:5d}  {lv['blocks']:6d}  {lv['block_size']:10d}  "
+                         f"{lv['min_rank']}/{lv['mean_rank']:.1f}/{lv['max_rank']}")
+        if not np.isnan(self.matvec_rel_fro):
+            lines += [
+                f"‖K̃ − K‖_F/‖K‖_F = {self.matvec_rel_fro:.3e}, ‖K̃ − K‖₂/‖K‖₂ = {self.matvec_rel_spectral:.3e}, "
+                f"‖(K̃ − K)v‖/‖Kv‖ (random v) = {self.matvec_rel_random:.3e}",
+                f"solve: ‖K̃⁻¹b − K⁻¹b‖/‖K⁻¹b‖ = {self.solve_rel_error:.3e}, "
+                f"‖K K̃⁻¹b − b‖/‖b‖ = {self.solve_rel_residual:.3e}, cond(K) = {self.cond_estimate:.3e}",
+            ]
+        return "\n".join(lines)
+
+
+class _Builder:
+    """Adaptive cross approximation of the off-diagonal blocks through the entry oracle."""
+
+    def __init__(self, e: GnhEntries, tol: float, max_rank: int | None, rng: np.random.Generator, eps: float):
+        self.e = e
+        self.tol = tol
+        self.max_rank = max_rank
+        self.rng = rng
+        self.eps = eps
+        self.diag = np.asarray(e.diagonal(), dtype=np.float64)
+        self.evaluated = 0
+
+    def block(self, I: np.ndarray, J: np.ndarray) -> np.ndarray:
+        self.evaluated += I.size * J.size
+        return np.asarray(self.e.block(I, J), dtype=np.float64)
+
+    def compress(self, A: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, bool]:
+        """K[A, B] ≈ U Vᵀ (V is None: U is the dense block); the flag says whether the tolerance was met."""
+        m, k = A.size, B.size
+        dense_rank = (m * k) // (m + k)  # at this rank the factors store as many numbers as the block
+        limit = dense_rank if self.max_rank is None else min(dense_rank, self.max_rank + max(4, self.max_rank // 2))
+        if min(m, k) <= _READ_WHOLE:
+            U, V, ok = np.zeros((m, 0)), np.zeros((k, 0)), False
+            limit = dense_rank
+        else:
+            U, V, ok = self._aca(A, B, max(limit, 1))
+        if ok:
+            return self._truncate(U, V)
+        if limit == dense_rank:  # a small block, or ACA found no saving: read the whole block
+            M = self.block(A, B)
+            W, s, Zt = np.linalg.svd(M, full_matrices=False)
+            r = self._rank(s)
+            if r > dense_rank and (self.max_rank is None or self.max_rank >= min(m, k)):
+                return M, None, True
+            kept = r if self.max_rank is None else min(r, self.max_rank)
+            return W[:, :kept] * s[:kept], Zt[:kept].T, r <= kept
+        U, V, _ = self._truncate(U, V)
+        return U, V, False
+
+    def _aca(self, A: np.ndarray, B: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Adaptive cross approximation with partial pivoting, up to ``_BATCH`` crosses per pair of oracle calls.
+
+        Each round reads the residual of a batch of rows (the unused rows where the last cross was largest),
+        chooses pivots in it by complete pivoting, reads the pivot columns in one call, and appends the
+        crosses in pivot order (the same crosses sequential ACA would make with those pivots). It stops when
+        the last cross is below tol/2 of ACA's estimate of ‖K[A, B]‖_F and ``_PROBES`` random residual
+        columns agree, or at ``limit`` crosses (then the flag is False).
+        """
+        m, k = A.size, B.size
+        U = np.zeros((m, limit))
+        V = np.zeros((k, limit))
+        r, norm2 = 0, 0.0
+        # |G_ij| ≤ √(G_ii G_jj) (G is PSD): rows and columns with a zero diagonal are zero and never pivots
+        row_live = self.diag[A] > 0
+        if not (self.diag[B] > 0).any() or not row_live.any():
+            return U[:, :0], V[:, :0], True
+        tau = 0.5 * self.tol
+        used = ~row_live
+        score = self.diag[A].copy()
+        while r < limit:
+            cand = np.flatnonzero(~used)
+            if cand.size == 0:
+                return U[:, :r], V[:, :r], True
+            q = min(_BATCH, max(4, r // 2), limit - r, cand.size)
+            I = cand[np.argsort(-score[cand], kind="stable")[:q]]
+            used[I] = True
+            R = self.block(A[I], B) - U[I, :r] @ V[:, :r].T
+            floor = self.eps * max(np.sqrt(max(norm2, 0.0)), np.abs(R).max())
+            rows, cols, W = [], [], R.copy()
+            for _ in range(q):
+                a, j = np.unravel_index(int(np.argmax(np.abs(W))), W.shape)
+                if abs(W[a, j]) <= floor or W[a, j] == 0.0:
+                    break
+                rows.append(int(a))
+                cols.append(int(j))
+                W -= np.outer(W[:, j] / W[a, j], W[a])
+            if not rows:  # these rows are already interpolated: ask random columns where the residual is
+                ok, probe = self._probe(A, B, U[:, :r], V[:, :r], tau * np.sqrt(norm2))
+                if ok:
+                    return U[:, :r], V[:, :r], True
+                score = probe
+                continue
+            J = np.array(cols)
+            Rs = R[rows]
+            Cs = self.block(A, B[J]) - U[:, :r] @ V[J, :r].T
+            for t in range(len(rows)):
+                u = Cs[:, t].copy()
+                v = Rs[t] / Rs[t, J[t]]
+                Rs[t + 1 :] -= np.outer(u[I[rows[t + 1 :]]], v)
+                Cs[:, t + 1 :] -= np.outer(u, v[J[t + 1 :]])
+                norm2 += (u @ u) * (v @ v) + 2.0 * float((U[:, :r].T @ u) @ (V[:, :r].T @ v))
+                U[:, r], V[:, r] = u, v
+                r += 1
+            score = np.abs(u)
+            if np.linalg.norm(u) * np.linalg.norm(v) <= tau * np.sqrt(max(norm2, 0.0)):
+                ok, probe = self._probe(A, B, U[:, :r], V[:, :r], tau * np.sqrt(max(norm2, 0.0)))
+                if ok:
+                    return U[:, :r], V[:, :r], True
+                score = probe
+        return U[:, :r], V[:, :r], False
+
+    def _probe(self, A, B, U, V, bound: float) -> tuple[bool, np.ndarray]:
+        """Residual check on ``_PROBES`` random columns and rows (drawn ∝ the diagonal of G, so zero ones
+        never): each must be within its share of the bound. Returns the verdict and the largest residual
+        per row, which points ACA at the rows to read next when the check fails."""
+        wa, wb = self.diag[A], self.diag[B]
+        live_a, live_b = int(np.count_nonzero(wa)), int(np.count_nonzero(wb))
+        cols = self.rng.choice(B.size, size=min(_PROBES, live_b), replace=False, p=wb / wb.sum())
+        rows = self.rng.choice(A.size, size=min(_PROBES, live_a), replace=False, p=wa / wa.sum())
+        Rc = self.block(A, B[cols]) - U @ V[cols].T
+        Rr = self.block(A[rows], B) - U[rows] @ V.T
+        ok = (np.linalg.norm(Rc, axis=0).max() <= 2.0 * bound / np.sqrt(live_b)
+              and np.linalg.norm(Rr, axis=1).max() <= 2.0 * bound / np.sqrt(live_a))
+        score = np.abs(Rc).max(axis=1)
+        score[rows] = np.maximum(score[rows], np.abs(Rr).max(axis=1))
+        return bool(ok), score
+
+    def _rank(self, s: np.ndarray) -> int:
+        """The smallest rank whose discarded singular values are within tol/2 of the Frobenius norm."""
+        if s.size == 0 or s[0] == 0.0:
+            return 0
+        tail = np.sqrt(np.cumsum((s * s)[::-1])[::-1])  # tail[r] = ‖s[r:]‖
+        return int(np.argmax(np.append(tail, 0.0) <= 0.5 * self.tol * tail[0]))
+
+    def _truncate(self, U: np.ndarray, V: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Recompress U Vᵀ (QR of both factors, SVD of the small core) to the tolerance and max_rank."""
+        if U.shape[1] == 0:
+            return U, V, True
+        Qu, Ru = np.linalg.qr(U)
+        Qv, Rv = np.linalg.qr(V)
+        W, s, Zt = np.linalg.svd(Ru @ Rv.T)
+        r = self._rank(s)
+        kept = r if self.max_rank is None else min(r, self.max_rank)
+        return (Qu @ W[:, :kept]) * s[:kept], Qv @ Zt[:kept].T, r <= kept
+
+
+class HodlrMatrix:
+    r"""A HODLR approximation K̃ of K = G + λI at one ``Curvature`` snapshot (made by ``pyhessk.gnh_hodlr``).
+
+    ``K̃ @ V`` multiplies (V of shape (N,) or (N, k)), ``solve(B)`` applies K̃⁻¹ through a recursive
+    Sherman–Morrison–Woodbury factorization computed at the first solve and reused, ``to_dense()``
+    assembles K̃ (for small N), ``report(dense=True)`` measures ranks, memory and the errors against the
+    dense matrix, and ``linear_operator(inverse=...)`` wraps K̃ or K̃⁻¹ for SciPy (K̃⁻¹ is a preconditioner
+    for CG on the exact operator).
+
+    Attributes:
+        curvature: the snapshot it approximates.
+        damping, tol, max_rank, leaf_size, seed: the construction arguments.
+    """
+
+    def __init__(self, c: Curvature, damping: float, tol: float, max_rank: int | None, leaf_size: int,
+                 seed: int) -> None:
+        self.curvature = c
+        self.damping = damping
+        self.tol = tol
+        self.max_rank = max_rank
+        self.leaf_size = leaf_size
+        self.seed = seed
+        self.dtype = c.dtype
+        self.shape = (c.num_params, c.num_params)
+        # ACA cannot resolve crosses below the rounding level of the entries
+        eps = float(np.finfo(c.dtype).eps)
+        self._builder = _Builder(c.gnh_entries(), max(tol, 64 * eps), max_rank, np.random.default_rng(seed), 64 * eps)
+        t0 = time.perf_counter()
+        self.root = self._build(0, c.num_params, 0)
+        self.build_seconds = time.perf_counter() - t0
+        self.entries_evaluated = self._builder.evaluated
+        del self._builder
+        self._factored = False
+
+    # ---- construction --------------------------------------------------------------------------------
+    def _build(self, start: int, stop: int, level: int) -> _Node:
+        node = _Node(start, stop, level)
+        if stop - start <= self.leaf_size:
+            idx = np.arange(start, stop)
+            node.D = self._builder.block(idx, idx)
+            node.D[np.diag_indices_from(node.D)] += self.damping
+            return node
+        mid = (start + stop) // 2
+        node.children = (self._build(start, mid, level + 1), self._build(mid, stop, level + 1))
+        node.U, node.V, node.converged = self._builder.compress(np.arange(start, mid), np.arange(mid, stop))
+        return node
+
+    def _nodes(self) -> list[_Node]:
+        out, stack = [], [self.root]
+        while stack:
+            node = stack.pop()
+            out.append(node)
+            if node.children is not None:
+                stack.extend(node.children)
+        return out
+
+    # ---- products -------------------------------------------------------------------------------------
+    def _vectors(self, V: Any, name: str) -> tuple[np.ndarray, bool]:
+        v = as_float(V, name, self.dtype, ndim=(1, 2), ref="the curvature snapshot")
+        N = self.shape[0]
+        if v.shape[0] != N:
+            raise ValueError(f"{name} must have shape ({N},) or ({N}, k) to match num_params, got {v.shape}")
+        single = v.ndim == 1
+        return (v[:, None] if single else v).astype(np.float64), single
+
+    def matmat(self, V: Any) -> np.ndarray:
+        """K̃ V for V of shape (N,) or (N, k), in the snapshot's dtype."""
+        x, single = self._vectors(V, "V")
+        y = np.zeros_like(x)
+        for node in self._nodes():
+            s, e = node.start, node.stop
+            if node.children is None:
+                y[s:e] += node.D @ x[s:e]
+                continue
+            mid = node.children[0].stop
+            if node.V is None:
+                y[s:mid] += node.U @ x[mid:e]
+                y[mid:e] += node.U.T @ x[s:mid]
+            else:
+                y[s:mid] += node.U @ (node.V.T @ x[mid:e])
+                y[mid:e] += node.V @ (node.U.T @ x[s:mid])
+        y = y.astype(self.dtype)
+        return y[:, 0] if single else y
+
+    def __matmul__(self, V: Any) -> np.ndarray:
+        return self.matmat(V)
+
+    def to_dense(self) -> np.ndarray:
+        """K̃ as a dense (N, N) array in float64 (for tests and reports on small N)."""
+        N = self.shape[0]
+        out = np.zeros((N, N))
+        for node in self._nodes():
+            s, e = node.start, node.stop
+            if node.children is None:
+                out[s:e, s:e] = node.D
+                continue
+            mid = node.children[0].stop
+            M = node.U if node.V is None else node.U @ node.V.T
+            out[s:mid, mid:e] = M
+            out[mid:e, s:mid] = M.T
+        return out
+
+    # ---- the recursive Woodbury factorization -----------------------------------------------------------
+    def factorize(self) -> HodlrMatrix:
+        r"""Factor K̃ once (bottom up): leaves by Cholesky; at a node with children K₁, K₂ and
+        K̃[A, B] = U Vᵀ, K̃ = diag(K₁, K₂) + P C Pᵀ with P = diag(U, V) and C = [[0, I], [I, 0]], so
+        K̃⁻¹ = D⁻¹ − D⁻¹P (C + Pᵀ D⁻¹ P)⁻¹ Pᵀ D⁻¹; each node keeps D⁻¹P and the LU factors of the small
+        matrix C + Pᵀ D⁻¹ P.
+
+        Raises:
+            numpy.linalg.LinAlgError: if a leaf block or a Woodbury core is singular (raise the damping, or
+                lower tol so that K̃ stays positive definite).
+        """
+        if self._factored:
+            return self
+        order = self._nodes()[::-1]  # children before parents
+        for node in order:
+            if node.children is None:
+                try:
+                    node.chol = sla.cho_factor(node.D, lower=True, check_finite=False)
+                except np.linalg.LinAlgError as exc:
+                    raise np.linalg.LinAlgError(
+                        f"the diagonal block of parameters [{node.start}, {node.stop}) of G + {self.damping:g}·I is "
+                        "not positive definite; use damping > 0") from exc
+                continue
+            first, second = node.children
+            U = node.U
+            V = np.eye(second.size) if node.V is None else node.V
+            r = U.shape[1]
+            node.Y1 = self._solve_node(first, U)
+            node.Y2 = self._solve_node(second, V)
+            S = np.block([[U.T @ node.Y1, np.eye(r)], [np.eye(r), V.T @ node.Y2]])
+            lu, piv = sla.lu_factor(S, check_finite=False) if r else (np.zeros((0, 0)), np.zeros(0, dtype=np.int32))
+            d = np.abs(np.diag(lu))
+            if r and (not np.isfinite(d).all() or d.min() <= 1e3 * np.finfo(float).eps * max(d.max(), 1.0)):
+                raise np.linalg.LinAlgError(
+                    f"the Woodbury core of parameters [{node.start}, {node.stop}) is singular: K̃ is not invertible; "
+                    "raise the damping or lower tol")
+            node.S_lu = (lu, piv)
+        self._factored = True
+        return self
+
+    def _solve_node(self, node: _Node, b: np.ndarray) -> np.ndarray:
+        if node.children is None:
+            return sla.cho_solve(node.chol, b, check_finite=False)
+        first, second = node.children
+        m = first.size
+        x = np.vstack([self._solve_node(first, b[:m]), self._solve_node(second, b[m:])])
+        r = node.U.shape[1]
+        if r == 0:
+            return x
+        V = np.eye(second.size) if node.V is None else node.V
+        w = np.vstack([node.U.T @ x[:m], V.T @ x[m:]])
+        z = sla.lu_solve(node.S_lu, w, check_finite=False)
+        x[:m] -= node.Y1 @ z[:r]
+        x[m:] -= node.Y2 @ z[r:]
+        return x
+
+    def solve(self, B: Any) -> np.ndarray:
+        """K̃⁻¹ B for B of shape (N,) or (N, k), in the snapshot's dtype (factorizes on the first call)."""
+        b, single = self._vectors(B, "B")
+        self.factorize()
+        x = self._solve_node(self.root, b).astype(self.dtype)
+        return x[:, 0] if single else x
+
+    def linear_operator(self, inverse: bool = False) -> LinearOperator:
+        """K̃ (or K̃⁻¹ with ``inverse=True``) as a symmetric ``scipy.sparse.linalg.LinearOperator``."""
+        if not isinstance(inverse, (bool, np.bool_)):
+            raise TypeError(f"inverse must be a bool, got {type(inverse).__name__}")
+        apply = self.solve if inverse else self.matmat
+        return LinearOperator(self.shape, matvec=apply, rmatvec=apply, matmat=apply, dtype=self.dtype)
+
+    # ---- diagnostics ------------------------------------------------------------------------------------
+    @property
+    def stored(self) -> int:
+        """Numbers stored: the dense leaf blocks plus the off-diagonal factors (each symmetric pair once)."""
+        return sum(node.stored for node in self._nodes())
+
+    def ranks(self) -> dict[int, list[int]]:
+        """Ranks of the off-diagonal blocks, per tree level (0 is the root)."""
+        out: dict[int, list[int]] = {}
+        for node in sorted(self._nodes(), key=lambda nd: (nd.level, nd.start)):
+            if node.children is not None:
+                out.setdefault(node.level, []).append(node.rank)
+        return out
+
+    def report(self, dense: bool | np.ndarray = False, seed: int = 0) -> HodlrReport:
+        """Ranks per level, memory (numbers stored against N²) and, with ``dense=True`` (or a dense K given),
+        the errors against the dense K = G + λI: relative Frobenius and spectral errors of K̃, the relative
+        error of K̃v for a random v, and for a random right-hand side b the relative error of the solve
+        against ``numpy.linalg.solve`` and its relative residual ‖K K̃⁻¹b − b‖/‖b‖.
+
+        ``dense=True`` forms G with ``Curvature.gnh()`` (N² numbers; it refuses N > 8192).
+        """
+        seed = as_int(seed, "seed", low=0)
+        nodes = self._nodes()
+        levels = []
+        for level, ranks in sorted(self.ranks().items()):
+            sizes = [nd.size for nd in nodes if nd.level == level and nd.children is not None]
+            levels.append({"level": level, "blocks": len(ranks), "block_size": max(sizes) // 2,
+                           "min_rank": min(ranks), "mean_rank": float(np.mean(ranks)), "max_rank": max(ranks),
+                           "ranks": ranks})
+        internal = [nd for nd in nodes if nd.children is not None]
+        rep = HodlrReport(
+            num_params=self.shape[0], leaf_size=self.leaf_size, tol=self.tol, max_rank=self.max_rank,
+            damping=self.damping, levels=levels, stored=self.stored, entries_evaluated=self.entries_evaluated,
+            build_seconds=self.build_seconds, rank_limited_blocks=sum(not nd.converged for nd in internal),
+            dense_blocks=sum(nd.V is None for nd in internal))
+        if isinstance(dense, (bool, np.bool_)):
+            if not dense:
+                return rep
+            K = np.asarray(self.curvature.gnh(), dtype=np.float64) + self.damping * np.eye(self.shape[0])
+        else:
+            K = np.asarray(as_float(dense, "dense", None, ndim=2), dtype=np.float64)
+            if K.shape != self.shape:
+                raise ValueError(f"dense must have shape {self.shape} (the matrix K = G + λI), got {K.shape}")
+        Kt = self.to_dense()
+        rng = np.random.default_rng(seed)
+        v = rng.standard_normal(self.shape[0])
+        rep.matvec_rel_fro = float(np.linalg.norm(Kt - K) / np.linalg.norm(K))
+        rep.matvec_rel_spectral = float(np.linalg.norm(Kt - K, 2) / np.linalg.norm(K, 2))
+        Kv = K @ v
+        rep.matvec_rel_random = float(np.linalg.norm(self.matmat(v.astype(self.dtype)) - Kv) / np.linalg.norm(Kv))
+        b = rng.standard_normal(self.shape[0])
+        x = np.linalg.solve(K, b)
+        xt = self.solve(b.astype(self.dtype)).astype(np.float64)
+        rep.solve_rel_error = float(np.linalg.norm(xt - x) / np.linalg.norm(x))
+        rep.solve_rel_residual = float(np.linalg.norm(K @ xt - b) / np.linalg.norm(b))
+        rep.cond_estimate = float(np.linalg.cond(K))
+        return rep
+
+    def __repr__(self) -> str:
+        ranks = [r for rs in self.ranks().values() for r in rs]
+        return (f"HodlrMatrix(N={self.shape[0]}, leaf_size={self.leaf_size}, tol={self.tol:g}, "
+                f"max_rank={self.max_rank}, damping={self.damping:g}, max block rank={max(ranks, default=0)}, "
+                f"stored={self.stored / float(self.shape[0]) ** 2:.2%} of N²)")
+
+
+def gnh_hodlr(c: Curvature, damping: float, tol: float = 1e-6, max_rank: int | None = None,
+              leaf_size: int = DEFAULT_LEAF_SIZE, seed: int = 0) -> HodlrMatrix:
+    r"""A HODLR approximation of K = G + damping·I built from G's entries only (never the N × N matrix).
+
+    Args:
+        c: the ``Curvature`` snapshot (``net.linearize(theta, X, Y)``); its ``gnh_entries()`` precomputation
+            is run if it has not been.
+        damping: λ ≥ 0 added to the diagonal; the solve needs K̃ positive definite, so use λ > 0.
+        tol: relative Frobenius tolerance of each off-diagonal block, in [0, 1); 0 asks for exact blocks
+            (down to the rounding level of the snapshot's dtype).
+        max_rank: the largest rank kept for an off-diagonal block (None: as the tolerance needs).
+        leaf_size: the largest diagonal block stored dense (≥ 1). The tree halves the parameter indices in
+            θ's order (layers are contiguous, so they are natural clusters).
+        seed: seeds the random residual probes that confirm each ACA stop.
+
+    Returns:
+        A ``HodlrMatrix`` with ``@``, ``solve``, ``to_dense``, ``ranks``, ``report`` and ``linear_operator``.
+
+    Example:
+        >>> import numpy as np, pyhessk as hk
+        >>> rng = np.random.default_rng(0)
+        >>> net = hk.MLP([4, 8, 3], loss="softmax_cross_entropy", backend="numpy")
+        >>> c = net.linearize(net.init(seed=0), rng.standard_normal((20, 4)), rng.integers(0, 3, 20))
+        >>> K = hk.gnh_hodlr(c, damping=0.1, tol=1e-8, leaf_size=8)
+        >>> Kd = c.gnh() + 0.1 * np.eye(c.num_params)
+        >>> b = rng.standard_normal(c.num_params)
+        >>> bool(np.allclose(K @ b, Kd @ b) and np.allclose(K.solve(b), np.linalg.solve(Kd, b)))
+        True
+    """
+    from .curvature import Curvature
+
+    if not isinstance(c, Curvature):
+        raise TypeError(f"c must be a pyhessk.Curvature (from net.linearize), got {type(c).__name__}")
+    damping = as_real(damping, "damping", low=0.0)
+    tol = as_real(tol, "tol", low=0.0, high=1.0, open_high=True)
+    if max_rank is not None:
+        max_rank = as_int(max_rank, "max_rank", low=1)
+    leaf_size = as_int(leaf_size, "leaf_size", low=1)
+    seed = as_int(seed, "seed", low=0)
+    return HodlrMatrix(c, damping, tol, max_rank, leaf_size, seed)

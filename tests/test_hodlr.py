@@ -1,0 +1,216 @@
+"""HODLR compression of G + λI (pyhessk.gnh_hodlr) against the dense c.gnh() + λI on small nets."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+import pytest
+from scipy.sparse.linalg import cg
+
+import pyhessk as hk
+from cases import Case
+
+# n·d = 18 ≪ N = 247: every off-diagonal block of G has rank ≤ 18, so the compression has something to find
+LOW_RANK = Case((6, 12, 10, 3), "tanh", "softmax_cross_entropy", n=6, seed=21, l2=0.01)
+# n·d = 120 < N = 258 but the blocks are nearly full rank at tight tolerances
+WIDE = Case((6, 12, 10, 4), "softplus", "mse", n=30, seed=22)
+EXACT_TOL = {np.dtype("float64"): 1e-11, np.dtype("float32"): 2e-5}
+
+
+def snapshot(case: Case, backend: str = "numpy", dtype="float64") -> hk.Curvature:
+    th, X, Y = case.data(dtype)
+    return case.net(backend).linearize(th, X, Y)
+
+
+@cache
+def dense_k(case: Case, damping: float) -> np.ndarray:
+    c = snapshot(case)
+    return c.gnh() + damping * np.eye(c.num_params)
+
+
+def rel(a, b) -> float:
+    return float(np.linalg.norm(np.asarray(a, dtype=np.float64) - b) / np.linalg.norm(b))
+
+
+@pytest.mark.parametrize("case", [LOW_RANK, WIDE], ids=["low-rank", "wide"])
+def test_tol_zero_is_exact(case, backend, dtype):
+    c = snapshot(case, backend, dtype)
+    K = dense_k(case, 0.3)
+    H = hk.gnh_hodlr(c, 0.3, tol=0.0, leaf_size=16)
+    assert rel(H.to_dense(), K) < EXACT_TOL[dtype]
+    V = np.random.default_rng(0).standard_normal((c.num_params, 3)).astype(dtype)
+    KV = H @ V
+    assert KV.dtype == dtype and KV.shape == V.shape
+    assert rel(KV, K @ V.astype(np.float64)) < EXACT_TOL[dtype]
+    X = H.solve(V)
+    assert X.dtype == dtype and rel(X, np.linalg.solve(K, V.astype(np.float64))) < 20 * EXACT_TOL[dtype]
+
+
+def test_low_rank_blocks_are_found_and_exact(backend):
+    c = snapshot(LOW_RANK, backend)
+    H = hk.gnh_hodlr(c, 0.1, tol=1e-10, leaf_size=16)
+    rep = H.report(dense=dense_k(LOW_RANK, 0.1))
+    assert rep.max_rank_used <= LOW_RANK.n * LOW_RANK.sizes[-1]
+    assert rep.rank_limited_blocks == 0  # (blocks too small to save memory at rank ≤ 18 are stored dense)
+    assert rep.stored < 0.6 * c.num_params**2
+    assert rep.matvec_rel_fro < 1e-9 and rep.solve_rel_error < 1e-8
+
+
+@pytest.mark.parametrize("tol", [1e-1, 1e-3, 1e-6])
+@pytest.mark.parametrize("case", [LOW_RANK, WIDE], ids=["low-rank", "wide"])
+def test_matvec_error_follows_tol(case, tol):
+    c = snapshot(case)
+    K = dense_k(case, 0.05)
+    H = hk.gnh_hodlr(c, 0.05, tol=tol, leaf_size=16, seed=3)
+    err = rel(H.to_dense(), K)
+    assert err <= 2 * tol
+    v = np.random.default_rng(1).standard_normal(c.num_params)
+    assert rel(H @ v, K @ v) <= 4 * tol
+
+
+@pytest.mark.parametrize("tol", [1e-2, 1e-5])
+def test_solve_meets_its_tolerance(tol):
+    case, lam = WIDE, 0.2
+    c = snapshot(case)
+    K = dense_k(case, lam)
+    H = hk.gnh_hodlr(c, lam, tol=tol, leaf_size=16)
+    B = np.random.default_rng(2).standard_normal((c.num_params, 4))
+    X = H.solve(B)
+    # the factorization solves K̃ exactly ...
+    assert rel(X, np.linalg.solve(H.to_dense(), B)) < 1e-10
+    # ... so the backward error against K is that of the compression: ‖K x − b‖ ≤ ‖K − K̃‖ ‖x‖
+    kt_err = np.linalg.norm(H.to_dense() - K, 2)
+    for j in range(B.shape[1]):
+        assert np.linalg.norm(K @ X[:, j] - B[:, j]) <= 1.01 * kt_err * np.linalg.norm(X[:, j]) + 1e-12
+    assert kt_err <= 2 * tol * np.linalg.norm(K, 2) * np.sqrt(c.num_params / 16)
+    forward = rel(X, np.linalg.solve(K, B))
+    assert forward <= 2 * tol * np.linalg.cond(K)
+    # the factorization is kept and reused
+    assert H.factorize() is H and rel(H.solve(B[:, 0]), X[:, 0]) < 1e-14
+
+
+def test_ranks_and_memory_shrink_as_tol_grows():
+    c = snapshot(WIDE)
+    reps = [hk.gnh_hodlr(c, 0.05, tol=t, leaf_size=16).report() for t in (1e-8, 1e-4, 1e-2, 3e-1)]
+    stored = [r.stored for r in reps]
+    top = [r.levels[0]["max_rank"] for r in reps]
+    assert stored == sorted(stored, reverse=True) and stored[-1] < stored[0]
+    assert top == sorted(top, reverse=True) and top[-1] < top[0]
+    assert reps[-1].memory_ratio < 0.5
+
+
+def test_max_rank_caps_every_block():
+    c = snapshot(WIDE)
+    H = hk.gnh_hodlr(c, 0.05, tol=1e-8, max_rank=3, leaf_size=16)
+    rep = H.report(dense=dense_k(WIDE, 0.05))
+    assert all(r <= 3 for rs in H.ranks().values() for r in rs)
+    assert rep.rank_limited_blocks > 0 and rep.dense_blocks == 0
+    assert rep.matvec_rel_fro < 0.5
+    big = hk.gnh_hodlr(c, 0.05, tol=0.0, max_rank=10_000, leaf_size=16)
+    assert rel(big.to_dense(), dense_k(WIDE, 0.05)) < 1e-11
+
+
+def test_built_from_entries_only(monkeypatch):
+    c = snapshot(LOW_RANK)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the dense matrix or a full product was used")
+
+    for name in ("gnh", "gnvp", "hvp", "hessian"):
+        monkeypatch.setattr(hk.Curvature, name, refuse)
+    H = hk.gnh_hodlr(c, 0.1, tol=1e-6, leaf_size=16)
+    H.solve(np.ones(c.num_params))
+    N = c.num_params
+    assert H.entries_evaluated < 0.7 * N * N
+    assert H.report().entries_evaluated == H.entries_evaluated
+
+
+def test_inputs_untouched_and_single_vectors():
+    c = snapshot(LOW_RANK)
+    H = hk.gnh_hodlr(c, 0.1, tol=1e-8, leaf_size=16)
+    v = np.random.default_rng(4).standard_normal(c.num_params)
+    keep = v.copy()
+    y, x = H @ v, H.solve(v)
+    assert y.shape == x.shape == (c.num_params,)
+    assert np.array_equal(v, keep)
+    assert rel(H @ x, v) < 1e-10
+    V = np.asfortranarray(np.stack([v, 2 * v], axis=1))  # non-contiguous blocks are accepted
+    assert rel((H @ V)[:, 1], 2 * y) < 1e-14
+
+
+def test_inverse_is_a_preconditioner_for_cg():
+    case, lam = WIDE, 0.01
+    c = snapshot(case)
+    b = np.random.default_rng(5).standard_normal(c.num_params)
+    H = hk.gnh_hodlr(c, lam, tol=1e-3, leaf_size=16)
+    op = c.linear_operator("gnh", lam)
+    counts = {}
+    for name, M in (("plain", None), ("hodlr", H.linear_operator(inverse=True))):
+        it = [0]
+        x, info = cg(op, b, rtol=1e-10, maxiter=2000, M=M, callback=lambda _: it.__setitem__(0, it[0] + 1))
+        assert info == 0 and rel(x, np.linalg.solve(dense_k(case, lam), b)) < 1e-7
+        counts[name] = it[0]
+    assert counts["hodlr"] < counts["plain"]
+    assert rel(H.linear_operator() @ b, H @ b) == 0.0
+
+
+def test_report_text_and_fields():
+    c = snapshot(LOW_RANK)
+    H = hk.gnh_hodlr(c, 0.1, tol=1e-4, leaf_size=16)
+    rep = H.report(dense=True)
+    text = str(rep)
+    assert "level" in text and "N²" in text and "solve" in text
+    assert [lv["level"] for lv in rep.levels] == sorted(lv["level"] for lv in rep.levels)
+    assert sum(lv["blocks"] for lv in rep.levels) == sum(len(r) for r in H.ranks().values())
+    assert np.isfinite([rep.matvec_rel_fro, rep.matvec_rel_spectral, rep.solve_rel_error, rep.cond_estimate]).all()
+    assert np.isnan(H.report().matvec_rel_fro) and "HodlrMatrix(N=247" in repr(H)
+
+
+def test_leaf_as_large_as_the_matrix_is_one_dense_block():
+    c = snapshot(LOW_RANK)
+    H = hk.gnh_hodlr(c, 0.1, leaf_size=c.num_params)
+    assert H.ranks() == {} and H.stored == c.num_params**2
+    assert rel(H.to_dense(), dense_k(LOW_RANK, 0.1)) < 1e-13
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"damping": -1.0}, ValueError, "damping"),
+        ({"damping": float("nan")}, ValueError, "damping"),
+        ({"damping": "1"}, TypeError, "damping"),
+        ({"tol": 1.0}, ValueError, "tol"),
+        ({"tol": -1e-3}, ValueError, "tol"),
+        ({"max_rank": 0}, ValueError, "max_rank"),
+        ({"max_rank": 2.5}, TypeError, "max_rank"),
+        ({"leaf_size": 0}, ValueError, "leaf_size"),
+        ({"leaf_size": True}, TypeError, "leaf_size"),
+        ({"seed": -1}, ValueError, "seed"),
+    ],
+)
+def test_bad_arguments(kwargs, exc, match):
+    c = snapshot(LOW_RANK)
+    args = {"damping": 0.1, **kwargs}
+    with pytest.raises(exc, match=match):
+        hk.gnh_hodlr(c, **args)
+
+
+def test_bad_vectors_and_curvature():
+    with pytest.raises(TypeError, match="Curvature"):
+        hk.gnh_hodlr(np.eye(3), 0.1)
+    c = snapshot(LOW_RANK)
+    N = c.num_params
+    H = hk.gnh_hodlr(c, 0.1, leaf_size=16)
+    with pytest.raises(ValueError, match=rf"\({N},\)"):
+        H @ np.ones(N + 1)
+    with pytest.raises(ValueError, match="B must have shape"):
+        H.solve(np.ones((N - 1, 2)))
+    with pytest.raises(TypeError, match="float32"):
+        H @ np.ones(N, dtype=np.float32)
+    with pytest.raises(ValueError, match="NaN"):
+        H.solve(np.full(N, np.nan))
+    with pytest.raises(ValueError, match="dense must have shape"):
+        H.report(dense=np.eye(3))
+    with pytest.raises(TypeError, match="inverse"):
+        H.linear_operator(inverse="yes")
