@@ -45,7 +45,8 @@ class Curvature:
 
     def __init__(self, net: MLP, lin: Any) -> None:
         self._net = net
-        self._engine = net._engine
+        self._engine = getattr(lin, "engine", None) or net._engine  # backend="auto" may pick per call
+        self._device = self._engine.name == "cuda"  # GPU arrays accepted (and returned) as CuPy
         self._model = net.spec
         self._lin = lin
         self._dtype = np.dtype(lin.dtype)
@@ -82,7 +83,7 @@ class Curvature:
 
     # ---- validation helpers -------------------------------------------------------------------------
     def _block(self, V: Any, name: str = "V") -> tuple[np.ndarray, bool]:
-        v = as_float(V, name, self._dtype, ndim=(1, 2))
+        v = as_float(V, name, self._dtype, ndim=(1, 2), device=self._device)
         N = self._model.num_params
         if v.shape[0] != N:
             raise ValueError(f"{name} must have shape ({N},) or ({N}, k) to match num_params, got {v.shape}")
@@ -126,7 +127,7 @@ class Curvature:
 
     def vjp(self, U: Any) -> np.ndarray:
         """Jᵀ U summed over samples (no 1/n, no λ): U (n, d) → (N,); U (n, d, k) → (N, k)."""
-        u = as_float(U, "U", self._dtype, ndim=(2, 3))
+        u = as_float(U, "U", self._dtype, ndim=(2, 3), device=self._device)
         n, d = self._lin.n, self._model.sizes[-1]
         if u.shape[:2] != (n, d):
             raise ValueError(f"U must have shape ({n}, {d}) or ({n}, {d}, k) to match the batch and outputs, got {u.shape}")
