@@ -3,7 +3,8 @@ product G V from the stored factors.
 
 Factors are stored unit-major in flat buffers, so that the factor of one parameter is contiguous:
 
-- ``S``: S_l as (n_l, n, d) at n·d·(cum[l] − cum[1]), S[l][i, k, :] = S_{l,k}[:, i];
+- ``S``: S_l as (n_l, d, n) at n·d·(cum[l] − cum[1]), S[l][i, e, k] = S_{l,k}[e, i] (the sample index
+  runs fastest, so the sweeps over samples of the products are contiguous);
 - ``nu``: ν_l as (n_l, n) at n·(cum[l] − cum[1]);
 - ``AT``: A_lᵀ as (n_l, n) at n·cum[l], l = 0..L−1 (a_{l,k}[j] for all k is one row).
 
@@ -22,7 +23,7 @@ import numpy as np
 from . import losses
 from ._blas import gemm
 from ._jit import jit
-from ._passes import bias_sums, mat, mat3, pack, prefix, take, unpack, weights
+from ._passes import mat, mat3, pack, prefix, take, unpack, weights
 
 
 @jit
@@ -38,24 +39,25 @@ def transpose(A: Any, T: Any) -> None:
 
 @jit
 def _scale_rows(Sl: Any, G: Any, NU: Any) -> None:
-    """S_l[i, k, :] *= G[i, k] and ν_l[i, k] = ‖S_l[i, k, :]‖ for S_l (n_l, n, d)."""
-    n_l, n, d = Sl.shape
+    """S_l[i, :, k] *= G[i, k] and ν_l[i, k] = ‖S_l[i, :, k]‖ for S_l (n_l, d, n); squares summed in float64."""
+    n_l, d, n = Sl.shape
     if d == 1:
         for i in range(n_l):
             for k in range(n):
-                v = Sl[i, k, 0] * G[i, k]
-                Sl[i, k, 0] = v
+                v = Sl[i, 0, k] * G[i, k]
+                Sl[i, 0, k] = v
                 NU[i, k] = abs(v)
         return
+    acc = np.empty(n, np.float64)
     for i in range(n_l):
+        acc[:] = 0.0
+        for e in range(d):
+            for k in range(n):
+                v = Sl[i, e, k] * G[i, k]
+                Sl[i, e, k] = v
+                acc[k] += float(v) * float(v)
         for k in range(n):
-            g = G[i, k]
-            acc = 0.0
-            for e in range(d):
-                v = Sl[i, k, e] * g
-                Sl[i, k, e] = v
-                acc += float(v) * float(v)
-            NU[i, k] = np.sqrt(acc)
+            NU[i, k] = np.sqrt(acc[k])
 
 
 @jit
@@ -68,10 +70,10 @@ def precompute(theta: Any, sizes: Any, woff: Any, loss: int, acts: Any, d1: Any,
     nu = np.empty(n * (cum[L + 1] - cum[1]), acts.dtype)
     AT = np.empty(n * cum[L], acts.dtype)
     G = np.empty(n * np.max(sizes), acts.dtype)
-    losses.factor(loss, aux, mat3(S, n * d * (cum[L] - cum[1]), d, n, d))
+    losses.factor(loss, aux, mat3(S, n * d * (cum[L] - cum[1]), d, d, n))
     for l in range(L, 0, -1):
         n_l = sizes[l]
-        Sl = mat3(S, n * d * (cum[l] - cum[1]), n_l, n, d)
+        Sl = mat3(S, n * d * (cum[l] - cum[1]), n_l, d, n)
         Gl = mat(G, 0, n_l, n)
         if l < L:  # W_{l+1}ᵀ S_{l+1}: (n_l, n_{l+1}) @ (n_{l+1}, n·d), then the rows times φ′_l
             gemm(weights(theta, sizes, woff, l + 1).T,
@@ -102,7 +104,8 @@ def locate(p: int, sizes: Any, woff: Any) -> tuple[int, int, int]:
 
 @jit
 def _factor(S: Any, AT: Any, ones: Any, sizes: Any, woff: Any, p: int, n: int, d: int) -> tuple[Any, Any, bool]:
-    """(S_l[i] as (n·d,), a_{l−1}[j] as (n,) — ones for a bias —, is_weight) of parameter p."""
+    """(S_l[i] as (d·n,), element (e, k) at e·n + k; a_{l−1}[j] as (n,) — ones for a bias —; is_weight)
+    of parameter p."""
     cum = prefix(sizes)
     l, i, j = locate(p, sizes, woff)
     s0 = n * d * (cum[l] - cum[1]) + i * n * d
@@ -130,25 +133,25 @@ def entries(S: Any, AT: Any, sizes: Any, woff: Any, rows: Any, cols: Any, n: int
         sp, ap, wp = _factor(S, AT, ones, sizes, woff, rows[t], n, d)
         sq, aq, _ = _factor(S, AT, ones, sizes, woff, cols[t], n, d)
         acc = 0.0
-        for k in range(n):
-            dot = 0.0
-            for e in range(d):
-                dot += float(sp[k * d + e]) * float(sq[k * d + e])
-            acc += float(ap[k]) * float(aq[k]) * dot
+        for e in range(d):
+            o = e * n
+            for k in range(n):
+                acc += float(ap[k]) * float(aq[k]) * float(sp[o + k]) * float(sq[o + k])
         out[t] = scale * acc + (l2 if wp and rows[t] == cols[t] else 0.0)
     return out
 
 
 @jit
 def gather(S: Any, AT: Any, sizes: Any, woff: Any, idx: Any, n: int, d: int) -> Any:
-    """x_{p,k} for p in idx: (len(idx), n·d)."""
+    """x_{p,k} for p in idx: (len(idx), d·n), element (e, k) of row t at e·n + k."""
     out = np.empty((idx.size, n * d), S.dtype)
     ones = np.ones(n, S.dtype)
     for t in range(idx.size):
         sp, ap, _ = _factor(S, AT, ones, sizes, woff, idx[t], n, d)
-        for k in range(n):
-            for e in range(d):
-                out[t, k * d + e] = ap[k] * sp[k * d + e]
+        for e in range(d):
+            o = e * n
+            for k in range(n):
+                out[t, o + k] = ap[k] * sp[o + k]
     return out
 
 
@@ -188,16 +191,15 @@ def columns(S: Any, AT: Any, sizes: Any, woff: Any, boff: Any, J: Any, n: int, d
     out = np.empty((N, m), S.dtype)
     for l in range(1, L + 1):
         n_l, n_p = sizes[l], sizes[l - 1]
-        Sl = mat3(S, n * d * (cum[l] - cum[1]), n_l, n, d)
-        TT = np.empty((m * n_l, n), S.dtype)  # TT[t·n_l + i, k] = ⟨S_{l,k}[:, i], x_{J[t],k}⟩
+        Sl = mat3(S, n * d * (cum[l] - cum[1]), n_l, d, n)
+        TT = np.zeros((m * n_l, n), S.dtype)  # TT[t·n_l + i, k] = ⟨S_{l,k}[:, i], x_{J[t],k}⟩
         for t in range(m):
             for i in range(n_l):
                 row = t * n_l + i
-                for k in range(n):
-                    dot = 0.0
-                    for e in range(d):
-                        dot += float(Sl[i, k, e]) * float(U[t, k * d + e])
-                    TT[row, k] = dot
+                for e in range(d):
+                    o = e * n
+                    for k in range(n):
+                        TT[row, k] += Sl[i, e, k] * U[t, o + k]
         GW = np.empty((m * n_l, n_p), S.dtype)  # (m, n_l, n_{l−1})
         gemm(TT, mat(AT, n * cum[l - 1], n_p, n).T, GW)
         w0 = woff[l - 1]
@@ -296,7 +298,7 @@ def sample(S: Any, nu: Any, AT: Any, sizes: Any, woff: Any, rows: Any, cols: Any
                 if w[k] > 0.0:
                     dot = 0.0
                     for e in range(d):
-                        dot += float(sp[k * d + e]) * float(sq[k * d + e])
+                        dot += float(sp[e * n + k]) * float(sq[e * n + k])
                     acc += float(ap[k]) * float(aq[k]) * dot * total / w[k]
             est = scale * acc / s
         _, _, wp = locate(rows[t], sizes, woff)
@@ -315,36 +317,59 @@ def gnvp_space(sizes: Any, n: int, d: int, k: int) -> int:
 
 
 @jit
-def _contract_in(Sl: Any, T: Any, vb: Any, has_b: bool, u: Any) -> None:
-    """u[s, j, :] += Σ_i S_l[i, s, :] (T[s, j·n_l + i] + v_b[j, i]) for S_l (n_l, n, d), T (n, k·n_l).
+def _contract_in(Sl: Any, T: Any, u: Any) -> None:
+    """u[j, c, s] += Σ_i S_l[i, c, s] T[j·n_l + i, s] for S_l (n_l, d, n), T (k·n_l, n), u (k, d, n).
 
-    One sample per outer iteration (each writes only its own u[s]), S_l read once for all k directions.
+    Every row of S_l is read once for all k directions; the innermost sweep runs over contiguous samples
+    (it vectorizes), and sample s only ever writes u[:, :, s], so the sweep may be split among threads.
     """
-    n_l, n, d = Sl.shape
-    k = u.shape[1]
-    for s in range(n):
-        for i in range(n_l):
+    n_l, d, n = Sl.shape
+    k = u.shape[0]
+    for i in range(n_l):
+        for c in range(d):
+            x = Sl[i, c]
             for j in range(k):
-                p = T[s, j * n_l + i]
-                if has_b:
-                    p += vb[j, i]
-                for c in range(d):
-                    u[s, j, c] += Sl[i, s, c] * p
+                t = T[j * n_l + i]
+                uc = u[j, c]
+                for s in range(n):
+                    uc[s] += x[s] * t[s]
 
 
 @jit
 def _contract_out(Sl: Any, u: Any, T: Any) -> None:
-    """T[s, j·n_l + i] = ⟨S_l[i, s, :], u[s, j, :]⟩ for S_l (n_l, n, d), u (n, k, d); one sample per outer
-    iteration, S_l read once for all k directions."""
-    n_l, n, d = Sl.shape
-    k = u.shape[1]
-    for s in range(n):
+    """T[j·n_l + i, s] = Σ_c S_l[i, c, s] u[j, c, s] for S_l (n_l, d, n), u (k, d, n), T (k·n_l, n); sweeps
+    over contiguous samples as in ``_contract_in``."""
+    n_l, d, n = Sl.shape
+    k = u.shape[0]
+    for i in range(n_l):
+        for j in range(k):
+            t = T[j * n_l + i]
+            x, uc = Sl[i, 0], u[j, 0]
+            for s in range(n):
+                t[s] = x[s] * uc[s]
+            for c in range(1, d):
+                x, uc = Sl[i, c], u[j, c]
+                for s in range(n):
+                    t[s] += x[s] * uc[s]
+
+
+@jit
+def _add_bias_rows(T: Any, vb: Any) -> None:
+    """T[j·n_l + i, :] += v_b[j, i] for T (k·n_l, n), v_b (k, n_l)."""
+    k, n_l = vb.shape
+    for j in range(k):
         for i in range(n_l):
-            for j in range(k):
-                acc = 0.0
-                for c in range(d):
-                    acc += float(Sl[i, s, c]) * float(u[s, j, c])
-                T[s, j * n_l + i] = acc
+            b = vb[j, i]
+            row = j * n_l + i
+            for s in range(T.shape[1]):
+                T[row, s] += b
+
+
+@jit
+def _row_sums_into(T: Any, P: Any, start: int) -> None:
+    """P[start + r] = Σ_s T[r, s] (float64 sums): the bias block of every direction."""
+    for r in range(T.shape[0]):
+        P[start + r] = _row_sum(T, r)
 
 
 @jit
@@ -352,9 +377,10 @@ def gnvp(S: Any, AT: Any, sizes: Any, woff: Any, boff: Any, n: int, d: int, scal
          ws: Any) -> Any:
     """G V (N, k) = s·Ŝᵀ(Ŝ V) (+ λ P_W V) from the factors; scratch from ``ws`` (``gnvp_space``).
 
-    Per layer one GEMM T_l = A_{l−1} V_lᵀ (n, k·n_l) and its contraction with S_l (plus the bias part)
-    into u (n, k, d); u *= s; then per layer the transposed contraction T_l = S_l·u and one GEMM T_lᵀ A_{l−1}
-    for the weight block, the bias block being the sums of T_l over the samples.
+    Per layer one GEMM Tᵀ_l = [V_l^(1); …; V_l^(k)] A_{l−1}ᵀ (k·n_l, n), plus the bias part, and its
+    contraction with S_l into u (k, d, n); u *= s; then per layer the transposed contraction T_l = S_l·u and
+    one GEMM T_l A_{l−1} for the weight block of every direction, the bias block being the sums of T_l over
+    the samples.
     """
     L = sizes.size - 1
     cum = prefix(sizes)
@@ -363,27 +389,29 @@ def gnvp(S: Any, AT: Any, sizes: Any, woff: Any, boff: Any, n: int, d: int, scal
     pos = np.zeros(1, np.int64)
     Vp, P = take(ws, pos, N * k), take(ws, pos, N * k)
     T = take(ws, pos, n * k * width)
-    u = take(ws, pos, n * k * d).reshape((n, k, d))
+    u = take(ws, pos, n * k * d).reshape((k, d, n))
     pack(sizes, woff, boff, V, Vp, Vp[:0])
     u[:] = 0.0
     for l in range(1, L + 1):
         n_l, n_p = sizes[l], sizes[l - 1]
-        Tl = mat(T, 0, n, k * n_l)
-        # A_{l−1} [V_l^(1); …; V_l^(k)]ᵀ: (n, n_{l−1}) @ (n_{l−1}, k·n_l)
-        gemm(mat(AT, n * cum[l - 1], n_p, n).T, mat(Vp, k * woff[l - 1], k * n_l, n_p).T, Tl)
-        has_b = boff[l - 1] >= 0
-        vb = mat(Vp, k * boff[l - 1] if has_b else 0, k, n_l)
-        _contract_in(mat3(S, n * d * (cum[l] - cum[1]), n_l, n, d), Tl, vb, has_b, u)
-    for s in range(n):
-        for j in range(k):
-            for c in range(d):
-                u[s, j, c] *= scale
+        Tl = mat(T, 0, k * n_l, n)
+        A_T = mat(AT, n * cum[l - 1], n_p, n)
+        # [V_l^(1); …; V_l^(k)] A_{l−1}ᵀ: (k·n_l, n_{l−1}) @ (n_{l−1}, n)
+        gemm(mat(Vp, k * woff[l - 1], k * n_l, n_p), A_T, Tl)
+        if boff[l - 1] >= 0:
+            _add_bias_rows(Tl, mat(Vp, k * boff[l - 1], k, n_l))
+        _contract_in(mat3(S, n * d * (cum[l] - cum[1]), n_l, d, n), Tl, u)
+    for j in range(k):
+        for c in range(d):
+            for s in range(n):
+                u[j, c, s] *= scale
     for l in range(1, L + 1):
         n_l, n_p = sizes[l], sizes[l - 1]
-        Tl = mat(T, 0, n, k * n_l)
-        _contract_out(mat3(S, n * d * (cum[l] - cum[1]), n_l, n, d), u, Tl)
-        # T_lᵀ A_{l−1}: (k·n_l, n) @ (n, n_{l−1}), the weight block of every direction
-        gemm(Tl.T, mat(AT, n * cum[l - 1], n_p, n).T, mat(P, k * woff[l - 1], k * n_l, n_p))
+        Tl = mat(T, 0, k * n_l, n)
+        A_T = mat(AT, n * cum[l - 1], n_p, n)
+        _contract_out(mat3(S, n * d * (cum[l] - cum[1]), n_l, d, n), u, Tl)
+        # T_l A_{l−1}: (k·n_l, n) @ (n, n_{l−1}), the weight block of every direction
+        gemm(Tl, A_T.T, mat(P, k * woff[l - 1], k * n_l, n_p))
         if boff[l - 1] >= 0:
-            bias_sums(Tl.reshape((n, k, n_l)), P, k * boff[l - 1])
+            _row_sums_into(Tl, P, k * boff[l - 1])
     return unpack(sizes, woff, boff, k, P, P[:0], V, l2)

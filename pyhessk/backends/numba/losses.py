@@ -5,7 +5,8 @@ Each head works on the network output F (n, d) and the canonical targets T (n, d
 - ``head(F, T, E, aux, s)`` → Σ_k ℓ_k (float64); writes E = s·∂ℓ/∂f (n, d) and aux, what H_out needs
   (p for softmax, σ(f)σ(−f) for sigmoid, nothing for mse); one pass over the samples;
 - ``hout(aux, R, U, s)``: U = s·H_out·R per sample for R, U of shape (n, k, d), never forming H_out;
-- ``factor(aux, S)``: S (d, n, d) with S[b, k, a] = Cᵀ_k[a, b], where H_out,k = C_k C_kᵀ (SPEC §3).
+- ``factor(aux, S)``: S (d, d, n) with S[b, a, k] = Cᵀ_k[a, b], where H_out,k = C_k C_kᵀ (SPEC §3); the
+  sample index runs fastest, the layout of the engine's GNH factors.
 
 Rows compute in float64 and store in the working dtype. ``head``, ``hout`` and ``factor`` select a row by
 its registry id.
@@ -47,11 +48,11 @@ def mse_hout(aux: Any, R: Any, U: Any, s: float) -> None:
 
 @jit
 def mse_factor(aux: Any, S: Any) -> None:
-    d, n, _ = S.shape
+    d, _, n = S.shape
     for b in range(d):
-        for k in range(n):
-            for a in range(d):
-                S[b, k, a] = 1.0 if a == b else 0.0
+        for a in range(d):
+            for k in range(n):
+                S[b, a, k] = 1.0 if a == b else 0.0
 
 
 # ---- softmax cross-entropy: ℓ = logsumexp(f) − yᵀf, H_out = diag(p) − p pᵀ -----------------------------
@@ -93,13 +94,12 @@ def softmax_hout(aux: Any, R: Any, U: Any, s: float) -> None:
 @jit
 def softmax_factor(aux: Any, S: Any) -> None:
     # Cᵀ = diag(√p) − √p pᵀ, so that C Cᵀ = diag(p) − p pᵀ because Σ p = 1.
-    d, n, _ = S.shape
+    d, _, n = S.shape
     for b in range(d):
-        for k in range(n):
-            pb = float(aux[k, b])
-            for a in range(d):
+        for a in range(d):
+            for k in range(n):
                 sa = math.sqrt(float(aux[k, a]))
-                S[b, k, a] = (sa if a == b else 0.0) - sa * pb
+                S[b, a, k] = (sa if a == b else 0.0) - sa * float(aux[k, b])
 
 
 # ---- sigmoid cross-entropy: ℓ = Σ softplus(f) − y f, H_out = diag(σ(f)σ(−f)) ---------------------------
@@ -132,11 +132,11 @@ def sigmoid_hout(aux: Any, R: Any, U: Any, s: float) -> None:
 
 @jit
 def sigmoid_factor(aux: Any, S: Any) -> None:
-    d, n, _ = S.shape
+    d, _, n = S.shape
     for b in range(d):
-        for k in range(n):
-            for a in range(d):
-                S[b, k, a] = math.sqrt(float(aux[k, a])) if a == b else 0.0
+        for a in range(d):
+            for k in range(n):
+                S[b, a, k] = math.sqrt(float(aux[k, a])) if a == b else 0.0
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,7 @@ def hout(loss: int, aux: Any, R: Any, U: Any, s: float) -> None:
 
 @jit
 def factor(loss: int, aux: Any, S: Any) -> None:
-    """S[b, k, a] = Cᵀ_k[a, b] (d, n, d) for the loss with registry id ``loss``."""
+    """S[b, a, k] = Cᵀ_k[a, b] (d, d, n) for the loss with registry id ``loss``."""
     if loss == _SOFTMAX:
         softmax_factor(aux, S)
     elif loss == _SIGMOID:

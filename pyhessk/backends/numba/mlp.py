@@ -290,7 +290,7 @@ class NumbaBackend(BackendBase):
         g, n, d = fac.geo, fac.n, fac.d
         n_l, n_prev = int(g.sizes[l]), int(g.sizes[l - 1])
         s0, a0 = n * d * int(g.cum[l] - g.cum[1]), n * int(g.cum[l - 1])
-        S = fac.S[s0 : s0 + n_l * n * d].reshape(n_l, n, d)
+        S = fac.S[s0 : s0 + n_l * n * d].reshape(n_l, d, n).transpose(0, 2, 1)  # stored sample-fastest
         AT = fac.AT[a0 : a0 + n_prev * n].reshape(n_prev, n)
         S.flags.writeable = AT.flags.writeable = False  # views of the engine's buffers
         return S, AT.T
