@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from . import ideal
+from pyhessk._bench import ideal
 from .harness import measure
 
 N_ENTRIES = 1000  # entries per call of entries() / estimate()

@@ -33,7 +33,9 @@ import pytest
 
 import pyhessk as hk
 
-from . import ideal, peers, sysinfo, timing
+from pyhessk._bench import ideal, timing
+
+from . import peers, sysinfo
 
 pytestmark = [
     # the peers' own deprecation chatter (torch.jit.script in linear_operator, JAX, Inductor) is not ours

@@ -11,7 +11,7 @@ import pytest
 
 import pyhessk as hk
 
-from . import ideal
+from pyhessk._bench import ideal
 from .harness import measure
 
 PRODUCTS = (

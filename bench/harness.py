@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import ideal, sysinfo, timing
+from pyhessk._bench import ideal, timing
+
+from . import sysinfo
 from .configs import Problem
 
 

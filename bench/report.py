@@ -212,7 +212,7 @@ def render(machine: dict, cells: dict, engine: str, command: str, peers: dict | 
         "`c.hessian()` uses; the GNH precomputation is one (n·d, n_{l+1}) @ (n_{l+1}, n_l) GEMM per layer "
         "l < L; a GNH block one (|I|, n·d) @ (n·d, |J|) GEMM; the GNH diagonal one (n_l, n) @ (n, n_{l−1}) "
         "GEMM per layer; a GNH column one batched (1, d) @ (d, n_l) product per sample and one "
-        "(n_l, n) @ (n, n_{l−1}) GEMM per layer. See `bench/ideal.py`.",
+        "(n_l, n) @ (n, n_{l−1}) GEMM per layer. See `pyhessk/_bench/ideal.py`.",
         "- Streaming floors (entries, estimate): the m dot products of length n·d (exact), or m of length n "
         "(sampling weights) plus m of length s·d (sampled terms), on factors already gathered into contiguous rows.",
         "- The ratio counts everything a product does besides those GEMMs: elementwise work, copies, "
@@ -317,7 +317,7 @@ def render_peers(peers: dict, cols: list[str]) -> str:
         "### Every implementation: ms of one call (ratio to the GEMM ideal); after a peer, pyhessk / peer per engine",
         "",
         "A pyhessk row is the engine's best time over the tests of that product (each test times it against one "
-        "peer); the GEMM ideal is that of the pyhessk product (`bench/ideal.py`), the same reference for the peers.",
+        "peer); the GEMM ideal is that of the pyhessk product (`pyhessk/_bench/ideal.py`), the same reference for the peers.",
         "",
         "| product, implementation | " + " | ".join(cols) + " |",
         "|---|" + "---|" * len(cols),

@@ -1,4 +1,4 @@
-"""Command line: ``python -m pyhessk [demo|config] [options]`` (also installed as the ``pyhessk`` command)."""
+"""Command line: ``python -m pyhessk [demo|config|bench] [options]`` (also installed as the ``pyhessk`` command)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ import argparse
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="pyhessk", description="Exact second-order information of MLPs.")
-    parser.add_argument("command", nargs="?", default="demo", choices=["demo", "config"],
+    parser.add_argument("command", nargs="?", default="demo", choices=["demo", "config", "bench"],
                         help="demo: train on the digits data with three optimizers and analyse the curvature "
-                             "(default); config: which engines can run")
+                             "(default); config: which engines can run; bench: cached products against their "
+                             "GEMM ideal over width, batch size and block size (short; --full for the long run)")
     demo = parser.add_argument_group("demo options")
     demo.add_argument("--out", default="pyhessk-demo-report", metavar="DIR",
-                      help="folder for the report: summary.md and PNG plots (default: %(default)s)")
+                      help="folder for the report: summary.md and PNG plots (default: %(default)s); with "
+                           "bench: where to write the sweep's Markdown, JSON and PNG (default: print only)")
     demo.add_argument("--no-report", action="store_true", help="print the summary only")
     demo.add_argument("--budget", type=float, default=8.0, metavar="SECONDS",
                       help="optimizer wall time per method (default: %(default)s)")
@@ -22,8 +24,18 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument("--threads", type=int, default=1,
                       help="BLAS threads; 0 keeps the library default (default: %(default)s)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+    bench = parser.add_argument_group("bench options")
+    bench.add_argument("--full", action="store_true", help="the long sweep (as committed in bench/results)")
+    bench.add_argument("--engines", default="", help="comma list of engines (default: every one that can run)")
+    bench.add_argument("--machine", default="local", help="machine label of the written files (default: local)")
+    bench.add_argument("--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)
-    if args.command == "config":
+    if args.command == "bench":
+        from ._bench.sweeps import main as bench_main
+
+        args.out = args.out if args.out != parser.get_default("out") else None
+        bench_main(args)
+    elif args.command == "config":
         from . import show_config
 
         show_config()
