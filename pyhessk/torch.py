@@ -57,6 +57,7 @@ import torch
 from torch import nn
 
 from . import _dispatch, _spec
+from ._arrays import as_real
 from .mlp import MLP
 
 __all__ = [
@@ -256,12 +257,10 @@ class TorchMLP:
 
     def __init__(self, sizes: Sequence[int], activations: Sequence[str], loss: str, reduction: str, bias: bool,
                  l2: float, loss_scale: float, backend: str = "auto") -> None:
-        if l2 < 0:
-            raise ValueError(f"l2 must be >= 0, got {l2}")
+        self.l2 = as_real(l2, "l2", low=0.0)
         self.loss_scale = float(loss_scale)
-        self._args = dict(activation=list(activations), loss=loss, l2=l2 / self.loss_scale, reduction=reduction,
+        self._args = dict(activation=list(activations), loss=loss, l2=self.l2 / self.loss_scale, reduction=reduction,
                           bias=bias)
-        self.l2 = float(l2)
         self.mlp = MLP(list(sizes), backend=backend, **self._args)
         self._gpu: MLP | None = None
 
@@ -303,7 +302,7 @@ class TorchMLP:
     def linearize(self, theta: Any, X: Any, Y: Any) -> TorchCurvature:
         """One fused forward and backward pass; the snapshot answers every product with tensors."""
         net, t, x, y = self._batch(theta, X, Y)
-        return TorchCurvature(self, net.linearize(t, x, y), t)
+        return TorchCurvature(self, net.linearize(t, x, y))
 
     def hvp(self, theta: Any, X: Any, Y: Any, V: Any) -> Any:
         """One-shot exact Hessian products."""
@@ -312,7 +311,7 @@ class TorchMLP:
     def gnvp(self, theta: Any, X: Any, Y: Any, V: Any) -> Any:
         """One-shot Gauss–Newton products."""
         net, t, x, y = self._batch(theta, X, Y)
-        return TorchCurvature(self, net._linearize_forward(t, x, y), t).gnvp(V)
+        return TorchCurvature(self, net._linearize_forward(t, x, y)).gnvp(V)
 
 
 class TorchCurvature:
@@ -323,11 +322,10 @@ class TorchCurvature:
     form given.
     """
 
-    def __init__(self, net: TorchMLP, curvature: Any, theta: Any) -> None:
+    def __init__(self, net: TorchMLP, curvature: Any) -> None:
         self.net = net
         self.curvature = curvature
         self._shapes = _param_shapes(net)
-        self._like = theta
 
     @property
     def loss(self) -> float:

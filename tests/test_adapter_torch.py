@@ -317,6 +317,8 @@ def test_errors():
         hkt.from_sequential(model, nn.CrossEntropyLoss(weight=torch.ones(2, dtype=torch.float64)))
     with pytest.raises(TypeError, match="loss must be a pyhessk loss name"):
         hkt.from_sequential(model, 3)
+    with pytest.raises(ValueError, match="l2 must be >= 0"):
+        hkt.from_sequential(model, nn.MSELoss(), l2=-1.0)
     net, theta = hkt.from_sequential(model)
     X, Y = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 2, dtype=torch.float64)
     with pytest.raises(TypeError, match="X has dtype torch.float16"):
