@@ -1,0 +1,346 @@
+"""GPU benchmark of the cuda engine against torch.func, torch.compile and JAX on the same GPU, with the cuBLAS
+GEMM throughput of the same shapes (issue 5; BENCH.md rules: interleaved rounds, the minimum over rounds of
+per-round medians, synchronisation inside every timed call, compiles outside the timed loops).
+
+    python -m bench.bench_gpu                      # configs M, W and G, float32, writes bench/results/gpu-*.{md,json}
+    python -m bench.bench_gpu --configs M --rounds 3 --reps 20
+    python -m bench.bench_gpu --check-only --device cpu --configs tiny   # peers' correctness on the CPU
+
+Config G is the GPU-sized net of the issue: sizes [4096]*4 + [10], relu, softmax CE, n = 4096.
+Columns: pyhessk cached HVP (per path: core / nvrtc), cached GGN product and fresh HVP; torch.func jvp(grad);
+torch.compile of it; JAX jit(jvp(grad)) and JAX linearize (cached); the "GEMM ideal" of the cached HVP (its
+6 layer-GEMMs per layer, 2 for the first, with their real shapes, back to back in cuBLAS) and the achieved
+GEMM throughput. Every peer's HVP is checked against pyhessk's before it is timed. Without a GPU the script
+says so and exits 0; under pytest it skips.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+import pyhessk as hk
+
+
+@dataclass(frozen=True)
+class GpuConfig:
+    name: str
+    sizes: tuple[int, ...]
+    activation: str
+    loss: str
+    n: int
+    dtype: str = "float32"
+
+
+CONFIGS = {
+    "M": GpuConfig("M", (784, 256, 256, 10), "tanh", "softmax_cross_entropy", 1024),
+    "W": GpuConfig("W", (1024, 1024, 1024, 1024, 10), "relu", "softmax_cross_entropy", 512),
+    "G": GpuConfig("G", (4096, 4096, 4096, 4096, 10), "relu", "softmax_cross_entropy", 4096),
+    "tiny": GpuConfig("tiny", (5, 7, 6, 3), "tanh", "softmax_cross_entropy", 9),
+}
+
+
+def gpu_reason() -> str | None:
+    """None when a GPU and CuPy are usable, else why not."""
+    try:
+        import cupy
+    except ImportError as exc:
+        return f"cupy not installed ({exc})"
+    from pyhessk.backends.cuda import gpu_status
+
+    ok, why = gpu_status(cupy)
+    return None if ok else why
+
+
+if "pytest" in sys.modules:  # collected by `pytest bench`: nothing to run without a GPU
+    import pytest
+
+    _why = gpu_reason()
+    if _why is not None:
+        pytest.skip(f"the GPU benchmark needs a GPU: {_why}", allow_module_level=True)
+
+
+# ---- problem data (BENCH.md rules) -----------------------------------------------------------------------
+def make_problem(cfg: GpuConfig) -> dict[str, Any]:
+    net = hk.MLP(list(cfg.sizes), activation=cfg.activation, loss=cfg.loss, backend="numpy")
+    theta = net.init(seed=0, dtype=cfg.dtype)
+    rng = np.random.default_rng(1234)
+    X = rng.standard_normal((cfg.n, cfg.sizes[0])).astype(cfg.dtype)
+    y = rng.integers(0, cfg.sizes[-1], cfg.n)
+    V = rng.standard_normal(theta.size).astype(cfg.dtype)
+    return {"theta": theta, "X": X, "y": y, "V": V, "spec": net.spec}
+
+
+# ---- timing ----------------------------------------------------------------------------------------------
+def interleaved(cands: dict[str, Callable[[], Any]], sync: Callable[[], None], rounds: int, reps: int) -> dict:
+    """Min over rounds of the per-round median ms of each candidate, the candidates interleaved per round."""
+    per: dict[str, list[float]] = {k: [] for k in cands}
+    for _ in range(rounds):
+        for name, fn in cands.items():
+            times = []
+            for _ in range(reps):
+                sync()
+                t0 = time.perf_counter()
+                fn()
+                sync()
+                times.append((time.perf_counter() - t0) * 1e3)
+            per[name].append(statistics.median(times))
+    return {k: {"ms": min(v), "round_medians_ms": v} for k, v in per.items()}
+
+
+# ---- peers -----------------------------------------------------------------------------------------------
+def _layers(spec: Any) -> list[tuple[int, int, int, int, int]]:
+    return [(w0, b0, end, spec.sizes[l], spec.sizes[l - 1]) for l, (w0, b0, end) in enumerate(spec.offsets, 1)]
+
+
+def torch_peers(p: dict[str, Any], device: str) -> dict[str, Callable[[], Any]]:
+    import torch
+    from torch.func import grad, jvp
+
+    spec = p["spec"]
+    act = {"tanh": torch.tanh, "relu": torch.relu}[spec.activations[0]]
+    th = torch.as_tensor(p["theta"], device=device)
+    X = torch.as_tensor(p["X"], device=device)
+    y = torch.as_tensor(p["y"], device=device)
+    v = torch.as_tensor(p["V"], device=device)
+    layers = _layers(spec)
+
+    def objective(t: Any) -> Any:
+        a = X
+        for i, (w0, b0, end, n_l, n_prev) in enumerate(layers):
+            a = a @ t[w0:b0].view(n_l, n_prev).T + t[b0:end]
+            if i < len(layers) - 1:
+                a = act(a)
+        return torch.nn.functional.cross_entropy(a, y)
+
+    def hvp() -> Any:
+        return jvp(grad(objective), (th,), (v,))[1]
+
+    out = {"torch.func jvp(grad)": hvp}
+    try:
+        compiled = torch.compile(lambda: jvp(grad(objective), (th,), (v,))[1])
+        compiled()
+        out["torch.compile"] = compiled
+    except Exception as exc:  # noqa: BLE001 - a compiler failure is a missing column, reported
+        print(f"torch.compile unavailable: {type(exc).__name__}: {exc}", file=sys.stderr)
+    return out
+
+
+def jax_peers(p: dict[str, Any], device: str) -> dict[str, Callable[[], Any]]:
+    import jax
+    import jax.numpy as jnp
+
+    devs = [d for d in jax.devices() if (d.platform == "gpu") == (device != "cpu")]
+    if not devs:
+        raise RuntimeError(f"JAX sees no {device} device")
+    dev = devs[0]
+    spec = p["spec"]
+    act = {"tanh": jnp.tanh, "relu": jax.nn.relu}[spec.activations[0]]
+    put = lambda a: jax.device_put(a, dev)  # noqa: E731
+    th, X, v = put(p["theta"]), put(p["X"]), put(p["V"])
+    onehot = put(np.eye(spec.sizes[-1], dtype=p["theta"].dtype)[p["y"]])
+    layers = _layers(spec)
+
+    def objective(t: Any) -> Any:
+        a = X
+        for i, (w0, b0, end, n_l, n_prev) in enumerate(layers):
+            a = a @ t[w0:b0].reshape(n_l, n_prev).T + t[b0:end]
+            if i < len(layers) - 1:
+                a = act(a)
+        return jnp.mean(jax.nn.logsumexp(a, axis=1) - jnp.sum(onehot * a, axis=1))
+
+    fresh = jax.jit(lambda t, u: jax.jvp(jax.grad(objective), (t,), (u,))[1])
+    _, lin = jax.linearize(jax.grad(objective), th)
+    cached = jax.jit(lin)
+    fresh(th, v).block_until_ready()
+    cached(v).block_until_ready()
+    return {"JAX jit(jvp(grad))": lambda: fresh(th, v).block_until_ready(),
+            "JAX linearize (cached)": lambda: cached(v).block_until_ready()}
+
+
+def gemm_ideal(p: dict[str, Any], cupy: Any) -> tuple[Callable[[], Any], float]:
+    """The cached HVP's GEMMs (ALGORITHMS.md §10: 6 per layer, 2 for the first) with real shapes, and their flops."""
+    spec, n = p["spec"], p["X"].shape[0]
+    dt = p["theta"].dtype
+    ops = []
+    flops = 0.0
+    for l in range(1, spec.num_layers + 1):
+        n_l, n_prev = spec.sizes[l], spec.sizes[l - 1]
+        count = 2 if l == 1 else 6
+        for _ in range(count):
+            ops.append((cupy.ones((n, n_prev), dt), cupy.ones((n_prev, n_l), dt)))
+            flops += 2.0 * n * n_prev * n_l
+
+    def run() -> None:
+        for a, b in ops:
+            a @ b
+
+    return run, flops
+
+
+def rel(a: Any, b: Any) -> float:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
+
+
+# ---- the run ---------------------------------------------------------------------------------------------
+def run_config(cfg: GpuConfig, rounds: int, reps: int, device: str, check_only: bool) -> dict[str, Any]:
+    p = make_problem(cfg)
+    row: dict[str, Any] = {"config": cfg.name, "sizes": list(cfg.sizes), "activation": cfg.activation,
+                           "loss": cfg.loss, "n": cfg.n, "N": int(p["theta"].size), "dtype": cfg.dtype,
+                           "checks": {}, "results": {}, "skipped": {}}
+    ref = hk.MLP(list(cfg.sizes), activation=cfg.activation, loss=cfg.loss, backend="numpy")
+    reference = ref.linearize(p["theta"].astype(np.float64), p["X"].astype(np.float64), p["y"]).hvp(
+        p["V"].astype(np.float64))
+    cands: dict[str, Callable[[], Any]] = {}
+    if device != "cpu":
+        import cupy
+        from pyhessk.backends import cuda
+
+        sync = cupy.cuda.get_current_stream().synchronize
+        th, X, V = (cupy.asarray(p[k]) for k in ("theta", "X", "V"))
+        for path in cuda.PATHS:
+            try:
+                engine = cuda.make_engine(path)
+            except RuntimeError as exc:
+                row["skipped"][f"pyhessk {path}"] = str(exc)
+                continue
+            net = hk.MLP(list(cfg.sizes), activation=cfg.activation, loss=cfg.loss, backend=engine)
+            t0 = time.perf_counter()
+            c = net.linearize(th, X, p["y"])
+            c.hvp(V), c.gnvp(V)
+            sync()
+            row[f"cold_start_s pyhessk {path}"] = time.perf_counter() - t0  # NVRTC compiles land here
+            row["checks"][f"pyhessk {path}"] = rel(cupy.asnumpy(c.hvp(V)), reference)
+            cands[f"pyhessk {path} HVP cached"] = lambda c=c: c.hvp(V)
+            cands[f"pyhessk {path} GGN cached"] = lambda c=c: c.gnvp(V)
+            cands[f"pyhessk {path} HVP fresh"] = lambda net=net: hk.hvp(net, th, X, p["y"], V)
+        ideal, flops = gemm_ideal(p, cupy)
+        ideal()
+        cands["cuBLAS GEMM ideal (cached HVP's GEMMs)"] = ideal
+        row["gemm_ideal_flops"] = flops
+    else:
+        sync = lambda: None  # noqa: E731
+
+    for builder, label in ((torch_peers, "torch"), (jax_peers, "jax")):
+        try:
+            peers = builder(p, "cuda" if device != "cpu" else "cpu")
+        except Exception as exc:  # noqa: BLE001 - a missing peer is a skipped column
+            row["skipped"][label] = f"{type(exc).__name__}: {exc}"
+            continue
+        for name, fn in peers.items():
+            out = fn()
+            host = out.detach().cpu().numpy() if hasattr(out, "detach") else np.asarray(out)
+            row["checks"][name] = rel(host, reference)
+            cands[name] = fn
+    if check_only:
+        return row
+
+    def full_sync() -> None:
+        sync()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+        except ImportError:
+            pass
+
+    row["results"] = interleaved(cands, full_sync, rounds, reps)
+    ideal_ms = row["results"].get("cuBLAS GEMM ideal (cached HVP's GEMMs)", {}).get("ms")
+    if ideal_ms:
+        row["gemm_tflops"] = row["gemm_ideal_flops"] / (ideal_ms * 1e-3) / 1e12
+        for key, res in row["results"].items():
+            if key.startswith("pyhessk") and "HVP cached" in key:
+                res["gemm_fraction"] = ideal_ms / res["ms"]  # share of the time that is the GEMM ideal
+    return row
+
+
+def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    lines = [f"# pyhessk cuda engine on {meta['device']} ({meta['date']})", "",
+             "Median ms of one product (float32, k = 1), min over interleaved rounds of per-round medians; "
+             "relative error of each HVP against the NumPy engine in float64 in brackets.", ""]
+    names = sorted({k for r in rows for k in r["results"]})
+    lines.append("| | " + " | ".join(r["config"] for r in rows) + " |")
+    lines.append("|---|" + "---|" * len(rows))
+    for name in names:
+        cells = []
+        for r in rows:
+            res = r["results"].get(name)
+            chk = next((v for k, v in r["checks"].items() if name.startswith(k)), None)
+            cells.append("" if res is None else f"{res['ms']:.3f}" + (f" [{chk:.1e}]" if chk is not None else ""))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "| | " + " | ".join(r["config"] for r in rows) + " |", "|---|" + "---|" * len(rows)]
+    lines.append("| cuBLAS throughput of the GEMM ideal (TFLOP/s) | " +
+                 " | ".join(f"{r.get('gemm_tflops', float('nan')):.1f}" for r in rows) + " |")
+    for path in ("core", "nvrtc"):
+        key = f"pyhessk {path} HVP cached"
+        lines.append(f"| GEMM ideal / {key} | " + " | ".join(
+            f"{r['results'][key]['gemm_fraction']:.2f}" if key in r["results"] else "" for r in rows) + " |")
+    lines += ["", "Skipped: " + "; ".join(f"{r['config']} {k}: {v}" for r in rows for k, v in r["skipped"].items())
+              if any(r["skipped"] for r in rows) else "", "", "Versions: " + json.dumps(meta["versions"])]
+    return "\n".join(lines) + "\n"
+
+
+def versions() -> dict[str, str]:
+    out = {"pyhessk": hk.__version__, "python": platform.python_version(), "numpy": np.__version__}
+    for mod in ("cupy", "torch", "jax"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001
+            out[mod] = "absent"
+    try:
+        from pyhessk import _core_cuda
+
+        out["_core_cuda"] = json.dumps(_core_cuda.build_info())
+    except ImportError:
+        out["_core_cuda"] = "not built"
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--configs", default="M,W,G", help="comma list of " + ",".join(CONFIGS))
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu: peers only, for --check-only")
+    ap.add_argument("--check-only", action="store_true", help="check every candidate's HVP, time nothing")
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    args = ap.parse_args(argv)
+    if args.device == "cuda":
+        why = gpu_reason()
+        if why is not None:
+            print(f"bench_gpu: no GPU benchmark here: {why}")
+            return 0
+    rows = [run_config(CONFIGS[c.strip()], args.rounds, args.reps, args.device, args.check_only)
+            for c in args.configs.split(",") if c.strip()]
+    if args.check_only:
+        print(json.dumps([{k: r[k] for k in ("config", "checks", "skipped")} for r in rows], indent=1))
+        return 0 if all(v < 1e-3 for r in rows for v in r["checks"].values()) else 1
+    import cupy
+
+    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.runtime.getDevice())
+    device = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+    meta = {"device": device, "date": _dt.date.today().isoformat(), "versions": versions(),
+            "argv": sys.argv, "env": {k: v for k, v in os.environ.items() if k.startswith("PYHESSK")}}
+    stem = Path(args.out) / f"gpu-{device.replace(' ', '_')}-{meta['date']}"
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    stem.with_suffix(".md").write_text(markdown(rows, meta))
+    print(markdown(rows, meta))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
