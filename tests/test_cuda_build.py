@@ -331,3 +331,77 @@ def test_cpu_engine_still_refuses_gpu_arrays():
     net = hk.MLP([3, 2], backend="numpy")
     with pytest.raises(TypeError, match=r"X is a GPU array.*'cuda' engine"):
         net.forward(net.init(), _FakeCai(shape=(2, 3)))
+
+
+# ---- the device providers' marshalling, with CuPy and _core_cuda replaced by recorders ----------------------
+class _RecordingCupy:
+    """Just enough of CuPy for NvrtcProvider.launch: RawModule compiles nothing, functions record their calls."""
+
+    ndarray = np.ndarray
+
+    def __init__(self):
+        self.modules, self.calls = [], []
+        recorder = self
+
+        class RawModule:
+            def __init__(self, code, options, name_expressions):
+                recorder.modules.append((code, options, tuple(name_expressions)))
+                self.names = set(name_expressions)
+
+            def get_function(self, expr):
+                assert expr in self.names
+                return lambda grid, block, args: recorder.calls.append((expr, grid, block, args))
+
+        self.RawModule = RawModule
+        runtime = type("runtime", (), {"getDevice": staticmethod(lambda: 0)})
+        self.cuda = type("cuda", (), {"runtime": runtime})
+
+
+def test_nvrtc_provider_marshals_arguments_and_caches_modules():
+    fake = _RecordingCupy()
+    prov = _providers.NvrtcProvider(fake)
+    f32 = np.dtype(np.float32)
+    Z, d1 = np.zeros(6, np.float32), np.zeros(6, np.float32)
+    prov.launch("activation_kernel", f32, 1, 6, 3, None, Z, d1, None)
+    prov.launch("activation_kernel", f32, 1, 6, 3, None, Z, d1, None)
+    prov.launch("activation_kernel", f32, 2, 6, 3, None, Z, d1, None)
+    prov.launch("axpy_kernel", f32, None, 6, 0.5, Z, d1)
+    prov.launch("entries_kernel", f32, None, 2, 4, 1, Z, Z, *(np.zeros(2, np.int64),) * 4, Z, 0.25, Z)
+    prov.launch("hadamard_kernel", f32, None, 0, Z, Z, Z)  # empty: no launch
+    assert len(fake.modules) == 3  # (float, act 1), (float, act 2), (float, untagged)
+    assert fake.modules[0][2] == ("pyhessk::cuda::activation_kernel<float, 1>",
+                                  "pyhessk::cuda::activation_value_kernel<float, 1>")
+    assert all(options == _source.NVRTC_OPTIONS for _, options, _ in fake.modules)
+    expr, grid, block, args = fake.calls[0]
+    assert (expr, grid, block) == ("pyhessk::cuda::activation_kernel<float, 1>", (1,), (256,))
+    assert isinstance(args[0], np.int64) and args[0] == 6 and isinstance(args[1], np.int64)
+    assert isinstance(args[2], np.uint64) and args[2] == 0 and args[3] is Z and isinstance(args[5], np.uint64)
+    _, _, _, args = fake.calls[3]
+    assert isinstance(args[1], np.float32) and args[1] == np.float32(0.5)
+    expr, grid, block, args = fake.calls[4]
+    assert grid == (2,) and block == (256,) and isinstance(args[0], np.int64) and args[0] == 4  # no count first
+    assert len(fake.calls) == 5
+
+
+def test_core_provider_marshals_arguments():
+    calls = []
+
+    class Core:
+        @staticmethod
+        def launch(*a):
+            calls.append(a)
+
+    class FakeCupy(_RecordingCupy):
+        def __init__(self):
+            super().__init__()
+            stream = type("stream", (), {"ptr": 1234})
+            self.cuda.get_current_stream = staticmethod(lambda: stream)
+
+    prov = _providers.CoreProvider(FakeCupy(), Core())
+    f64 = np.dtype(np.float64)
+    x = np.zeros(5)
+    prov.launch("axpy_kernel", f64, None, 5, np.float64(2.0), x, x)
+    prov.launch("loss_head_kernel", f64, 1, 3, 2, x, x, x, x, 0.5, x)
+    assert calls[0] == ("axpy_kernel", 1, -1, 5, 1, 256, 1234, [5, 2.0, x, x])
+    assert calls[1][:7] == ("loss_head_kernel", 1, 1, 3, 1, 256, 1234) and calls[1][7][:2] == [3, 2]
+    assert type(calls[0][7][1]) is float
