@@ -51,7 +51,7 @@ def _inline(path: Path, seen: set[Path]) -> str:
     return _INCLUDE.sub(repl, text)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def kernel_source(root: str | None = None) -> str:
     """All kernels as one NVRTC-ready string (no project includes left; NVRTC's built-ins suffice)."""
     base = Path(root) if root is not None else source_root()
