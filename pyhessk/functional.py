@@ -43,11 +43,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._arrays import as_float
+from ._arrays import as_float, as_real
+from .mlp import MLP
 
 if TYPE_CHECKING:
     from .curvature import Curvature
-    from .mlp import MLP
 
 __all__ = [
     "forward",
@@ -98,8 +98,6 @@ def _sizes(Ws: Any, bs: Any) -> tuple[list[int], bool]:
 def mlp(Ws: Any, bs: Any, activation: str | Sequence[str] = "tanh", loss: str = "mse", l2: float = 0.0,
         reduction: str = "mean", backend: str = "auto") -> MLP:
     """The ``pyhessk.MLP`` whose parameters ``(Ws, bs)`` are (architecture only; the weights are not kept)."""
-    from .mlp import MLP
-
     sizes, bias = _sizes(Ws, bs)
     return MLP(sizes, activation=activation, loss=loss, l2=l2, reduction=reduction, bias=bias, backend=backend)
 
@@ -264,3 +262,151 @@ def gnh(Ws: Any, bs: Any, X: Any, Y: Any, *, activation: str | Sequence[str] = "
     """The dense Gauss–Newton Hessian ``(N, N)`` in the flat layout; refuses N > ``max_params``."""
     net = mlp(Ws, bs, activation, loss, l2, reduction, backend)
     return net._linearize_forward(_theta(net, Ws, bs), X, Y).gnh(max_params=max_params)
+
+
+# ---- the shared body of the array-library adapters (pyhessk.torch, pyhessk.jax) ----------------------
+class _AdaptedMLP:
+    """An MLP whose objective is ``loss_scale · (SPEC data term) + (λ/2) Σ ‖W_l‖²``, reached through another
+    array library's arrays.
+
+    Subclasses give the conversion hooks: ``_to_engine(x, name)`` (a NumPy or CuPy array, or ``x`` unchanged),
+    ``_from_engine(a)`` (the library's array) and ``_device_of(*xs)`` ("cpu" or "cuda"), and the snapshot
+    class ``_curvature``. The underlying ``pyhessk.MLP`` carries l2 = λ / loss_scale, so that every answer
+    multiplied by the factor has exactly λ on the weights.
+
+    Attributes:
+        mlp: the underlying ``pyhessk.MLP`` (for CPU arrays; GPU arrays use a twin on the ``cuda`` engine).
+        loss_scale: the constant factor c > 0 on the SPEC data term.
+        l2: λ.
+    """
+
+    _curvature: type = type(None)
+
+    def __init__(self, sizes: Sequence[int], activation: Any, loss: str, l2: float, reduction: str, bias: bool,
+                 loss_scale: float, backend: str) -> None:
+        self.l2 = as_real(l2, "l2", low=0.0)
+        self.loss_scale = as_real(loss_scale, "loss_scale", low=0.0, open_low=True)
+        self._args = dict(activation=activation, loss=loss, l2=self.l2 / self.loss_scale, reduction=reduction,
+                          bias=bias)
+        self.mlp = MLP(list(sizes), backend=backend, **self._args)
+        self._gpu: MLP | None = None
+
+    @staticmethod
+    def _to_engine(x: Any, name: str) -> Any:
+        raise NotImplementedError
+
+    @staticmethod
+    def _from_engine(a: Any) -> Any:
+        raise NotImplementedError
+
+    @staticmethod
+    def _device_of(*xs: Any) -> str:
+        raise NotImplementedError
+
+    @property
+    def sizes(self) -> list[int]:
+        return self.mlp.sizes
+
+    @property
+    def num_params(self) -> int:
+        return self.mlp.num_params
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.mlp!r}, loss_scale={self.loss_scale}, l2={self.l2})"
+
+    def _net(self, device: str) -> MLP:
+        if device == "cpu":
+            return self.mlp
+        if self._gpu is None:
+            self._gpu = MLP(self.sizes, backend="cuda", **self._args)
+        return self._gpu
+
+    def _batch(self, theta: Any, X: Any, Y: Any = None) -> tuple[MLP, Any, Any, Any]:
+        net = self._net(self._device_of(theta, X, Y))
+        return net, self._to_engine(theta, "theta"), self._to_engine(X, "X"), self._to_engine(Y, "Y")
+
+    def forward(self, theta: Any, X: Any) -> Any:
+        """Network outputs (n, d)."""
+        net, t, x, _ = self._batch(theta, X)
+        return self._from_engine(net.forward(t, x))
+
+    def loss(self, theta: Any, X: Any, Y: Any) -> float:
+        """The objective, as a Python float."""
+        return self.linearize(theta, X, Y).loss
+
+    def grad(self, theta: Any, X: Any, Y: Any) -> Any:
+        """The gradient, flat (N,) in the SPEC layout."""
+        return self.linearize(theta, X, Y).grad
+
+    def linearize(self, theta: Any, X: Any, Y: Any) -> Any:
+        """One fused forward and backward pass; the snapshot answers every product in this library's arrays."""
+        net, t, x, y = self._batch(theta, X, Y)
+        return self._curvature(self, net.linearize(t, x, y))
+
+    def hvp(self, theta: Any, X: Any, Y: Any, V: Any) -> Any:
+        """One-shot exact Hessian products."""
+        return self.linearize(theta, X, Y).hvp(V)
+
+    def gnvp(self, theta: Any, X: Any, Y: Any, V: Any) -> Any:
+        """One-shot Gauss–Newton products (forward pass only)."""
+        net, t, x, y = self._batch(theta, X, Y)
+        return self._curvature(self, net._linearize_forward(t, x, y)).gnvp(V)
+
+
+class _AdaptedCurvature:
+    """A ``pyhessk.Curvature`` snapshot answering in another array library's arrays, times the net's loss_scale.
+
+    Subclasses convert vectors given in the parameters' own shape: ``_vec(V)`` returns (the flat engine array,
+    a form tag) and ``_answer(out, form)`` gives an engine answer back in that form (the default handles flat
+    arrays only).
+    """
+
+    def __init__(self, net: _AdaptedMLP, curvature: Curvature) -> None:
+        self.net = net
+        self.curvature = curvature
+
+    def _vec(self, V: Any) -> tuple[Any, Any]:
+        return self.net._to_engine(V, "V"), None
+
+    def _answer(self, out: Any, form: Any) -> Any:
+        return self.net._from_engine(out)
+
+    @property
+    def loss(self) -> float:
+        return self.net.loss_scale * self.curvature.loss
+
+    @property
+    def grad(self) -> Any:
+        """The gradient, flat (N,)."""
+        return self.net._from_engine(self.net.loss_scale * self.curvature.grad)
+
+    def hvp(self, V: Any) -> Any:
+        """H V, in the form V was given."""
+        v, form = self._vec(V)
+        return self._answer(self.net.loss_scale * self.curvature.hvp(v), form)
+
+    def gnvp(self, V: Any) -> Any:
+        """G V (plus λ on the weights), in the form V was given."""
+        v, form = self._vec(V)
+        return self._answer(self.net.loss_scale * self.curvature.gnvp(v), form)
+
+    def jvp(self, V: Any) -> Any:
+        """J V of the network output: (n, d) or (n, d, k)."""
+        v, _ = self._vec(V)
+        return self.net._from_engine(self.curvature.jvp(v))
+
+    def vjp(self, U: Any) -> Any:
+        """Jᵀ U summed over samples, flat: (n, d) → (N,), (n, d, k) → (N, k)."""
+        return self.net._from_engine(self.curvature.vjp(self.net._to_engine(U, "U")))
+
+    def hessian(self, **kw: Any) -> Any:
+        """The dense Hessian (N, N); the size guard of ``Curvature.hessian``."""
+        return self.net._from_engine(self.net.loss_scale * self.curvature.hessian(**kw))
+
+    def gnh(self, **kw: Any) -> Any:
+        """The dense Gauss–Newton Hessian (N, N)."""
+        return self.net._from_engine(self.net.loss_scale * self.curvature.gnh(**kw))
+
+    def gnh_diagonal(self) -> Any:
+        """The exact diagonal of G (SPEC §3), flat."""
+        return self.net._from_engine(self.net.loss_scale * self.curvature.gnh_entries().diagonal())

@@ -45,8 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _dispatch, _spec
-from ._arrays import as_real
-from .mlp import MLP
+from .functional import _AdaptedCurvature, _AdaptedMLP
 
 __all__ = ["JaxCurvature", "JaxMLP", "from_params", "to_params"]
 
@@ -137,10 +136,11 @@ def _read_params(params: Any, layout: str) -> tuple[list[int], bool]:
     return sizes, all(has_b)
 
 
-class JaxMLP:
+class JaxMLP(_AdaptedMLP):
     """A pyhessk MLP that takes and returns JAX arrays; made by :func:`from_params`.
 
     The objective is ``loss_scale · (SPEC data term) + (λ/2) Σ ‖W_l‖²`` (``l2=λ`` on the weights, after the factor).
+    Flat vectors (gradients, products) are in the SPEC layout; ``unflatten`` gives the pytree.
 
     Attributes:
         mlp: the underlying ``pyhessk.MLP`` (SPEC objective, with l2 = λ / loss_scale).
@@ -148,23 +148,14 @@ class JaxMLP:
         loss_scale: the constant factor on the SPEC data term (1 by default).
     """
 
+    _to_engine = staticmethod(_to_engine)
+    _from_engine = staticmethod(_from_engine)
+    _device_of = staticmethod(_device_of)
+
     def __init__(self, sizes: Sequence[int], activation: Any, loss: str, l2: float, reduction: str, bias: bool,
                  layout: str, loss_scale: float, backend: str) -> None:
         self.layout = _check_layout(layout)
-        self.loss_scale = as_real(loss_scale, "loss_scale", low=0.0, open_low=True)
-        self.l2 = as_real(l2, "l2", low=0.0)
-        self._args = dict(activation=activation, loss=loss, l2=self.l2 / self.loss_scale, reduction=reduction,
-                          bias=bias)
-        self.mlp = MLP(list(sizes), backend=backend, **self._args)
-        self._gpu: MLP | None = None
-
-    @property
-    def sizes(self) -> list[int]:
-        return self.mlp.sizes
-
-    @property
-    def num_params(self) -> int:
-        return self.mlp.num_params
+        super().__init__(sizes, activation, loss, l2, reduction, bias, loss_scale, backend)
 
     def __repr__(self) -> str:
         return f"JaxMLP({self.mlp!r}, layout={self.layout!r}, loss_scale={self.loss_scale}, l2={self.l2})"
@@ -215,65 +206,14 @@ class JaxMLP:
             out.append((W, b))
         return out
 
-    # ---- evaluation ----------------------------------------------------------------------------------
-    def _net(self, device: str) -> MLP:
-        if device == "cpu":
-            return self.mlp
-        if self._gpu is None:
-            self._gpu = MLP(self.sizes, backend="cuda", **self._args)
-        return self._gpu
 
-    def _batch(self, theta: Any, X: Any, Y: Any = None) -> tuple[MLP, Any, Any, Any]:
-        net = self._net(_device_of(theta, X, Y))
-        return net, _to_engine(theta, "theta"), _to_engine(X, "X"), _to_engine(Y, "Y")
-
-    def forward(self, theta: Any, X: Any) -> jax.Array:
-        """Network outputs (n, d)."""
-        net, t, x, _ = self._batch(theta, X)
-        return _from_engine(net.forward(t, x))
-
-    def loss(self, theta: Any, X: Any, Y: Any) -> float:
-        """The objective as a Python float."""
-        return self.linearize(theta, X, Y).loss
-
-    def grad(self, theta: Any, X: Any, Y: Any) -> jax.Array:
-        """The gradient, flat (N,) in the SPEC layout (``unflatten`` gives the pytree)."""
-        return self.linearize(theta, X, Y).grad
-
-    def linearize(self, theta: Any, X: Any, Y: Any) -> JaxCurvature:
-        """One fused forward and backward pass; the snapshot answers every product with JAX arrays."""
-        net, t, x, y = self._batch(theta, X, Y)
-        return JaxCurvature(self, net.linearize(t, x, y))
-
-    def hvp(self, theta: Any, X: Any, Y: Any, V: Any) -> Any:
-        """One-shot exact Hessian products."""
-        return self.linearize(theta, X, Y).hvp(V)
-
-    def gnvp(self, theta: Any, X: Any, Y: Any, V: Any) -> Any:
-        """One-shot Gauss–Newton products (forward pass only)."""
-        net, t, x, y = self._batch(theta, X, Y)
-        return JaxCurvature(self, net._linearize_forward(t, x, y)).gnvp(V)
-
-
-class JaxCurvature:
+class JaxCurvature(_AdaptedCurvature):
     """A ``pyhessk.Curvature`` snapshot that takes and returns JAX arrays.
 
     Vectors are flat (N,) / (N, k) arrays in the SPEC layout, or pytrees shaped like the parameters (a list of
     (W, b) pairs in the net's layout, each array with a trailing axis k for a block); answers come back in the
     form given.
     """
-
-    def __init__(self, net: JaxMLP, curvature: Any) -> None:
-        self.net = net
-        self.curvature = curvature
-
-    @property
-    def loss(self) -> float:
-        return self.net.loss_scale * self.curvature.loss
-
-    @property
-    def grad(self) -> jax.Array:
-        return _from_engine(self.net.loss_scale * self.curvature.grad)
 
     def _vec(self, V: Any) -> tuple[Any, bool]:
         if isinstance(V, (list, tuple)):
@@ -284,36 +224,8 @@ class JaxCurvature:
         a = _from_engine(out)
         return self.net.unflatten(a) if tree else a
 
-    def hvp(self, V: Any) -> Any:
-        """H V; flat or pytree, same form out."""
-        v, tree = self._vec(V)
-        return self._answer(self.net.loss_scale * self.curvature.hvp(v), tree)
 
-    def gnvp(self, V: Any) -> Any:
-        """G V (plus λ on the weights); flat or pytree, same form out."""
-        v, tree = self._vec(V)
-        return self._answer(self.net.loss_scale * self.curvature.gnvp(v), tree)
-
-    def jvp(self, V: Any) -> jax.Array:
-        """J V of the network output: (n, d) or (n, d, k)."""
-        v, _ = self._vec(V)
-        return _from_engine(self.curvature.jvp(v))
-
-    def vjp(self, U: Any) -> jax.Array:
-        """Jᵀ U summed over samples, flat: (n, d) → (N,), (n, d, k) → (N, k)."""
-        return _from_engine(self.curvature.vjp(_to_engine(U, "U")))
-
-    def hessian(self, **kw: Any) -> jax.Array:
-        """The dense Hessian (N, N) in the SPEC layout."""
-        return _from_engine(self.net.loss_scale * self.curvature.hessian(**kw))
-
-    def gnh(self, **kw: Any) -> jax.Array:
-        """The dense Gauss–Newton Hessian (N, N) in the SPEC layout."""
-        return _from_engine(self.net.loss_scale * self.curvature.gnh(**kw))
-
-    def gnh_diagonal(self) -> jax.Array:
-        """The exact diagonal of G (SPEC §3), flat."""
-        return _from_engine(self.net.loss_scale * self.curvature.gnh_entries().diagonal())
+JaxMLP._curvature = JaxCurvature
 
 
 def from_params(params: Any, activation: Any = "tanh", loss: str = "mse", *, layout: str = "jax", l2: float = 0.0,

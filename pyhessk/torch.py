@@ -57,7 +57,7 @@ import torch
 from torch import nn
 
 from . import _dispatch, _spec
-from ._arrays import as_real
+from .functional import _AdaptedCurvature, _AdaptedMLP
 from .mlp import MLP
 
 __all__ = [
@@ -244,77 +244,28 @@ def _device_of(*xs: Any) -> str:
     return "cuda" if "cuda" in devices else "cpu"
 
 
-class TorchMLP:
+class TorchMLP(_AdaptedMLP):
     """A pyhessk MLP that takes and returns torch tensors, with torch's loss convention when built from one.
 
-    Made by :func:`from_sequential`. The objective is ``loss_scale · (SPEC data term) + (λ/2) Σ ‖W_l‖²``; every
-    product (gradient, H, G) includes the factor, the Jacobian products do not involve the loss.
+    Made by :func:`from_sequential`. The objective is ``loss_scale · (SPEC data term) + (λ/2) Σ ‖W_l‖²``; the
+    gradient and every H and G product include the factor; the Jacobian products do not involve the loss.
+    Flat vectors are in the order of ``model.parameters()``.
 
     Attributes:
         mlp: the underlying ``pyhessk.MLP`` (SPEC objective, with l2 = λ / loss_scale).
         loss_scale: the factor c between torch's loss module and SPEC's loss (1 for a pyhessk loss name).
     """
 
+    _to_engine = staticmethod(_to_engine)
+    _from_engine = staticmethod(_from_engine)
+    _device_of = staticmethod(_device_of)
+
     def __init__(self, sizes: Sequence[int], activations: Sequence[str], loss: str, reduction: str, bias: bool,
                  l2: float, loss_scale: float, backend: str = "auto") -> None:
-        self.l2 = as_real(l2, "l2", low=0.0)
-        self.loss_scale = float(loss_scale)
-        self._args = dict(activation=list(activations), loss=loss, l2=self.l2 / self.loss_scale, reduction=reduction,
-                          bias=bias)
-        self.mlp = MLP(list(sizes), backend=backend, **self._args)
-        self._gpu: MLP | None = None
-
-    @property
-    def sizes(self) -> list[int]:
-        return self.mlp.sizes
-
-    @property
-    def num_params(self) -> int:
-        return self.mlp.num_params
-
-    def __repr__(self) -> str:
-        return f"TorchMLP({self.mlp!r}, loss_scale={self.loss_scale}, l2={self.l2})"
-
-    def _net(self, device: str) -> MLP:
-        if device == "cpu":
-            return self.mlp
-        if self._gpu is None:
-            self._gpu = MLP(self.sizes, backend="cuda", **self._args)
-        return self._gpu
-
-    def _batch(self, theta: Any, X: Any, Y: Any = None) -> tuple[MLP, Any, Any, Any]:
-        net = self._net(_device_of(theta, X, Y))
-        return net, _to_engine(theta, "theta"), _to_engine(X, "X"), _to_engine(Y, "Y")
-
-    def forward(self, theta: Any, X: Any) -> torch.Tensor:
-        """Network outputs (n, d)."""
-        net, t, x, _ = self._batch(theta, X)
-        return _from_engine(net.forward(t, x))
-
-    def loss(self, theta: Any, X: Any, Y: Any) -> float:
-        """The objective (torch's convention for a torch loss module), as a Python float."""
-        return self.linearize(theta, X, Y).loss
-
-    def grad(self, theta: Any, X: Any, Y: Any) -> torch.Tensor:
-        """The gradient (N,), in the order of ``model.parameters()``."""
-        return self.linearize(theta, X, Y).grad
-
-    def linearize(self, theta: Any, X: Any, Y: Any) -> TorchCurvature:
-        """One fused forward and backward pass; the snapshot answers every product with tensors."""
-        net, t, x, y = self._batch(theta, X, Y)
-        return TorchCurvature(self, net.linearize(t, x, y))
-
-    def hvp(self, theta: Any, X: Any, Y: Any, V: Any) -> Any:
-        """One-shot exact Hessian products."""
-        return self.linearize(theta, X, Y).hvp(V)
-
-    def gnvp(self, theta: Any, X: Any, Y: Any, V: Any) -> Any:
-        """One-shot Gauss–Newton products."""
-        net, t, x, y = self._batch(theta, X, Y)
-        return TorchCurvature(self, net._linearize_forward(t, x, y)).gnvp(V)
+        super().__init__(sizes, list(activations), loss, l2, reduction, bias, loss_scale, backend)
 
 
-class TorchCurvature:
+class TorchCurvature(_AdaptedCurvature):
     """A ``pyhessk.Curvature`` snapshot that takes and returns torch tensors (see ``pyhessk.Curvature``).
 
     Vectors are a tensor of shape (N,) or (N, k) in the order of ``model.parameters()``, or a list of tensors
@@ -322,62 +273,17 @@ class TorchCurvature:
     form given.
     """
 
-    def __init__(self, net: TorchMLP, curvature: Any) -> None:
-        self.net = net
-        self.curvature = curvature
-        self._shapes = _param_shapes(net)
-
-    @property
-    def loss(self) -> float:
-        # the underlying MLP carries λ/c, so c·L has torch's data term plus (λ/2)Σ‖W‖²
-        return self.net.loss_scale * self.curvature.loss
-
-    @property
-    def grad(self) -> torch.Tensor:
-        return self._out(self.net.loss_scale * self.curvature.grad)
-
-    def _out(self, a: Any) -> torch.Tensor:
-        return _from_engine(a)
-
-    def _vec(self, V: Any, name: str = "V") -> tuple[Any, bool]:
+    def _vec(self, V: Any) -> tuple[Any, bool]:
         if isinstance(V, (list, tuple)):
-            return _to_engine(_list_to_flat(V, self._shapes, name), name), True
-        return _to_engine(V, name), False
+            return _to_engine(_list_to_flat(V, _param_shapes(self.net), "V"), "V"), True
+        return _to_engine(V, "V"), False
 
     def _answer(self, out: Any, per_param: bool) -> Any:
-        t = self._out(out)
-        return _flat_to_list(t, self._shapes) if per_param else t
+        t = _from_engine(out)
+        return _flat_to_list(t, _param_shapes(self.net)) if per_param else t
 
-    def hvp(self, V: Any) -> Any:
-        """H V (torch's objective for a torch loss module)."""
-        v, per = self._vec(V)
-        return self._answer(self.net.loss_scale * self.curvature.hvp(v), per)
 
-    def gnvp(self, V: Any) -> Any:
-        """G V, the generalized Gauss–Newton product (plus λ on the weights)."""
-        v, per = self._vec(V)
-        return self._answer(self.net.loss_scale * self.curvature.gnvp(v), per)
-
-    def jvp(self, V: Any) -> torch.Tensor:
-        """J V of the network output: (n, d) or (n, d, k)."""
-        v, _ = self._vec(V)
-        return self._out(self.curvature.jvp(v))
-
-    def vjp(self, U: Any) -> torch.Tensor:
-        """Jᵀ U summed over samples: (n, d) → (N,), (n, d, k) → (N, k)."""
-        return self._out(self.curvature.vjp(_to_engine(U, "U")))
-
-    def hessian(self, **kw: Any) -> torch.Tensor:
-        """The dense Hessian (N, N); the size guard of ``Curvature.hessian``."""
-        return self._out(self.net.loss_scale * self.curvature.hessian(**kw))
-
-    def gnh(self, **kw: Any) -> torch.Tensor:
-        """The dense Gauss–Newton Hessian (N, N)."""
-        return self._out(self.net.loss_scale * self.curvature.gnh(**kw))
-
-    def gnh_diagonal(self) -> torch.Tensor:
-        """The exact diagonal of G (SPEC §3)."""
-        return self._out(self.net.loss_scale * self.curvature.gnh_entries().diagonal())
+TorchMLP._curvature = TorchCurvature
 
 
 def _param_shapes(net: TorchMLP) -> list[tuple[int, ...]]:
