@@ -192,6 +192,19 @@ def test_gnvp_never_runs_the_gradient_pass(backend):
     assert rel_err(hk.gnvp(net, th, X, Y, np.eye(th.size)[:, :3]), G) < 1e-14
 
 
+def test_hvp_on_a_forward_only_snapshot_then_the_gradient(backend):
+    """hk.hvp's route: the product runs the backward pass it needs; the gradient asked for afterwards is
+    still the full, correct one (the C++ engine adds the weight-gradient GEMMs only then)."""
+    case = Case((4, 5, 5, 3), "softplus", "softmax_cross_entropy", n=7, seed=26, l2=0.2)
+    th, X, Y = case.data()
+    net = case.net(backend)
+    c = net._linearize_forward(th, X, Y)
+    V = rand_block(th.size, 2, np.float64)
+    assert rel_err(c.hvp(V), net.linearize(th, X, Y).hvp(V)) < 1e-14
+    assert rel_err(c.grad, net.grad(th, X, Y)) < 1e-14
+    assert rel_err(c.grad, fd_gradient(lambda t: objective(case, t, X, Y), th)) < 1e-7
+
+
 def _calls(fn) -> int:
     prof = cProfile.Profile()
     prof.enable()

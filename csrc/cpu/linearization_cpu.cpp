@@ -193,13 +193,30 @@ void Linearization<T>::backward() {
 }
 
 template <typename T>
-void Linearization<T>::backward_locked() {
-  if (has_grad_) return;
-  grad_.resize(s_.num_params);
+void Linearization<T>::deltas_locked() {
+  if (has_deltas_) return;
   delta_.resize(L_);
   gamma_.resize(L_ - 1);
   delta_[L_ - 1] = E_;
-  for (int l = L_; l >= 1; --l) {
+  for (int l = L_; l > 1; --l) {
+    const int n_l = s_.sizes[l], n_prev = s_.sizes[l - 1];
+    auto& G = gamma_[l - 2];  // Γ_{l−1} = Δ_l W_l, then Δ_{l−1} = φ′ ⊙ Γ_{l−1}
+    G.resize(int64_t(n_) * n_prev);
+    gemm<T>(false, false, n_, n_prev, n_l, T(1), delta_[l - 1].data(), n_l, W(l), n_prev, T(0), G.data(), n_prev);
+    auto& Dn = delta_[l - 2];
+    Dn.resize(G.size());
+    const T* p1 = dphi_[l - 2].data();
+    for (size_t i = 0; i < G.size(); ++i) Dn[i] = p1[i] * G[i];
+  }
+  has_deltas_ = true;
+}
+
+template <typename T>
+void Linearization<T>::backward_locked() {
+  if (has_grad_) return;
+  deltas_locked();
+  grad_.resize(s_.num_params);
+  for (int l = L_; l >= 1; --l) {  // ∇_{W_l} = Δ_lᵀ A_{l−1} (+ λ W_l), ∇_{b_l} = Σ_k Δ_l
     const int n_l = s_.sizes[l], n_prev = s_.sizes[l - 1];
     const T* D = delta_[l - 1].data();
     T* gW = grad_.data() + s_.w_off[l - 1];
@@ -210,15 +227,6 @@ void Linearization<T>::backward_locked() {
       for (int64_t i = 0; i < int64_t(n_l) * n_prev; ++i) gW[i] += lam * w[i];
     }
     if (s_.bias) column_sums(n_, n_l, D, grad_.data() + s_.b_off[l - 1]);
-    if (l > 1) {
-      auto& G = gamma_[l - 2];
-      G.resize(int64_t(n_) * n_prev);
-      gemm<T>(false, false, n_, n_prev, n_l, T(1), D, n_l, W(l), n_prev, T(0), G.data(), n_prev);
-      auto& Dn = delta_[l - 2];
-      Dn.resize(G.size());
-      const T* p1 = dphi_[l - 2].data();
-      for (size_t i = 0; i < G.size(); ++i) Dn[i] = p1[i] * G[i];
-    }
   }
   has_grad_ = true;
 }
@@ -341,7 +349,7 @@ void Linearization<T>::assemble_layer(int l, int k, const T* D, const T* RA, con
 template <typename T>
 void Linearization<T>::hvp(const T* V, int k, T* out) {
   std::lock_guard<std::mutex> lock(mutex_);
-  backward_locked();
+  deltas_locked();
   reserve(k);
   r_forward(V, k);
   T* RD = buf_a_.data();

@@ -45,6 +45,7 @@ class Linearization {
   const scalar_t* W(int l) const { return theta_.data() + s_.w_off[l - 1]; }
   const scalar_t* b(int l) const { return s_.bias ? theta_.data() + s_.b_off[l - 1] : nullptr; }
   void backward_locked();
+  void deltas_locked();  // Δ_l and Γ_l only: what the Hessian product needs (no weight-gradient GEMMs)
   void reserve(int k);
   void r_forward(const scalar_t* V, int k);  // fills RZ_[l], RA_[l] for l = 1..L
   // Dᵀ A_{l−1} (+ extra) (+ λ V_l) and the bias sums of D, written into out (N, k).
@@ -57,7 +58,7 @@ class Linearization {
   int n_, d_, L_;
   scalar_t scale_;
   double loss_ = 0;
-  bool has_grad_ = false;
+  bool has_grad_ = false, has_deltas_ = false;
   std::vector<scalar_t> theta_, grad_;
   std::vector<std::vector<scalar_t>> A_;      // A_0 = X, …, A_{L−1}
   std::vector<std::vector<scalar_t>> dphi_;   // l = 1..L−1
