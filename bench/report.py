@@ -207,7 +207,7 @@ def render(machine: dict, cells: dict, engine: str, command: str, peers: dict | 
         "- The GEMM ideal of a product is exactly the GEMMs it needs (ALGORITHMS.md §10), with their real "
         "batch-major shapes, on preallocated operands of the product's dtype, run back to back with "
         "`np.matmul(a, b, out=c)`: forward 1 per layer; gradient 3 (first layer 2); cached HVP 6 (first 2); "
-        "fresh HVP 9 (first 3); cached GGN 4 (first 2); fresh GGN 5 (first 3); a block of k vectors uses the same "
+        "fresh HVP 8 (first 3: no weight gradient); cached GGN 4 (first 2); fresh GGN 5 (first 3); a block of k vectors uses the same "
         "GEMMs with k-times larger operands; the dense Hessian is block HVPs over the column chunks "
         "`c.hessian()` uses; the GNH precomputation is one (n·d, n_{l+1}) @ (n_{l+1}, n_l) GEMM per layer "
         "l < L; a GNH block one (|I|, n·d) @ (n·d, |J|) GEMM; the GNH diagonal one (n_l, n) @ (n, n_{l−1}) "

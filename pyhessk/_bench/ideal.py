@@ -1,7 +1,7 @@
 """The GEMM ideal of each product: exactly the GEMMs it needs, with their real shapes, run back to back.
 
 BENCH.md: count the GEMMs a product needs (ALGORITHMS.md §10) in units of the forward pass's per-layer
-GEMMs — forward 1 per layer; gradient 3 (first layer 2); cached HVP 6 (first layer 2); fresh HVP 9
+GEMMs — forward 1 per layer; gradient 3 (first layer 2); cached HVP 6 (first layer 2); fresh HVP 8
 (first 3); cached GGN product 4 (first 2); fresh GGN = forward + cached GGN, 5 (first 3). The time of
 exactly those GEMMs, on preallocated operands of the product's dtype, each one ``np.matmul(a, b, out=c)``
 with NumPy's BLAS, is the product's "GEMM ideal". Elementwise work (activations, φ′ products, loss
@@ -89,6 +89,11 @@ def backward(sizes: Sequence[int], n: int) -> list[Kernel]:
     return out
 
 
+def deltas(sizes: Sequence[int], n: int) -> list[Kernel]:
+    """Γ_{l−1} = Δ_l W_l for l > 1 only: the part of the backward pass a Hessian product needs."""
+    return [g for g in backward(sizes, n) if " D W" in g.label]
+
+
 def r_forward(sizes: Sequence[int], n: int, k: int) -> list[Kernel]:
     """R{Z_l} = A_{l−1} [V_lᵀ…] + R{A_{l−1}} W_lᵀ: 2 per layer (l = 1: 1), k-wide."""
     out: list[Kernel] = []
@@ -141,8 +146,8 @@ def kernels_for(product: str, sizes: Sequence[int], n: int, k: int = 1, **kw: in
         return forward(sizes, n) + backward(sizes, n)
     if product in ("hvp_cached", "hvp_block"):
         return r_forward(sizes, n, k) + r_backward(sizes, n, k)
-    if product == "hvp_fresh":
-        return forward(sizes, n) + backward(sizes, n) + r_forward(sizes, n, k) + r_backward(sizes, n, k)
+    if product == "hvp_fresh":  # no weight gradient: the product needs only the backward deltas
+        return forward(sizes, n) + deltas(sizes, n) + r_forward(sizes, n, k) + r_backward(sizes, n, k)
     if product in ("ggn_cached", "ggn_block"):
         return r_forward(sizes, n, k) + gn_backward(sizes, n, k)
     if product == "ggn_fresh":
