@@ -121,7 +121,7 @@ def test_two_threads_with_two_snapshots_get_correct_answers():
 
 
 # ---- G V from the stored GNH factors (gnh_gnvp) against the NumPy engine's ----------------------------------
-GNVP_CASES = [c for c in CASES if c.n > 1] + [
+GNVP_CASES = CASES + [
     Case((4, 6, 5, 3), "tanh", "sigmoid_cross_entropy", l2=0.3, bias=False, seed=21, n=9),
     Case((4, 6, 3), "gelu", "mse", l2=0.2, reduction="sum", seed=22, n=8),
 ]
