@@ -8,10 +8,14 @@ compressor (ALGORITHMS §4.5). This module is a small HODLR version of that idea
   clusters; no reordering is done);
 - the diagonal blocks of the leaves are stored dense and exact (``e.block(I, I) + λI``);
 - the off-diagonal block K[A, B] = G[A, B] of every internal node (children A and B) is compressed by
-  adaptive cross approximation (ACA with partial pivoting, Bebendorf 2000), which reads single rows and
-  columns through ``e.block`` and so never evaluates the block, let alone the N × N matrix, followed by a
-  QR + SVD recompression that truncates to the tolerance and ``max_rank``; a block whose rank would store
-  as many numbers as the block itself is stored dense (exactly);
+  adaptive cross approximation (ACA with partial pivoting, Bebendorf 2000), which reads batches of rows
+  and columns through ``e.block`` and so never evaluates the whole block, let alone the N × N matrix,
+  followed by a QR + SVD recompression that truncates to the tolerance and ``max_rank``. ACA stops when a
+  sketch of its residual with a few Gaussian vectors (one block Gauss–Newton product ``c.gnvp`` with
+  vectors that vanish outside B, per block) is below the tolerance; ACA's own norm estimate is not
+  trusted, since it misses blocks with sparse structure (the output layer's weights under a diagonal
+  output Hessian give such blocks). Blocks with a side of at most 32, and blocks whose rank would store
+  as many numbers as the block itself, are read whole (and stored dense when they do not compress);
 - a product K̃V costs O(N·r·log(N/m)) per column, and the solve K̃⁻¹B uses a recursive
   Sherman–Morrison–Woodbury factorization computed once (O(N·r²·log²(N/m))) and reused for every
   right-hand side.
@@ -38,7 +42,7 @@ if TYPE_CHECKING:
     from .curvature import Curvature, GnhEntries
 
 DEFAULT_LEAF_SIZE = 64
-_PROBES = 3  # random residual columns that confirm each ACA stop
+_PROBES = 8  # Gaussian vectors that sketch each block's residual (its norm to within about ±50%)
 _READ_WHOLE = 32  # blocks with a side this short are read whole and truncated by SVD (cheaper, and exact)
 _BATCH = 16  # most crosses per pair of oracle calls in ACA (rows, then columns, one GEMM each)
 
@@ -92,6 +96,7 @@ class HodlrReport:
     levels: list[dict[str, Any]]
     stored: int
     entries_evaluated: int
+    probe_products: int
     build_seconds: float
     rank_limited_blocks: int
     dense_blocks: int
@@ -119,7 +124,8 @@ class HodlrReport:
             f"max_rank {self.max_rank}",
             f"stored {self.stored:,} numbers = {self.memory_ratio:.3%} of N² = {N * N:,}; "
             f"entries evaluated while building {self.entries_evaluated:,} "
-            f"({self.entries_evaluated / float(N * N):.3%} of N²); built in {self.build_seconds:.3f} s",
+            f"({self.entries_evaluated / float(N * N):.3%} of N²) and {self.probe_products:,} product columns "
+            f"for the residual sketches; built in {self.build_seconds:.3f} s",
             f"blocks cut by max_rank: {self.rank_limited_blocks}; stored dense: {self.dense_blocks}",
             "level  blocks  block size  ranks min/mean/max",
         ]
@@ -139,18 +145,29 @@ class HodlrReport:
 class _Builder:
     """Adaptive cross approximation of the off-diagonal blocks through the entry oracle."""
 
-    def __init__(self, e: GnhEntries, tol: float, max_rank: int | None, rng: np.random.Generator, eps: float):
-        self.e = e
+    def __init__(self, c: Curvature, tol: float, max_rank: int | None, rng: np.random.Generator, eps: float):
+        self.c = c
+        self.e = c.gnh_entries()
         self.tol = tol
         self.max_rank = max_rank
         self.rng = rng
         self.eps = eps
-        self.diag = np.asarray(e.diagonal(), dtype=np.float64)
+        self.diag = np.asarray(self.e.diagonal(), dtype=np.float64)
         self.evaluated = 0
+        self.probe_products = 0
 
     def block(self, I: np.ndarray, J: np.ndarray) -> np.ndarray:
         self.evaluated += I.size * J.size
         return np.asarray(self.e.block(I, J), dtype=np.float64)
+
+    def sketch(self, A: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(Ω, K[A, B] Ω) for ``_PROBES`` Gaussian vectors Ω on B: one block Gauss–Newton product with vectors
+        that vanish outside B, read on the rows A (A and B are disjoint, so no damping enters)."""
+        Omega = self.rng.standard_normal((B.size, _PROBES))
+        W = np.zeros((self.c.num_params, _PROBES), dtype=self.c.dtype)
+        W[B] = Omega
+        self.probe_products += _PROBES
+        return Omega.astype(self.c.dtype).astype(np.float64), np.asarray(self.c.gnvp(W)[A], dtype=np.float64)
 
     def compress(self, A: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, bool]:
         """K[A, B] ≈ U Vᵀ (V is None: U is the dense block); the flag says whether the tolerance was met."""
@@ -178,32 +195,37 @@ class _Builder:
     def _aca(self, A: np.ndarray, B: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray, bool]:
         """Adaptive cross approximation with partial pivoting, up to ``_BATCH`` crosses per pair of oracle calls.
 
-        Each round reads the residual of a batch of rows (the unused rows where the last cross was largest),
-        chooses pivots in it by complete pivoting, reads the pivot columns in one call, and appends the
-        crosses in pivot order (the same crosses sequential ACA would make with those pivots). It stops when
-        the last cross is below tol/2 of ACA's estimate of ‖K[A, B]‖_F and ``_PROBES`` random residual
-        columns agree, or at ``limit`` crosses (then the flag is False).
+        Each round reads the residual of a batch of rows (the unused rows where the residual sketch is
+        largest), chooses pivots in it by complete pivoting, reads the pivot columns in one call, and
+        appends the crosses in pivot order (the crosses sequential ACA would make with those pivots).
+        The stopping test does not trust ACA's own estimate (which misses blocks with sparse structure,
+        such as the output layer of a network with a diagonal output Hessian): it sketches the residual
+        with ``_PROBES`` Gaussian vectors, E Ω = K[A, B] Ω − U (Vᵀ Ω), whose Frobenius norm estimates
+        ‖E‖_F·√p, and stops when ‖E Ω‖_F ≤ tol/2·‖K[A, B] Ω‖_F, or at ``limit`` crosses (flag False).
         """
         m, k = A.size, B.size
         U = np.zeros((m, limit))
         V = np.zeros((k, limit))
-        r, norm2 = 0, 0.0
-        # |G_ij| ≤ √(G_ii G_jj) (G is PSD): rows and columns with a zero diagonal are zero and never pivots
-        row_live = self.diag[A] > 0
-        if not (self.diag[B] > 0).any() or not row_live.any():
+        r = 0
+        # |G_ij| ≤ √(G_ii G_jj) (G is PSD): rows with a zero diagonal are zero and never pivots
+        if not (self.diag[B] > 0).any() or not (self.diag[A] > 0).any():
             return U[:, :0], V[:, :0], True
-        tau = 0.5 * self.tol
-        used = ~row_live
-        score = self.diag[A].copy()
+        Omega, MO = self.sketch(A, B)
+        target = 0.5 * self.tol * np.linalg.norm(MO)
+        E = MO.copy()  # the residual sketch, updated with every cross
+        if np.linalg.norm(E) <= target:
+            return U[:, :0], V[:, :0], True
+        used = ~(self.diag[A] > 0)
         while r < limit:
             cand = np.flatnonzero(~used)
             if cand.size == 0:
-                return U[:, :r], V[:, :r], True
+                break
+            score = np.linalg.norm(E, axis=1)
             q = min(_BATCH, max(4, r // 2), limit - r, cand.size)
             I = cand[np.argsort(-score[cand], kind="stable")[:q]]
             used[I] = True
             R = self.block(A[I], B) - U[I, :r] @ V[:, :r].T
-            floor = self.eps * max(np.sqrt(max(norm2, 0.0)), np.abs(R).max())
+            floor = self.eps * max(np.abs(R).max(), np.abs(MO).max() / np.sqrt(k))
             rows, cols, W = [], [], R.copy()
             for _ in range(q):
                 a, j = np.unravel_index(int(np.argmax(np.abs(W))), W.shape)
@@ -212,11 +234,7 @@ class _Builder:
                 rows.append(int(a))
                 cols.append(int(j))
                 W -= np.outer(W[:, j] / W[a, j], W[a])
-            if not rows:  # these rows are already interpolated: ask random columns where the residual is
-                ok, probe = self._probe(A, B, U[:, :r], V[:, :r], tau * np.sqrt(norm2))
-                if ok:
-                    return U[:, :r], V[:, :r], True
-                score = probe
+            if not rows:
                 continue
             J = np.array(cols)
             Rs = R[rows]
@@ -226,32 +244,12 @@ class _Builder:
                 v = Rs[t] / Rs[t, J[t]]
                 Rs[t + 1 :] -= np.outer(u[I[rows[t + 1 :]]], v)
                 Cs[:, t + 1 :] -= np.outer(u, v[J[t + 1 :]])
-                norm2 += (u @ u) * (v @ v) + 2.0 * float((U[:, :r].T @ u) @ (V[:, :r].T @ v))
                 U[:, r], V[:, r] = u, v
+                E -= np.outer(u, v @ Omega)
                 r += 1
-            score = np.abs(u)
-            if np.linalg.norm(u) * np.linalg.norm(v) <= tau * np.sqrt(max(norm2, 0.0)):
-                ok, probe = self._probe(A, B, U[:, :r], V[:, :r], tau * np.sqrt(max(norm2, 0.0)))
-                if ok:
-                    return U[:, :r], V[:, :r], True
-                score = probe
-        return U[:, :r], V[:, :r], False
-
-    def _probe(self, A, B, U, V, bound: float) -> tuple[bool, np.ndarray]:
-        """Residual check on ``_PROBES`` random columns and rows (drawn ∝ the diagonal of G, so zero ones
-        never): each must be within its share of the bound. Returns the verdict and the largest residual
-        per row, which points ACA at the rows to read next when the check fails."""
-        wa, wb = self.diag[A], self.diag[B]
-        live_a, live_b = int(np.count_nonzero(wa)), int(np.count_nonzero(wb))
-        cols = self.rng.choice(B.size, size=min(_PROBES, live_b), replace=False, p=wb / wb.sum())
-        rows = self.rng.choice(A.size, size=min(_PROBES, live_a), replace=False, p=wa / wa.sum())
-        Rc = self.block(A, B[cols]) - U @ V[cols].T
-        Rr = self.block(A[rows], B) - U[rows] @ V.T
-        ok = (np.linalg.norm(Rc, axis=0).max() <= 2.0 * bound / np.sqrt(live_b)
-              and np.linalg.norm(Rr, axis=1).max() <= 2.0 * bound / np.sqrt(live_a))
-        score = np.abs(Rc).max(axis=1)
-        score[rows] = np.maximum(score[rows], np.abs(Rr).max(axis=1))
-        return bool(ok), score
+            if np.linalg.norm(E) <= target:
+                return U[:, :r], V[:, :r], True
+        return U[:, :r], V[:, :r], np.linalg.norm(E) <= target
 
     def _rank(self, s: np.ndarray) -> int:
         """The smallest rank whose discarded singular values are within tol/2 of the Frobenius norm."""
@@ -298,11 +296,12 @@ class HodlrMatrix:
         self.shape = (c.num_params, c.num_params)
         # ACA cannot resolve crosses below the rounding level of the entries
         eps = float(np.finfo(c.dtype).eps)
-        self._builder = _Builder(c.gnh_entries(), max(tol, 64 * eps), max_rank, np.random.default_rng(seed), 64 * eps)
+        self._builder = _Builder(c, max(tol, 64 * eps), max_rank, np.random.default_rng(seed), 64 * eps)
         t0 = time.perf_counter()
         self.root = self._build(0, c.num_params, 0)
         self.build_seconds = time.perf_counter() - t0
         self.entries_evaluated = self._builder.evaluated
+        self.probe_products = self._builder.probe_products
         del self._builder
         self._factored = False
 
@@ -361,14 +360,20 @@ class HodlrMatrix:
 
     def to_dense(self) -> np.ndarray:
         """K̃ as a dense (N, N) array in float64 (for tests and reports on small N)."""
-        N = self.shape[0]
-        out = np.zeros((N, N))
-        for node in self._nodes():
-            s, e = node.start, node.stop
+        return self._assemble(self.root)
+
+    def _assemble(self, top: _Node) -> np.ndarray:
+        """K̃ restricted to the indices of ``top``, dense."""
+        out = np.zeros((top.size, top.size))
+        stack = [top]
+        while stack:
+            node = stack.pop()
+            s, e = node.start - top.start, node.stop - top.start
             if node.children is None:
                 out[s:e, s:e] = node.D
                 continue
-            mid = node.children[0].stop
+            stack.extend(node.children)
+            mid = node.children[0].stop - top.start
             M = node.U if node.V is None else node.U @ node.V.T
             out[s:mid, mid:e] = M
             out[mid:e, s:mid] = M.T
@@ -376,55 +381,65 @@ class HodlrMatrix:
 
     # ---- the recursive Woodbury factorization -----------------------------------------------------------
     def factorize(self) -> HodlrMatrix:
-        r"""Factor K̃ once (bottom up): leaves by Cholesky; at a node with children K₁, K₂ and
-        K̃[A, B] = U Vᵀ, K̃ = diag(K₁, K₂) + P C Pᵀ with P = diag(U, V) and C = [[0, I], [I, 0]], so
-        K̃⁻¹ = D⁻¹ − D⁻¹P (C + Pᵀ D⁻¹ P)⁻¹ Pᵀ D⁻¹; each node keeps D⁻¹P and the LU factors of the small
-        matrix C + Pᵀ D⁻¹ P.
+        r"""Factor K̃ once, recursively: a leaf, or a node whose off-diagonal block is stored dense, by a dense
+        Cholesky factorization (LU if K̃ is indefinite there); a node with children K₁, K₂ and
+        K̃[A, B] = U Vᵀ by Woodbury: K̃ = diag(K₁, K₂) + P C Pᵀ with P = diag(U, V) and C = [[0, I], [I, 0]],
+        so K̃⁻¹ = D⁻¹ − D⁻¹P (C + Pᵀ D⁻¹ P)⁻¹ Pᵀ D⁻¹; each such node keeps D⁻¹P and the LU factors of the
+        small matrix C + Pᵀ D⁻¹ P.
 
         Raises:
-            numpy.linalg.LinAlgError: if a leaf block or a Woodbury core is singular (raise the damping, or
-                lower tol so that K̃ stays positive definite).
+            numpy.linalg.LinAlgError: if a block or a Woodbury core is singular (raise the damping, or lower
+                tol so that K̃ stays close to the positive definite K).
         """
-        if self._factored:
-            return self
-        order = self._nodes()[::-1]  # children before parents
-        for node in order:
-            if node.children is None:
-                try:
-                    node.chol = sla.cho_factor(node.D, lower=True, check_finite=False)
-                except np.linalg.LinAlgError as exc:
-                    raise np.linalg.LinAlgError(
-                        f"the diagonal block of parameters [{node.start}, {node.stop}) of G + {self.damping:g}·I is "
-                        "not positive definite; use damping > 0") from exc
-                continue
-            first, second = node.children
-            U = node.U
-            V = np.eye(second.size) if node.V is None else node.V
-            r = U.shape[1]
-            node.Y1 = self._solve_node(first, U)
-            node.Y2 = self._solve_node(second, V)
-            S = np.block([[U.T @ node.Y1, np.eye(r)], [np.eye(r), V.T @ node.Y2]])
-            lu, piv = sla.lu_factor(S, check_finite=False) if r else (np.zeros((0, 0)), np.zeros(0, dtype=np.int32))
-            d = np.abs(np.diag(lu))
-            if r and (not np.isfinite(d).all() or d.min() <= 1e3 * np.finfo(float).eps * max(d.max(), 1.0)):
-                raise np.linalg.LinAlgError(
-                    f"the Woodbury core of parameters [{node.start}, {node.stop}) is singular: K̃ is not invertible; "
-                    "raise the damping or lower tol")
-            node.S_lu = (lu, piv)
-        self._factored = True
+        if not self._factored:
+            self._factor(self.root)
+            self._factored = True
         return self
 
+    def _factor(self, node: _Node) -> None:
+        if node.children is None or node.V is None:
+            M = node.D if node.children is None else self._assemble(node)
+            try:
+                node.chol = ("cho", sla.cho_factor(M, lower=True, check_finite=False))
+                return
+            except np.linalg.LinAlgError:
+                pass
+            lu, piv = sla.lu_factor(M, check_finite=False)
+            self._check_pivots(lu, node, "block")
+            node.chol = ("lu", (lu, piv))
+            return
+        first, second = node.children
+        self._factor(first)
+        self._factor(second)
+        U, V = node.U, node.V
+        r = U.shape[1]
+        if r == 0:
+            return
+        node.Y1 = self._solve_node(first, U)
+        node.Y2 = self._solve_node(second, V)
+        S = np.block([[U.T @ node.Y1, np.eye(r)], [np.eye(r), V.T @ node.Y2]])
+        lu, piv = sla.lu_factor(S, check_finite=False)
+        self._check_pivots(lu, node, "Woodbury core")
+        node.S_lu = (lu, piv)
+
+    def _check_pivots(self, lu: np.ndarray, node: _Node, what: str) -> None:
+        d = np.abs(np.diag(lu))
+        if not np.isfinite(d).all() or d.min() <= 1e3 * np.finfo(float).eps * max(d.max(), 1e-300):
+            raise np.linalg.LinAlgError(
+                f"the {what} of parameters [{node.start}, {node.stop}) of the HODLR approximation of "
+                f"G + {self.damping:g}·I is singular; use damping > 0, or raise it, or lower tol")
+
     def _solve_node(self, node: _Node, b: np.ndarray) -> np.ndarray:
-        if node.children is None:
-            return sla.cho_solve(node.chol, b, check_finite=False)
+        if node.chol is not None:
+            kind, fac = node.chol
+            return sla.cho_solve(fac, b, check_finite=False) if kind == "cho" else sla.lu_solve(fac, b, check_finite=False)
         first, second = node.children
         m = first.size
         x = np.vstack([self._solve_node(first, b[:m]), self._solve_node(second, b[m:])])
         r = node.U.shape[1]
         if r == 0:
             return x
-        V = np.eye(second.size) if node.V is None else node.V
-        w = np.vstack([node.U.T @ x[:m], V.T @ x[m:]])
+        w = np.vstack([node.U.T @ x[:m], node.V.T @ x[m:]])
         z = sla.lu_solve(node.S_lu, w, check_finite=False)
         x[:m] -= node.Y1 @ z[:r]
         x[m:] -= node.Y2 @ z[r:]
@@ -478,6 +493,7 @@ class HodlrMatrix:
         rep = HodlrReport(
             num_params=self.shape[0], leaf_size=self.leaf_size, tol=self.tol, max_rank=self.max_rank,
             damping=self.damping, levels=levels, stored=self.stored, entries_evaluated=self.entries_evaluated,
+            probe_products=self.probe_products,
             build_seconds=self.build_seconds, rank_limited_blocks=sum(not nd.converged for nd in internal),
             dense_blocks=sum(nd.V is None for nd in internal))
         if isinstance(dense, (bool, np.bool_)):
@@ -512,7 +528,7 @@ class HodlrMatrix:
 
 def gnh_hodlr(c: Curvature, damping: float, tol: float = 1e-6, max_rank: int | None = None,
               leaf_size: int = DEFAULT_LEAF_SIZE, seed: int = 0) -> HodlrMatrix:
-    r"""A HODLR approximation of K = G + damping·I built from G's entries only (never the N × N matrix).
+    r"""A HODLR approximation of K = G + damping·I built from G's entries and blocks (never the N × N matrix).
 
     Args:
         c: the ``Curvature`` snapshot (``net.linearize(theta, X, Y)``); its ``gnh_entries()`` precomputation
@@ -523,7 +539,7 @@ def gnh_hodlr(c: Curvature, damping: float, tol: float = 1e-6, max_rank: int | N
         max_rank: the largest rank kept for an off-diagonal block (None: as the tolerance needs).
         leaf_size: the largest diagonal block stored dense (≥ 1). The tree halves the parameter indices in
             θ's order (layers are contiguous, so they are natural clusters).
-        seed: seeds the random residual probes that confirm each ACA stop.
+        seed: seeds the Gaussian vectors that sketch each block's residual.
 
     Returns:
         A ``HodlrMatrix`` with ``@``, ``solve``, ``to_dense``, ``ranks``, ``report`` and ``linear_operator``.
