@@ -260,15 +260,18 @@ def diagonal(nu: Any, AT: Any, sizes: Any, woff: Any, boff: Any, n: int, scale: 
 
 
 @jit
-def sample(S: Any, nu: Any, AT: Any, sizes: Any, woff: Any, rows: Any, cols: Any, u: Any, n: int, d: int,
-           scale: float, l2: float) -> Any:
-    """Importance-sampled G[rows[t], cols[t]] with the s = u.shape[1] uniforms of row t (SPEC §3).
+def sample(S: Any, nu: Any, AT: Any, sizes: Any, woff: Any, rows: Any, cols: Any, u: Any, groups: int, n: int,
+           d: int, scale: float, l2: float) -> Any:
+    """Importance-sampled G[rows[t], cols[t]] (SPEC §3): ``groups`` estimates of s = u.shape[1] / groups draws
+    each, from the uniforms of row t (group g uses u[t, g·s:(g + 1)·s]) → (groups, m).
 
-    Each draw picks sample k with probability π_k ∝ ‖x_k‖‖y_k‖ (inverse CDF); the estimate is
-    s·(1/s_draws) Σ x_kᵀ y_k / π_k, unbiased; an entry with Σ‖x_k‖‖y_k‖ = 0 is exactly 0.
+    Each draw picks sample k with probability π_k ∝ ‖x_k‖‖y_k‖ (inverse CDF, built once per entry for all
+    groups); an estimate is s·(1/s_draws) Σ x_kᵀ y_k / π_k, unbiased; an entry with Σ‖x_k‖‖y_k‖ = 0 is
+    exactly 0.
     """
-    m, s = u.shape
-    out = np.empty(m, S.dtype)
+    m = u.shape[0]
+    s = u.shape[1] // groups
+    out = np.empty((groups, m), S.dtype)
     ones = np.ones(n, S.dtype)
     w = np.empty(n, np.float64)
     cdf = np.empty(n, np.float64)
@@ -280,29 +283,31 @@ def sample(S: Any, nu: Any, AT: Any, sizes: Any, woff: Any, rows: Any, cols: Any
             w[k] = abs(float(ap[k])) * float(nup[k]) * abs(float(aq[k])) * float(nuq[k])
             total += w[k]
             cdf[k] = total
-        est = 0.0
-        if total > 0.0:
-            sp, _, _ = _factor(S, AT, ones, sizes, woff, rows[t], n, d)
-            sq, _, _ = _factor(S, AT, ones, sizes, woff, cols[t], n, d)
-            acc = 0.0
-            for r in range(s):
-                target = u[t, r] * total
-                lo, hi = 0, n  # first k with cdf[k] > target
-                while lo < hi:
-                    mid = (lo + hi) // 2
-                    if cdf[mid] > target:
-                        hi = mid
-                    else:
-                        lo = mid + 1
-                k = min(lo, n - 1)
-                if w[k] > 0.0:
-                    dot = 0.0
-                    for e in range(d):
-                        dot += float(sp[e * n + k]) * float(sq[e * n + k])
-                    acc += float(ap[k]) * float(aq[k]) * dot * total / w[k]
-            est = scale * acc / s
         _, _, wp = locate(rows[t], sizes, woff)
-        out[t] = est + (l2 if wp >= 0 and rows[t] == cols[t] else 0.0)
+        diag = l2 if wp >= 0 and rows[t] == cols[t] else 0.0
+        sp, _, _ = _factor(S, AT, ones, sizes, woff, rows[t], n, d)
+        sq, _, _ = _factor(S, AT, ones, sizes, woff, cols[t], n, d)
+        for g in range(groups):
+            est = 0.0
+            if total > 0.0:
+                acc = 0.0
+                for r in range(g * s, (g + 1) * s):
+                    target = u[t, r] * total
+                    lo, hi = 0, n  # first k with cdf[k] > target
+                    while lo < hi:
+                        mid = (lo + hi) // 2
+                        if cdf[mid] > target:
+                            hi = mid
+                        else:
+                            lo = mid + 1
+                    k = min(lo, n - 1)
+                    if w[k] > 0.0:
+                        dot = 0.0
+                        for e in range(d):
+                            dot += float(sp[e * n + k]) * float(sq[e * n + k])
+                        acc += float(ap[k]) * float(aq[k]) * dot * total / w[k]
+                est = scale * acc / s
+            out[g, t] = est + diag
     return out
 
 

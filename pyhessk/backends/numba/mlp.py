@@ -307,13 +307,18 @@ class NumbaBackend(BackendBase):
         return _gnh.diagonal(fac.nu, fac.AT, g.sizes, g.woff, g.boff, fac.n, fac.scale, float(fac.model.l2))
 
     def gnh_sample(self, fac: Factors, rows: Array, cols: Array, s: int, seed: int | None) -> Array:
+        return self.gnh_sample_groups(fac, rows, cols, s, 1, seed)[0]
+
+    def gnh_sample_groups(self, fac: Factors, rows: Array, cols: Array, s: int, groups: int,
+                          seed: int | None) -> Array:
         g = fac.geo
         rng = np.random.default_rng(seed)
-        out = np.empty(rows.size, dtype=fac.dtype)
-        step = max(1, (1 << 22) // s)  # bound the uniforms held at once to ~2²² numbers
+        out = np.empty((groups, rows.size), dtype=fac.dtype)
+        step = max(1, (1 << 22) // (groups * s))  # bound the uniforms held at once to ~2²² numbers
         rows, cols = _writable(rows), _writable(cols)
         for c0 in range(0, rows.size, step):
-            u = rng.random((min(step, rows.size - c0), s))
-            out[c0:c0 + step] = _gnh.sample(fac.S, fac.nu, fac.AT, g.sizes, g.woff, rows[c0:c0 + step],
-                                            cols[c0:c0 + step], u, fac.n, fac.d, fac.scale, float(fac.model.l2))
+            u = rng.random((min(step, rows.size - c0), groups * s))
+            out[:, c0:c0 + step] = _gnh.sample(fac.S, fac.nu, fac.AT, g.sizes, g.woff, rows[c0:c0 + step],
+                                               cols[c0:c0 + step], u, groups, fac.n, fac.d, fac.scale,
+                                               float(fac.model.l2))
         return out
