@@ -165,11 +165,12 @@ class CudaEngine(BackendBase):
         losses = xp.empty(n, dtype=np.float64)
         sc = model.scale(n)
         self._run("loss_head_kernel", dt, n, d, F, Tdev, E, aux, sc, losses, tag=_spec.LOSS_BY_NAME[model.loss].id)
-        loss = sc * float(losses.sum())  # the one synchronisation: the loss is a Python float
+        total = losses.sum() * sc
         if model.l2:
-            sq = sum(float(xp.dot(th[o[0]:o[1]].astype(np.float64), th[o[0]:o[1]].astype(np.float64)))
-                     for o in model.offsets)
-            loss += 0.5 * model.l2 * sq
+            for w0, b0, _ in model.offsets:
+                w = th[w0:b0].astype(np.float64)
+                total = total + 0.5 * model.l2 * xp.dot(w, w)
+        loss = float(total)  # the one synchronisation: the loss is a Python float
         lin = CudaLin(self, model, n, dt, host, loss, lin_theta, A, dphi, d2phi, F, aux, E)
         if backward:
             self.backward(lin)
