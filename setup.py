@@ -192,5 +192,26 @@ def build_ext_class():
     return BuildExt
 
 
+def build_py_class():
+    from setuptools.command.build_py import build_py
+
+    class BuildPy(build_py):
+        """Ships the kernel headers (csrc/common, csrc/cuda/kernels) in the package as pyhessk/include, where the
+        cuda engine's NVRTC path reads them in an installed wheel."""
+
+        def run(self):
+            super().run()
+            for sub, pattern in (("common", "*.h"), (os.path.join("cuda", "kernels"), "*.cuh")):
+                dest = os.path.join(self.build_lib, "pyhessk", "include", sub)
+                os.makedirs(dest, exist_ok=True)
+                for src in sorted(glob(os.path.join(HERE, "csrc", sub, pattern))):
+                    self.copy_file(src, os.path.join(dest, os.path.basename(src)))
+
+    return BuildPy
+
+
 exts = extensions() + cuda_extensions()
-setup(ext_modules=exts, cmdclass={"build_ext": build_ext_class()} if exts else {})
+cmdclass = {"build_py": build_py_class()}
+if exts:
+    cmdclass["build_ext"] = build_ext_class()
+setup(ext_modules=exts, cmdclass=cmdclass)

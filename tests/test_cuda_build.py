@@ -405,3 +405,14 @@ def test_core_provider_marshals_arguments():
     assert calls[0] == ("axpy_kernel", 1, -1, 5, 1, 256, 1234, [5, 2.0, x, x])
     assert calls[1][:7] == ("loss_head_kernel", 1, 1, 3, 1, 256, 1234) and calls[1][7][:2] == [3, 2]
     assert type(calls[0][7][1]) is float
+
+
+def test_wheels_ship_the_kernel_headers(tmp_path):
+    """setup.py's build_py copies csrc/common and csrc/cuda/kernels to pyhessk/include, the NVRTC path's source
+    in an installed wheel; the source compiled from there is the checkout's."""
+    env = dict(os.environ, PYHESSK_BUILD_CPP="0", PYHESSK_BUILD_CUDA="0")
+    proc = subprocess.run([sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(tmp_path)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    include = tmp_path / "pyhessk" / "include"
+    assert _source.kernel_source(str(include)) == _source.kernel_source(str(CSRC))
