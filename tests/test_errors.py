@@ -91,7 +91,7 @@ def test_named_engine_that_cannot_run_raises_runtime_error(engine):
     if engine in hk.available_backends():
         assert hk.MLP([2, 1], backend=engine).backend == engine
         return
-    why = r"(not available|disabled|GPU|import|built)"
+    why = r"(not available|disabled|GPU|import|installed|built)"
     with pytest.raises(RuntimeError, match=rf"backend '{engine}' cannot run: .*{why}"):
         hk.MLP([2, 1], backend=engine)
 
