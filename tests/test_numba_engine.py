@@ -219,8 +219,9 @@ def test_threads_sharing_one_linearization_serialize_on_its_workspace():
 @pytest.mark.parametrize("choice", ["numpy", "scipy"])
 def test_gemms_run_on_the_chosen_blas(choice):
     """The engine's GEMMs call NumPy's bundled BLAS where NumPy has one (the one thread pool NumPy's own
-    GEMMs use), or SciPy's through adapters (``PYHESSK_NUMBA_BLAS=scipy``): both give the NumPy engine's
-    products, float32 and float64."""
+    GEMMs use; 64-bit integers with NumPy's OpenBLAS wheels), or SciPy's (``PYHESSK_NUMBA_BLAS=scipy``,
+    32-bit integers): both give the NumPy engine's products, float32 and float64, from the same on-disk
+    cache of compiled code."""
     code = textwrap.dedent("""
         import sys
         import numpy as np
@@ -247,7 +248,7 @@ def test_gemms_run_on_the_chosen_blas(choice):
 
     if choice == "scipy":
         assert out.stdout.startswith("SciPy's BLAS"), out.stdout
-    elif _blas._numpy_ilp64() is not None:
+    elif _blas._numpy_blas() is not None:
         assert out.stdout.startswith("NumPy's BLAS"), out.stdout
 
 

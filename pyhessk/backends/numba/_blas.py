@@ -6,13 +6,14 @@ should take 0.3 ms waited one scheduler tick (~4 ms) whenever the pools took tur
 So the engine's kernels call ``gemm`` below, which calls the ``?gemm`` that NumPy loaded (one thread pool
 in the process).
 
-How: at import, this module looks the symbols up in NumPy's bundled library (ctypes, nothing compiled)
-and registers their addresses with LLVM under fixed names (``pyhessk_numba_sgemm``/``…_dgemm``, 64-bit
-integer interface). Compiled code refers to those names, so Numba's on-disk cache stays valid across
-processes: the address is resolved when the cached code is loaded. Where NumPy's BLAS cannot be found
-(a NumPy built against a system BLAS), the names point to small ctypes adapters onto SciPy's
-``cython_blas`` (32-bit integers), which are slower per call but give the same results.
-``PYHESSK_NUMBA_BLAS=scipy`` forces that path (read once, at import).
+How: at import, this module looks the symbols up in NumPy's bundled library (ctypes; nothing is compiled)
+and registers their addresses with LLVM under fixed names: ``pyhessk_numba_{s,d}gemm64`` (64-bit integer
+interface), ``pyhessk_numba_{s,d}gemm32`` (32-bit) and the data symbol ``pyhessk_numba_blas_ilp64``, which
+tells compiled code which of the two to call. Compiled code refers only to those names, so Numba's on-disk
+cache stays valid across processes and configurations: the addresses and the flag are resolved when the
+cached code is loaded. Without a bundled BLAS in NumPy (e.g. a NumPy linked to a system BLAS), or with
+``PYHESSK_NUMBA_BLAS=scipy`` (read once, at import), the 32-bit names point to SciPy's ``cython_blas``,
+the BLAS ``np.dot`` uses in compiled code.
 """
 
 from __future__ import annotations
@@ -24,42 +25,46 @@ from typing import Any
 
 import llvmlite.binding as llvm
 import numpy as np
+from llvmlite import ir
 from numba import types
+from numba.extending import intrinsic
 
 from ._jit import jit
 
-# (sgemm name, dgemm name) of the ILP64 interface, in the order they are tried in NumPy's bundled library
-_ILP64_SYMBOLS = (("scipy_sgemm_64_", "scipy_dgemm_64_"), ("sgemm_64_", "dgemm_64_"))
+# (sgemm name, dgemm name, 64-bit integers?) in NumPy's bundled library, in the order they are tried
+_SYMBOLS = (
+    ("scipy_sgemm_64_", "scipy_dgemm_64_", True),  # NumPy 2's scipy-openblas64
+    ("sgemm_64_", "dgemm_64_", True),  # NumPy 1's openblas64_
+    ("scipy_sgemm_", "scipy_dgemm_", False),
+    ("sgemm_", "dgemm_", False),
+)
 
-_SNAME, _DNAME = "pyhessk_numba_sgemm", "pyhessk_numba_dgemm"
-
+_FLAG = "pyhessk_numba_blas_ilp64"
 _p = types.voidptr
 #: ?gemm(transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc), every argument by pointer
-_SGEMM = types.ExternalFunction(_SNAME, types.void(*([_p] * 13)))
-_DGEMM = types.ExternalFunction(_DNAME, types.void(*([_p] * 13)))
+_SGEMM64 = types.ExternalFunction("pyhessk_numba_sgemm64", types.void(*([_p] * 13)))
+_DGEMM64 = types.ExternalFunction("pyhessk_numba_dgemm64", types.void(*([_p] * 13)))
+_SGEMM32 = types.ExternalFunction("pyhessk_numba_sgemm32", types.void(*([_p] * 13)))
+_DGEMM32 = types.ExternalFunction("pyhessk_numba_dgemm32", types.void(*([_p] * 13)))
 
 
-def _numpy_library_paths() -> list[str]:
+def _numpy_blas() -> tuple[int, int, bool, str] | None:
+    """(sgemm address, dgemm address, 64-bit integers?, library) of the BLAS bundled with NumPy, or None."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(np.__file__)))
-    found: list[str] = []
+    paths: list[str] = []
     for folder in ("numpy.libs", os.path.join("numpy", ".dylibs")):
-        found += sorted(glob.glob(os.path.join(root, folder, "*blas*")))
-    return found
-
-
-def _numpy_ilp64() -> tuple[int, int, str] | None:
-    """(sgemm address, dgemm address, library) of NumPy's bundled ILP64 BLAS, or None."""
-    for path in _numpy_library_paths():
+        paths += sorted(glob.glob(os.path.join(root, folder, "*blas*")))
+    for path in paths:
         try:
             lib = ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0) | ctypes.RTLD_LOCAL)
         except OSError:
             continue
-        for s_name, d_name in _ILP64_SYMBOLS:
+        for s_name, d_name, ilp64 in _SYMBOLS:
             try:
                 s_fn, d_fn = getattr(lib, s_name), getattr(lib, d_name)
             except AttributeError:
                 continue
-            return (ctypes.cast(s_fn, ctypes.c_void_p).value, ctypes.cast(d_fn, ctypes.c_void_p).value,
+            return (ctypes.cast(s_fn, ctypes.c_void_p).value, ctypes.cast(d_fn, ctypes.c_void_p).value, ilp64,
                     os.path.basename(path))
     return None
 
@@ -72,46 +77,49 @@ def _capsule_address(capsule: Any) -> int:
     return get(capsule, name(capsule))
 
 
-def _lp64_adapter(address: int, real: Any) -> Any:
-    """A C-callable ILP64 ?gemm that forwards to the LP64 ?gemm at ``address`` (SciPy's cython_blas)."""
-    c_int, ptr = ctypes.c_int, ctypes.POINTER
-    rp = ptr(real)
-    target = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, ptr(c_int), ptr(c_int), ptr(c_int), rp, rp,
-                              ptr(c_int), rp, ptr(c_int), rp, rp, ptr(c_int))(address)
-    i64 = ptr(ctypes.c_int64)
-
-    def call(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):  # noqa: ANN001, ANN202 - a C callback
-        def i32(x: Any) -> Any:
-            return ctypes.byref(c_int(x[0]))
-
-        target(ta, tb, i32(m), i32(n), i32(k), alpha, a, i32(lda), b, i32(ldb), beta, c, i32(ldc))
-
-    return ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, i64, i64, i64, rp, rp, i64, rp, i64, rp, rp,
-                            i64)(call)
-
-
-_ADAPTERS: list[Any] = []  # the ctypes adapters must outlive every compiled caller
+_ILP64 = ctypes.c_int64(0)  # the flag's storage; lives as long as the module
 
 
 def _install() -> str:
-    found = None if os.environ.get("PYHESSK_NUMBA_BLAS", "numpy") == "scipy" else _numpy_ilp64()
-    if found is not None:
-        sgemm, dgemm, name = found
-        llvm.add_symbol(_SNAME, sgemm)
-        llvm.add_symbol(_DNAME, dgemm)
-        return f"NumPy's BLAS ({name}, ILP64)"
     from scipy.linalg import cython_blas
 
     capi = cython_blas.__pyx_capi__
-    _ADAPTERS[:] = [_lp64_adapter(_capsule_address(capi["sgemm"]), ctypes.c_float),
-                    _lp64_adapter(_capsule_address(capi["dgemm"]), ctypes.c_double)]
-    llvm.add_symbol(_SNAME, ctypes.cast(_ADAPTERS[0], ctypes.c_void_p).value)
-    llvm.add_symbol(_DNAME, ctypes.cast(_ADAPTERS[1], ctypes.c_void_p).value)
-    return "SciPy's BLAS (scipy.linalg.cython_blas, through ctypes adapters)"
+    scipy_s, scipy_d = _capsule_address(capi["sgemm"]), _capsule_address(capi["dgemm"])
+    found = None if os.environ.get("PYHESSK_NUMBA_BLAS", "numpy") == "scipy" else _numpy_blas()
+    s32, d32, s64, d64 = scipy_s, scipy_d, scipy_s, scipy_d  # the 64-bit names are unused unless the flag says
+    if found is not None:
+        sgemm, dgemm, ilp64, name = found
+        if ilp64:
+            s64, d64 = sgemm, dgemm
+        else:
+            s32, d32 = sgemm, dgemm
+        _ILP64.value = int(ilp64)
+        described = f"NumPy's BLAS ({name}{', ILP64' if ilp64 else ''})"
+    else:
+        described = "SciPy's BLAS (scipy.linalg.cython_blas)"
+    for symbol, address in (("pyhessk_numba_sgemm32", s32), ("pyhessk_numba_dgemm32", d32),
+                            ("pyhessk_numba_sgemm64", s64), ("pyhessk_numba_dgemm64", d64),
+                            (_FLAG, ctypes.addressof(_ILP64))):
+        llvm.add_symbol(symbol, address)
+    return described
 
 
 #: which BLAS the engine's GEMMs call, in words
 BLAS = _install()
+
+
+@intrinsic
+def _ilp64(typingctx: Any) -> Any:
+    """The value of the data symbol ``pyhessk_numba_blas_ilp64`` (1: 64-bit BLAS integers), read at run time."""
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        gv = builder.module.globals.get(_FLAG)
+        if gv is None:
+            gv = ir.GlobalVariable(builder.module, ir.IntType(64), _FLAG)
+            gv.linkage = "external"
+        return builder.load(gv)
+
+    return types.int64(), codegen
 
 
 @jit
@@ -119,7 +127,7 @@ def _layout(A: Any) -> tuple[bool, int]:
     """(stored transposed?, leading dimension) of a 2-D view A whose rows or columns are contiguous.
 
     Row-major storage (unit column stride) → (False, row stride); a ``.T`` view of row-major storage
-    (unit row stride) → (True, column stride). A dimension of extent 1 takes any stride.
+    (unit row stride) → (True, column stride). A dimension of extent 1 takes any stride. Neither → (False, −1).
     """
     r, c = A.shape
     item = A.itemsize
@@ -136,8 +144,8 @@ def gemm(A: Any, B: Any, C: Any, beta: float = 0.0) -> None:
     """C = A @ B + beta·C for 2-D views (A (m, k), B (k, n), C (m, n)) through NumPy's BLAS.
 
     A and B may be ``.T`` views (a BLAS transpose flag, no copy); C must have contiguous rows. An operand
-    with neither contiguous rows nor contiguous columns is copied first. beta = 0 overwrites C (NaN in C is
-    not propagated).
+    with neither contiguous rows nor contiguous columns is copied first. beta = 0 overwrites C (what C held
+    before, NaN included, does not matter).
     """
     m, kk = A.shape
     n = B.shape[1]
@@ -163,21 +171,29 @@ def gemm(A: Any, B: Any, C: Any, beta: float = 0.0) -> None:
     flags = np.empty(2, np.uint8)
     flags[0] = ord("T") if tb else ord("N")
     flags[1] = ord("T") if ta else ord("N")
-    dims = np.empty(6, np.int64)
-    dims[0] = n
-    dims[1] = m
-    dims[2] = kk
-    dims[3] = ldb
-    dims[4] = lda
-    dims[5] = ldc
     coef = np.empty(2, C.dtype)
     coef[0] = 1.0
     coef[1] = beta
-    if C.itemsize == 4:
-        _SGEMM(flags[0:].ctypes, flags[1:].ctypes, dims[0:].ctypes, dims[1:].ctypes, dims[2:].ctypes,
-               coef[0:].ctypes, B.ctypes, dims[3:].ctypes, A.ctypes, dims[4:].ctypes, coef[1:].ctypes, C.ctypes,
-               dims[5:].ctypes)
+    if _ilp64() != 0:
+        _call(flags, np.array((n, m, kk, ldb, lda, ldc), np.int64), coef, A, B, C, True)
     else:
-        _DGEMM(flags[0:].ctypes, flags[1:].ctypes, dims[0:].ctypes, dims[1:].ctypes, dims[2:].ctypes,
-               coef[0:].ctypes, B.ctypes, dims[3:].ctypes, A.ctypes, dims[4:].ctypes, coef[1:].ctypes, C.ctypes,
-               dims[5:].ctypes)
+        _call(flags, np.array((n, m, kk, ldb, lda, ldc), np.int32), coef, A, B, C, False)
+
+
+@jit
+def _call(flags: Any, dims: Any, coef: Any, A: Any, B: Any, C: Any, ilp64: bool) -> None:
+    """The BLAS call of ``gemm``, column-major: Cᵀ (M × N) = op(B)ᵀ op(A)ᵀ with dims = (M, N, K, ldb, lda, ldc)
+    in the integer width of the chosen BLAS (``ilp64``: 64-bit)."""
+    f0, f1 = flags[0:].ctypes, flags[1:].ctypes
+    M, N, K = dims[0:].ctypes, dims[1:].ctypes, dims[2:].ctypes
+    ldb, lda, ldc = dims[3:].ctypes, dims[4:].ctypes, dims[5:].ctypes
+    alpha, beta = coef[0:].ctypes, coef[1:].ctypes
+    if C.itemsize == 4:
+        if ilp64:
+            _SGEMM64(f0, f1, M, N, K, alpha, B.ctypes, ldb, A.ctypes, lda, beta, C.ctypes, ldc)
+        else:
+            _SGEMM32(f0, f1, M, N, K, alpha, B.ctypes, ldb, A.ctypes, lda, beta, C.ctypes, ldc)
+    elif ilp64:
+        _DGEMM64(f0, f1, M, N, K, alpha, B.ctypes, ldb, A.ctypes, lda, beta, C.ctypes, ldc)
+    else:
+        _DGEMM32(f0, f1, M, N, K, alpha, B.ctypes, ldb, A.ctypes, lda, beta, C.ctypes, ldc)
