@@ -6,8 +6,9 @@ product the API calls (``hvp``, ``gnvp``, ``jvp``, ``vjp``) is a single compiled
 of directions, runs the R-passes and unpacks the result, so Python overhead does not grow with the depth
 or with the number of directions k. Its scratch buffers come from the linearization's ``Workspace``
 (sized for the largest k seen, reused under a lock), so a cached product allocates only its result; the
-factored G V (``gnh_gnvp``) does the same on the GNH factors. Compilation happens on first use (or is loaded from Numba's cache),
-never at import, once per dtype: activations and losses are selected by registry id inside the kernels.
+factored G V (``gnh_gnvp``) does the same on the GNH factors. Compilation happens on first use (or is
+loaded from Numba's cache), never at import, once per dtype: activations and losses are selected by
+registry id inside the kernels.
 """
 
 from __future__ import annotations
