@@ -165,10 +165,10 @@ def test_inverse_is_a_preconditioner_for_cg():
     op = c.linear_operator("gnh", lam)
     counts = {}
     for name, M in (("plain", None), ("hodlr", H.linear_operator(inverse=True))):
-        it = [0]
-        x, info = cg(op, b, rtol=1e-10, maxiter=2000, M=M, callback=lambda _: it.__setitem__(0, it[0] + 1))
+        steps = []
+        x, info = cg(op, b, rtol=1e-10, maxiter=2000, M=M, callback=steps.append)
         assert info == 0 and rel(x, np.linalg.solve(dense_k(case, lam), b)) < 1e-7
-        counts[name] = it[0]
+        counts[name] = len(steps)
     assert counts["hodlr"] < counts["plain"]
     assert rel(H.linear_operator() @ b, H @ b) == 0.0
 
@@ -232,3 +232,12 @@ def test_bad_vectors_and_curvature():
         H.report(dense=np.eye(3))
     with pytest.raises(TypeError, match="inverse"):
         H.linear_operator(inverse="yes")
+
+
+def test_docstring_example():
+    import doctest
+
+    import pyhessk.hodlr
+
+    result = doctest.testmod(pyhessk.hodlr, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
