@@ -39,7 +39,7 @@ from scipy.sparse.linalg import LinearOperator
 from ._arrays import as_float, as_int, as_real
 
 if TYPE_CHECKING:
-    from .curvature import Curvature, GnhEntries
+    from .curvature import Curvature
 
 DEFAULT_LEAF_SIZE = 64
 _PROBES = 8  # Gaussian vectors that sketch each block's residual (its norm to within about ±50%)
