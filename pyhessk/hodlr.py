@@ -20,7 +20,7 @@ compressor (ALGORITHMS §4.5). This module is a small HODLR version of that idea
   Sherman–Morrison–Woodbury factorization computed once (O(N·r²·log²(N/m))) and reused for every
   right-hand side.
 
-The tolerance is relative per block: ‖G[A,B] − U Vᵀ‖_F ≤ tol·‖G[A,B]‖_F (ACA's estimate of the norm),
+The tolerance is relative per block: ‖G[A,B] − U Vᵀ‖_F ≤ tol·‖G[A,B]‖_F (both norms as the sketch estimates them),
 so ‖K − K̃‖_F ≤ tol·‖K‖_F; the solve then satisfies K̃x = b exactly (a backward error of about tol) and its
 forward error is at most about cond(K)·tol. All factors are held in float64, whatever the snapshot's dtype;
 products and solves take and return arrays in the snapshot's dtype.
@@ -29,7 +29,7 @@ products and solves take and return arrays in the snapshot's dtype.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -106,7 +106,6 @@ class HodlrReport:
     solve_rel_error: float = float("nan")
     solve_rel_residual: float = float("nan")
     cond_estimate: float = float("nan")
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def memory_ratio(self) -> float:
