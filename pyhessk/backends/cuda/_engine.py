@@ -180,32 +180,43 @@ class CudaEngine(BackendBase):
         with lin.lock:
             self._backward_locked(lin)
 
-    def _backward_locked(self, lin: CudaLin) -> None:
-        if lin.grad_dev is not None:
+    def _deltas_locked(self, lin: CudaLin) -> None:
+        """Δ_l = ∂(s Σ ℓ)/∂Z_l and Γ_l = Δ_{l+1} W_{l+1}: all a Hessian product needs of the backward pass
+        (1 layer-GEMM per layer)."""
+        if lin.delta:
             return
         xp, m, n, dt = self.xp, lin.model, lin.n, lin.dtype
         L, sizes = m.num_layers, m.sizes
-        grad = xp.empty(m.num_params, dtype=dt)
         delta: list[Any] = [None] * L
         gamma: list[Any] = [None] * (L - 1)
         delta[L - 1] = lin.E
-        for l in range(L, 0, -1):
+        for l in range(L, 1, -1):
             n_l, n_prev = sizes[l], sizes[l - 1]
+            G = xp.empty(n * n_prev, dtype=dt)
+            self._gemm(False, False, n, n_prev, n_l, 1.0, delta[l - 1], n_l, self._W(lin, l), n_prev, 0.0, G, n_prev)
+            Dn = xp.empty_like(G)
+            self._run("hadamard_kernel", dt, G.size, lin.dphi[l - 2], G, Dn)
+            gamma[l - 2], delta[l - 2] = G, Dn
+        lin.delta, lin.gamma = delta, gamma
+
+    def _backward_locked(self, lin: CudaLin) -> None:
+        """The gradient: the deltas, then Δ_lᵀ A_{l−1} (+ λ W_l) and the bias sums per layer."""
+        if lin.grad_dev is not None:
+            return
+        self._deltas_locked(lin)
+        xp, m, n, dt = self.xp, lin.model, lin.n, lin.dtype
+        grad = xp.empty(m.num_params, dtype=dt)
+        for l in range(m.num_layers, 0, -1):
+            n_l, n_prev = m.sizes[l], m.sizes[l - 1]
             w0, b0, _ = m.offsets[l - 1]
-            D = delta[l - 1]
+            D = lin.delta[l - 1]
             gW = grad[w0:b0]
             self._gemm(True, False, n_l, n_prev, n, 1.0, D, n_l, lin.A[l - 1], n_prev, 0.0, gW, n_prev)
             if m.l2:
                 self._run("axpy_kernel", dt, gW.size, m.l2, self._W(lin, l), gW)
             if m.bias:
                 self._run("bias_sum_kernel", dt, n_l, n, 1, n_l, D, b0, grad)
-            if l > 1:
-                G = xp.empty(n * n_prev, dtype=dt)
-                self._gemm(False, False, n, n_prev, n_l, 1.0, D, n_l, self._W(lin, l), n_prev, 0.0, G, n_prev)
-                Dn = xp.empty_like(G)
-                self._run("hadamard_kernel", dt, G.size, lin.dphi[l - 2], G, Dn)
-                gamma[l - 2], delta[l - 2] = G, Dn
-        lin.delta, lin.gamma, lin.grad_dev = delta, gamma, grad
+        lin.grad_dev = grad
 
     # ---- workspace -------------------------------------------------------------------------------------
     def _reserve(self, lin: CudaLin, k: int) -> dict[str, Any]:
@@ -298,7 +309,7 @@ class CudaEngine(BackendBase):
         k = Vd.shape[1]
         out = self.xp.empty_like(Vd)
         with lin.lock:
-            self._backward_locked(lin)
+            self._deltas_locked(lin)  # the weight gradient is not needed (hk.hvp linearizes forward-only)
             ws = self._reserve(lin, k)
             self._hvp_locked(lin, Vd.ravel(), k, out.ravel(), ws)
         return self._out(out, host)
