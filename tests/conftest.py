@@ -25,6 +25,8 @@ def engine_params(engines=ENGINES_UNDER_TEST):
     for name in engines:
         ok, reason = _dispatch.probe(name)
         marks = [] if ok is not None else [pytest.mark.skip(reason=f"engine {name!r}: {reason}")]
+        if name == "cuda":
+            marks.append(pytest.mark.cuda)
         params.append(pytest.param(name, id=name, marks=marks))
     return params
 

@@ -12,6 +12,8 @@ import pyhessk as hk
 from cases import CASE_IDS, CASES, Case
 from oracles import rel_err
 
+pytestmark = pytest.mark.cuda
+
 cupy = pytest.importorskip("cupy", reason="cupy not installed: the cuda engine needs it (pip install cupy-cuda13x)")
 
 from pyhessk.backends import cuda as cuda_pkg  # noqa: E402
