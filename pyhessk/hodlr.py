@@ -22,8 +22,8 @@ compressor (ALGORITHMS §4.5). This module is a small HODLR version of that idea
 
 The tolerance is relative per block: ‖G[A,B] − U Vᵀ‖_F ≤ tol·‖G[A,B]‖_F (both norms as the sketch estimates them),
 so ‖K − K̃‖_F ≤ tol·‖K‖_F; the solve then satisfies K̃x = b exactly (a backward error of about tol) and its
-forward error is at most about cond(K)·tol. All factors are held in float64, whatever the snapshot's dtype;
-products and solves take and return arrays in the snapshot's dtype.
+forward error is at most about cond(K)·tol. All factors are held in host memory in float64, whatever the
+snapshot's engine and dtype; products and solves take and return NumPy arrays in the snapshot's dtype.
 """
 
 from __future__ import annotations
@@ -141,6 +141,11 @@ class HodlrReport:
         return "\n".join(lines)
 
 
+def _host(x: Any) -> np.ndarray:
+    """A float64 NumPy copy of an engine's answer (the cuda engine answers GPU-made snapshots in CuPy)."""
+    return np.asarray(x.get() if hasattr(x, "__cuda_array_interface__") else x, dtype=np.float64)
+
+
 class _Builder:
     """Adaptive cross approximation of the off-diagonal blocks through the entry oracle."""
 
@@ -157,7 +162,7 @@ class _Builder:
 
     def block(self, I: np.ndarray, J: np.ndarray) -> np.ndarray:
         self.evaluated += I.size * J.size
-        return np.asarray(self.e.block(I, J), dtype=np.float64)
+        return _host(self.e.block(I, J))
 
     def sketch(self, A: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(Ω, K[A, B] Ω) for ``_PROBES`` Gaussian vectors Ω on B: one block Gauss–Newton product with vectors
@@ -166,7 +171,7 @@ class _Builder:
         W = np.zeros((self.c.num_params, _PROBES), dtype=self.c.dtype)
         W[B] = Omega
         self.probe_products += _PROBES
-        return Omega.astype(self.c.dtype).astype(np.float64), np.asarray(self.c.gnvp(W)[A], dtype=np.float64)
+        return Omega.astype(self.c.dtype).astype(np.float64), _host(self.c.gnvp(W))[A]
 
     def compress(self, A: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, bool]:
         """K[A, B] ≈ U Vᵀ (V is None: U is the dense block); the flag says whether the tolerance was met."""
