@@ -81,6 +81,24 @@ def test_matvec_error_follows_tol(case, tol):
     assert rel(H @ v, K @ v) <= 4 * tol
 
 
+def test_float32_follows_tol(backend):
+    c = snapshot(WIDE, backend, "float32")
+    K = dense_k(WIDE, 0.05)
+    for tol in (1e-1, 1e-3):
+        H = hk.gnh_hodlr(c, 0.05, tol=tol, leaf_size=16)
+        assert rel(H.to_dense(), K) <= 2 * tol
+        v = np.random.default_rng(6).standard_normal(c.num_params).astype(np.float32)
+        assert (H @ v).dtype == np.float32 and rel(H @ v, K @ v.astype(np.float64)) <= 4 * tol
+
+
+def test_singular_without_damping_is_an_error():
+    # G has rank ≤ n·d < N: with λ = 0 the factorization must refuse, not return a meaningless solve
+    for case in (LOW_RANK, WIDE):
+        H = hk.gnh_hodlr(snapshot(case), 0.0, tol=1e-8, leaf_size=16)
+        with pytest.raises(np.linalg.LinAlgError, match="damping"):
+            H.solve(np.ones(H.shape[0]))
+
+
 @pytest.mark.parametrize("tol", [1e-2, 1e-5])
 def test_solve_meets_its_tolerance(tol):
     case, lam = WIDE, 0.2
