@@ -41,6 +41,8 @@ ROWS: tuple[tuple[str, str], ...] = (
     ("gnh_diagonal", "GNH diagonal"),
     ("gnh_estimate_default", "GNH `estimate`, ε = 0.05, δ = 0.01 (s = 40,000 ≥ n: exact), per entry"),
     ("gnh_estimate_sampled", "GNH `estimate`, ε = 0.25, δ = 0.1 (s = 160 < n: sampled), per entry"),
+    ("ggn_factored", "GGN product from the GNH factors (`e.gnvp(v)`)"),
+    ("ggn_factored_block", "block GGN product from the GNH factors, k = 16 (W: k = 4)"),
 )
 PER_ENTRY = {"gnh_entries", "gnh_estimate_default", "gnh_estimate_sampled"}
 STREAMING = PER_ENTRY  # rows whose reference is a streaming floor, not GEMMs
@@ -226,6 +228,7 @@ PEER_ROWS: tuple[tuple[str, str], ...] = (
     ("hvp_cached", "HVP, cached: `c.hvp(v)` after `net.linearize` vs peers that keep a linearization or graph"),
     ("ggn_fresh", "GGN product, fresh: `hk.gnvp` vs peers that redo the forward pass"),
     ("ggn_cached", "GGN product, cached: `c.gnvp(v)` vs peers that keep the forward graph"),
+    ("ggn_factored", "GGN product from the GNH factors: `e.gnvp(v)` vs JAX with the network linearized once"),
     ("hessian_dense", "dense Hessian of S: `net.linearize(θ, X, Y).hessian()` vs peers"),
 )
 
