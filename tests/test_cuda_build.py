@@ -287,6 +287,8 @@ def test_make_engine_validates_its_arguments():
 
 
 def test_dispatch_accepts_an_engine_object():
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("no host C++ compiler to build the kernel emulation")
     from pyhessk.backends.cuda._emulation import emulated_engine
 
     engine = emulated_engine()
