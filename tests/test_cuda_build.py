@@ -286,6 +286,7 @@ def test_make_engine_validates_its_arguments():
         make_engine(allow_tf32="yes")
 
 
+@needs_sources  # the host emulation is built from csrc/cuda/emulation
 def test_dispatch_accepts_an_engine_object():
     if shutil.which("g++") is None and shutil.which("c++") is None:
         pytest.skip("no host C++ compiler to build the kernel emulation")
