@@ -11,6 +11,7 @@ The pyhessk side of each peer product:
 - ``hvp_fresh``: ``hk.hvp(net, θ, X, Y, v)``; ``ggn_fresh``: ``hk.gnvp(net, θ, X, Y, v)``;
 - ``hvp_cached`` / ``ggn_cached``: ``c.hvp(v)`` / ``c.gnvp(v)`` on a ``net.linearize`` made outside the call;
 - ``ggn_factored``: ``e.gnvp(v)`` on GNH factors (``gnh_entries()``) made outside the call;
+- ``hvp_block`` / ``ggn_block``: ``c.hvp(V)`` / ``c.gnvp(V)`` with V of shape (N, k), k = ``cfg.block_k``;
 - ``hessian_dense`` (S): ``net.linearize(θ, X, Y).hessian()``, fresh like ``jax.hessian`` (its ideal adds
   the gradient's GEMMs to the dense-Hessian chunks).
 
@@ -130,6 +131,10 @@ def engine_side(product: str, p, c):  # noqa: ANN001, ANN201
         call = lambda: hk.gnvp(net, p.theta, p.X, p.Y, p.v)  # noqa: E731
     elif product == "ggn_cached":
         call = lambda: c.gnvp(p.v)  # noqa: E731
+    elif product in ("hvp_block", "ggn_block"):
+        call = (lambda: c.hvp(p.V)) if product == "hvp_block" else (lambda: c.gnvp(p.V))  # noqa: E731
+        k = cfg.block_k
+        return call, ideal.kernels_for(product, cfg.sizes, cfg.n, k=k), f"one block product, k = {k}"
     elif product == "ggn_factored":
         e = _cached_entries(p)
         call = lambda: e.gnvp(p.v)  # noqa: E731

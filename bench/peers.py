@@ -98,6 +98,10 @@ PEERS: tuple[PeerSpec, ...] = (
     PeerSpec("jax_linearize_ggn", "jax", "ggn_factored",
              "JAX GGN product with the network linearized once (`linearize` + `linear_transpose`), then `jit` apply",
              "JAX linearize GGN"),
+    PeerSpec("jax_linearize_hvp_block", "jax", "hvp_block",
+             "JAX `linearize(grad)` once, then `jit(vmap)` of the linear map over the k columns", "JAX linearize vmap"),
+    PeerSpec("jax_linearize_ggn_block", "jax", "ggn_block",
+             "JAX GGN with the network linearized once, then `jit(vmap)` over the k columns", "JAX linearize vmap"),
     PeerSpec("jax_hessian", "jax", "hessian_dense", "`jax.jit(jax.hessian)`", "jax.hessian", only=("S",)),
     PeerSpec("torch_func_hessian", "torch", "hessian_dense", "`torch.func.hessian`", "torch.func.hessian",
              only=("S",)),
@@ -522,6 +526,62 @@ def build_jax_linearize_ggn(p: Problem) -> Built:
                       "linearize once (outside the timed call), then the jitted J, H_out, Jᵀ")
 
 
+def _jax_block(j: dict[str, Any], p: Problem) -> list:
+    """The block V (N, k) as a list of (W, b) whose leaves carry the k columns on a leading axis."""
+    Vt = j["jnp"].asarray(np.ascontiguousarray(p.V.T))  # (k, N)
+    k, q, o = Vt.shape[0], [], 0
+    for W, b in j["params"]:
+        nw, nb = W.size, b.size
+        q.append((Vt[:, o:o + nw].reshape((k,) + W.shape), Vt[:, o + nw:o + nw + nb]))
+        o += nw + nb
+    return q
+
+
+def _jax_flat_block(out: Any) -> np.ndarray:
+    """A vmapped result (leaves (k, ...)) as pyhessk's (N, k) block."""
+    jax, _ = _jax()
+    leaves = jax.tree_util.tree_leaves(out)
+    k = leaves[0].shape[0]
+    return np.ascontiguousarray(np.concatenate([np.asarray(x).reshape(k, -1) for x in leaves], axis=1).T)
+
+
+def _jax_built_block(call: Callable[[], Any], t0: float, keep: list, note: str) -> Built:
+    return Built(call, _jax_flat_block, _timed_first(call, t0), versions("jax"), {"xla": xla_threads()}, note, keep)
+
+
+def build_jax_linearize_hvp_block(p: Problem) -> Built:
+    t0 = time.perf_counter()
+    j = jax_problem(p)
+    jax = j["jax"]
+    grad = jax.grad(j["loss"])
+    X, Y = j["X"], j["Y"]
+    _, lin = jax.linearize(lambda q: grad(q, X, Y), j["params"])
+    apply = jax.jit(lambda f, U: jax.vmap(f)(U))
+    V = _jax_block(j, p)
+    return _jax_built_block(lambda: jax.block_until_ready(apply(lin, V)), t0, [j, lin, V],
+                            "linearize once (outside the timed call), then jit(vmap) over the k columns")
+
+
+def build_jax_linearize_ggn_block(p: Problem) -> Built:
+    t0 = time.perf_counter()
+    j = jax_problem(p)
+    jax, output, head = j["jax"], j["output"], j["head"]
+    X, Y, params = j["X"], j["Y"], j["params"]
+    f, lin = jax.linearize(lambda r: output(r, X), params)
+    lin_t = jax.linear_transpose(lin, params)
+
+    @jax.jit
+    def ggn(lin: Any, lin_t: Any, f: Any, U: Any) -> Any:
+        def one(u: Any) -> Any:
+            return lin_t(jax.jvp(jax.grad(lambda g: head(g, Y)), (f,), (lin(u),))[1])[0]
+
+        return jax.vmap(one)(U)
+
+    V = _jax_block(j, p)
+    return _jax_built_block(lambda: jax.block_until_ready(ggn(lin, lin_t, f, V)), t0, [j, lin, lin_t, f, V],
+                            "linearize once (outside the timed call), then jit(vmap) of J, H_out, Jᵀ over the k columns")
+
+
 def build_jax_hessian(p: Problem) -> Built:
     t0 = time.perf_counter()
     j = jax_problem(p)
@@ -547,6 +607,8 @@ BUILDERS: dict[str, Callable[[Problem], Built]] = {
     "curvlinops_ggn": lambda p: build_curvlinops(p, "ggn"),
     "backpack_ggn": lambda p: build_backpack(p, "ggn"),
     "jax_linearize_ggn": build_jax_linearize_ggn,
+    "jax_linearize_hvp_block": build_jax_linearize_hvp_block,
+    "jax_linearize_ggn_block": build_jax_linearize_ggn_block,
     "jax_hessian": build_jax_hessian,
     "torch_func_hessian": build_torch_func_hessian,
 }

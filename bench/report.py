@@ -229,6 +229,8 @@ PEER_ROWS: tuple[tuple[str, str], ...] = (
     ("ggn_fresh", "GGN product, fresh: `hk.gnvp` vs peers that redo the forward pass"),
     ("ggn_cached", "GGN product, cached: `c.gnvp(v)` vs peers that keep the forward graph"),
     ("ggn_factored", "GGN product from the GNH factors: `e.gnvp(v)` vs JAX with the network linearized once"),
+    ("hvp_block", "block HVP, k = 16 (W: 4): `c.hvp(V)` vs JAX's linearized HVP under `vmap`"),
+    ("ggn_block", "block GGN product, k = 16 (W: 4): `c.gnvp(V)` vs JAX's linearized GGN under `vmap`"),
     ("hessian_dense", "dense Hessian of S: `net.linearize(θ, X, Y).hessian()` vs peers"),
 )
 
