@@ -478,17 +478,19 @@ def build_jax_jit_hvp(p: Problem) -> Built:
     return _jax_built(lambda: jax.block_until_ready(hvp(params, v, X, Y)), t0, [j])
 
 
-def build_jax_linearize_hvp(p: Problem) -> Built:
+def build_jax_linearize_hvp(p: Problem, block: bool = False) -> Built:
+    """JAX's cached HVP: ``linearize(grad)`` once (outside the timed call), then the jitted linear map, on v
+    or (``block``) under ``vmap`` over the k columns of V."""
     t0 = time.perf_counter()
     j = jax_problem(p)
     jax = j["jax"]
     grad = jax.grad(j["loss"])
     X, Y = j["X"], j["Y"]
     _, lin = jax.linearize(lambda q: grad(q, X, Y), j["params"])  # a Partial pytree: its residuals are arguments
-    apply = jax.jit(lambda f, u: f(u))
-    v = j["v"]
-    return _jax_built(lambda: jax.block_until_ready(apply(lin, v)), t0, [j, lin],
-                      "linearize once (outside the timed call), then the jitted linear map")
+    apply = jax.jit((lambda f, U: jax.vmap(f)(U)) if block else (lambda f, u: f(u)))
+    v = _jax_block(j, p) if block else j["v"]
+    return _jax_result(lambda: jax.block_until_ready(apply(lin, v)), t0, [j, lin, v], block,
+                       "linearize once (outside the timed call), then the jitted linear map")
 
 
 def build_jax_jit_ggn(p: Problem) -> Built:
@@ -507,8 +509,9 @@ def build_jax_jit_ggn(p: Problem) -> Built:
     return _jax_built(lambda: jax.block_until_ready(fn(params, v, X, Y)), t0, [j])
 
 
-def build_jax_linearize_ggn(p: Problem) -> Built:
-    """JAX's cached GGN: f linearized at θ once (outside the timed call); per call J u, H_out, Jᵀ."""
+def build_jax_linearize_ggn(p: Problem, block: bool = False) -> Built:
+    """JAX's cached GGN: f linearized at θ once (outside the timed call); per call J u, H_out, Jᵀ, on v or
+    (``block``) under ``vmap`` over the k columns of V."""
     t0 = time.perf_counter()
     j = jax_problem(p)
     jax, output, head = j["jax"], j["output"], j["head"]
@@ -516,14 +519,13 @@ def build_jax_linearize_ggn(p: Problem) -> Built:
     f, lin = jax.linearize(lambda r: output(r, X), params)
     lin_t = jax.linear_transpose(lin, params)
 
-    @jax.jit
-    def ggn(lin: Any, lin_t: Any, f: Any, u: Any) -> Any:
-        HJu = jax.jvp(jax.grad(lambda g: head(g, Y)), (f,), (lin(u),))[1]
-        return lin_t(HJu)[0]
+    def one(lin: Any, lin_t: Any, f: Any, u: Any) -> Any:
+        return lin_t(jax.jvp(jax.grad(lambda g: head(g, Y)), (f,), (lin(u),))[1])[0]
 
-    v = j["v"]
-    return _jax_built(lambda: jax.block_until_ready(ggn(lin, lin_t, f, v)), t0, [j, lin, lin_t, f],
-                      "linearize once (outside the timed call), then the jitted J, H_out, Jᵀ")
+    ggn = jax.jit((lambda lin, lin_t, f, U: jax.vmap(lambda u: one(lin, lin_t, f, u))(U)) if block else one)
+    v = _jax_block(j, p) if block else j["v"]
+    return _jax_result(lambda: jax.block_until_ready(ggn(lin, lin_t, f, v)), t0, [j, lin, lin_t, f, v], block,
+                       "linearize once (outside the timed call), then the jitted J, H_out, Jᵀ")
 
 
 def _jax_block(j: dict[str, Any], p: Problem) -> list:
@@ -545,41 +547,11 @@ def _jax_flat_block(out: Any) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([np.asarray(x).reshape(k, -1) for x in leaves], axis=1).T)
 
 
-def _jax_built_block(call: Callable[[], Any], t0: float, keep: list, note: str) -> Built:
-    return Built(call, _jax_flat_block, _timed_first(call, t0), versions("jax"), {"xla": xla_threads()}, note, keep)
-
-
-def build_jax_linearize_hvp_block(p: Problem) -> Built:
-    t0 = time.perf_counter()
-    j = jax_problem(p)
-    jax = j["jax"]
-    grad = jax.grad(j["loss"])
-    X, Y = j["X"], j["Y"]
-    _, lin = jax.linearize(lambda q: grad(q, X, Y), j["params"])
-    apply = jax.jit(lambda f, U: jax.vmap(f)(U))
-    V = _jax_block(j, p)
-    return _jax_built_block(lambda: jax.block_until_ready(apply(lin, V)), t0, [j, lin, V],
-                            "linearize once (outside the timed call), then jit(vmap) over the k columns")
-
-
-def build_jax_linearize_ggn_block(p: Problem) -> Built:
-    t0 = time.perf_counter()
-    j = jax_problem(p)
-    jax, output, head = j["jax"], j["output"], j["head"]
-    X, Y, params = j["X"], j["Y"], j["params"]
-    f, lin = jax.linearize(lambda r: output(r, X), params)
-    lin_t = jax.linear_transpose(lin, params)
-
-    @jax.jit
-    def ggn(lin: Any, lin_t: Any, f: Any, U: Any) -> Any:
-        def one(u: Any) -> Any:
-            return lin_t(jax.jvp(jax.grad(lambda g: head(g, Y)), (f,), (lin(u),))[1])[0]
-
-        return jax.vmap(one)(U)
-
-    V = _jax_block(j, p)
-    return _jax_built_block(lambda: jax.block_until_ready(ggn(lin, lin_t, f, V)), t0, [j, lin, lin_t, f, V],
-                            "linearize once (outside the timed call), then jit(vmap) of J, H_out, Jᵀ over the k columns")
+def _jax_result(call: Callable[[], Any], t0: float, keep: list, block: bool, note: str) -> Built:
+    if not block:
+        return _jax_built(call, t0, keep, note)
+    return Built(call, _jax_flat_block, _timed_first(call, t0), versions("jax"), {"xla": xla_threads()},
+                 note + " under vmap over the k columns", keep)
 
 
 def build_jax_hessian(p: Problem) -> Built:
@@ -607,8 +579,8 @@ BUILDERS: dict[str, Callable[[Problem], Built]] = {
     "curvlinops_ggn": lambda p: build_curvlinops(p, "ggn"),
     "backpack_ggn": lambda p: build_backpack(p, "ggn"),
     "jax_linearize_ggn": build_jax_linearize_ggn,
-    "jax_linearize_hvp_block": build_jax_linearize_hvp_block,
-    "jax_linearize_ggn_block": build_jax_linearize_ggn_block,
+    "jax_linearize_hvp_block": lambda p: build_jax_linearize_hvp(p, block=True),
+    "jax_linearize_ggn_block": lambda p: build_jax_linearize_ggn(p, block=True),
     "jax_hessian": build_jax_hessian,
     "torch_func_hessian": build_torch_func_hessian,
 }
