@@ -15,10 +15,12 @@ if TYPE_CHECKING:
 DEFAULT_MAX_PARAMS = 8192
 _MAX_SAMPLES = 2**63 - 1
 #: The choice between the plain and the factored Gauss–Newton product prices, in GEMM flops, one byte of
-#: GNH factors streamed from memory and one flop of the (vectorized, not blocked) contractions with them
-#: (measured on the CPU engines: bench/results/factored-*).
+#: GNH factors streamed from memory (when they exceed _CACHED_BYTES; below, they stay in cache) and one flop
+#: of the (vectorized, not blocked) contractions with them. Fitted to the C++ engine's measurements of both
+#: routes on the BENCH.md configs, k = 1 and blocks (bench/results/cpp-*: the rows "GGN product …").
 _FLOPS_PER_BYTE = 16.0
-_CONTRACTION_FLOP = 4.0
+_CONTRACTION_FLOP = 8.0
+_CACHED_BYTES = 1 << 20
 _SAMPLING_METHODS = ("mean", "median_of_means")
 
 
@@ -296,20 +298,8 @@ class GnhEntries:
         return self._c._unblock(self._engine.gnh_gnvp(self._fac, v), single)
 
     def _factored_pays(self, k: int) -> bool:
-        """Whether the factored product is predicted faster than the plain one for k vectors.
-
-        GEMM flops: plain 2nk(2n_1n_0 + 4Σ_{l≥2}n_ln_{l−1}), factored 2nk·2Σn_ln_{l−1}; the factored
-        product also streams the factors twice (2·n·d·Σn_l numbers, once for all k vectors) and does
-        4nkdΣn_l flops of contractions, both converted to GEMM flops by a measured constant.
-        """
-        sizes = self._c.net.sizes
-        n, d = self._c.num_samples, sizes[-1]
-        prods = [a * b for a, b in zip(sizes[:-1], sizes[1:])]
-        plain = 2 * n * k * (2 * prods[0] + 4 * sum(prods[1:]))
-        units = sum(sizes[1:])
-        stream = 2 * n * d * units * self._c.dtype.itemsize
-        factored = 2 * n * k * 2 * sum(prods) + _FLOPS_PER_BYTE * stream + _CONTRACTION_FLOP * 4 * n * k * d * units
-        return factored < plain
+        """Whether the factored product is predicted faster than the plain one for k vectors."""
+        return factored_gnvp_pays(self._c.net.sizes, self._c.num_samples, k, self._c.dtype.itemsize)
 
     @staticmethod
     def num_samples(eps: float, delta: float, method: str = "mean") -> int:
@@ -368,3 +358,20 @@ class GnhEntries:
             return self._engine.gnh_sample(self._fac, r, c, s, seed).reshape(shape)
         means = self._engine.gnh_sample_groups(self._fac, r, c, s, groups, seed)  # (groups, m)
         return np.median(means, axis=0).astype(self._c.dtype, copy=False).reshape(shape)
+
+
+def factored_gnvp_pays(sizes: tuple[int, ...], n: int, k: int, itemsize: int) -> bool:
+    """Whether G·V from the GNH factors is predicted faster than the plain product, for k vectors.
+
+    GEMM flops: plain 2nk(2n_1n_0 + 4Σ_{l≥2}n_ln_{l−1}), factored 2nk·2Σn_ln_{l−1}; the factored product
+    also streams the factors twice (2·n·d·Σn_l numbers, once for all k vectors; free while they fit in
+    cache) and does 4nkdΣn_l flops of contractions, both converted to GEMM flops by measured constants.
+    """
+    d = sizes[-1]
+    prods = [a * b for a, b in zip(sizes[:-1], sizes[1:])]
+    plain = 2 * n * k * (2 * prods[0] + 4 * sum(prods[1:]))
+    units = sum(sizes[1:])
+    factor_bytes = n * d * units * itemsize
+    stream = 2 * factor_bytes if factor_bytes > _CACHED_BYTES else 0
+    factored = 2 * n * k * 2 * sum(prods) + _FLOPS_PER_BYTE * stream + _CONTRACTION_FLOP * 4 * n * k * d * units
+    return factored < plain

@@ -77,6 +77,28 @@ def test_the_route_choice_follows_the_gemm_count():
     assert not pays((784, 32, 10), 64, 1)
 
 
+# (config, n, k, itemsize, faster route measured on the C++ engine: bench/results/cpp-epyc2c-2026-11-22.md)
+MEASURED_ROUTES = [
+    ((10, 32, 32, 1), 256, 1, 4, "factored"),  # S: 0.037 vs 0.050 ms
+    ((10, 32, 32, 1), 256, 1, 8, "factored"),  # S-f64: 0.063 vs 0.092 ms
+    ((2, 50, 50, 50, 1), 4096, 1, 4, "plain"),  # P: 1.82 vs 1.71 ms
+    ((2, 50, 50, 50, 1), 4096, 16, 4, "factored"),  # P, k = 16: 33.0 vs 74.1 ms
+    ((784, 256, 256, 10), 1024, 1, 4, "plain"),  # M: 8.81 vs 7.17 ms
+    ((784, 256, 256, 10), 1024, 16, 4, "factored"),  # M, k = 16: 130 vs 155 ms
+    ((1024, 1024, 1024, 1024, 10), 512, 1, 4, "factored"),  # W: 41.2 vs 51.0 ms
+    ((1024, 1024, 1024, 1024, 10), 512, 4, 4, "factored"),  # W, k = 4: 170 vs 277 ms
+    ((64,) + (64,) * 10 + (10,), 512, 1, 4, "plain"),  # D: 2.29 vs 1.07 ms
+    ((64,) + (64,) * 10 + (10,), 512, 16, 4, "plain"),  # D, k = 16: 26.1 vs 20.2 ms
+]
+
+
+@pytest.mark.parametrize("sizes,n,k,itemsize,faster", MEASURED_ROUTES)
+def test_the_route_model_picks_the_measured_faster_route(sizes, n, k, itemsize, faster):
+    from pyhessk.curvature import factored_gnvp_pays
+
+    assert factored_gnvp_pays(sizes, n, k, itemsize) == (faster == "factored")
+
+
 def test_factored_gnvp_rejects_bad_vectors(backend):
     c = curvature_for(CASES[0], backend)
     e = c.gnh_entries()
