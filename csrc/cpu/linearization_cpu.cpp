@@ -20,15 +20,14 @@
 namespace pyhessk::cpu {
 namespace {
 
-// Elements below which a sweep stays on one thread. Sweeps are memory-bound and follow a multithreaded
-// GEMM; small parallel regions make the OpenMP and BLAS thread pools spin against each other (measured:
-// 100x slowdowns on 2 cores), so only very large sweeps use OpenMP.
-constexpr int64_t kParallelMin = int64_t(1) << 20;
+// The elementwise sweeps run on one thread; BLAS owns the threads. Sweeps are memory-bound and sit between
+// multithreaded GEMMs, and an OpenMP team beside BLAS's own pool makes the two spin against each other on
+// few cores: measured on 2 cores, parallel sweeps (for ≥ 2²⁰ elements) made the block products 1.3–2.3×
+// slower on the BENCH.md configs P, M and W, and no product faster.
 
 // Z ← φ(Z + b) in place, with φ′ and φ″ (d2 may be null when φ″ ≡ 0): Z is (n, m), b is (m,) or null.
 template <Act kAct, typename T>
 PYHESSK_CPU_CLONES void activation_sweep(int n, int m, const T* b, T* Z, T* d1, T* d2) {
-#pragma omp parallel for schedule(static) if (int64_t(n) * m >= kParallelMin)
   for (int s = 0; s < n; ++s) {
     T* z = Z + int64_t(s) * m;
     T* p1 = d1 + int64_t(s) * m;
@@ -45,7 +44,6 @@ PYHESSK_CPU_CLONES void activation_sweep(int n, int m, const T* b, T* Z, T* d1, 
 
 template <Act kAct, typename T>
 PYHESSK_CPU_CLONES void activation_only(int n, int m, const T* b, T* Z) {
-#pragma omp parallel for schedule(static) if (int64_t(n) * m >= kParallelMin)
   for (int s = 0; s < n; ++s) {
     T* z = Z + int64_t(s) * m;
     for (int j = 0; j < m; ++j) z[j] = ActOps<kAct>::f(z[j] + (b ? b[j] : T(0)));
@@ -72,7 +70,6 @@ void column_sums(int n, int m, const T* D, T* out) {
 // R-forward epilogue: RZ (n, k, m) += v_l (k, m) (if given); RA = φ′ ⊙ RZ (if given, hidden layers).
 template <typename T>
 PYHESSK_CPU_CLONES void rforward_sweep(int n, int k, int m, const T* vb, const T* d1, T* RZ, T* RA) {
-#pragma omp parallel for schedule(static) if (int64_t(n) * k * m >= kParallelMin)
   for (int s = 0; s < n; ++s)
     for (int j = 0; j < k; ++j) {
       T* z = RZ + (int64_t(s) * k + j) * m;
@@ -92,7 +89,6 @@ PYHESSK_CPU_CLONES void rforward_sweep(int n, int k, int m, const T* vb, const T
 template <typename T>
 PYHESSK_CPU_CLONES void rbackward_sweep(int n, int k, int m, const T* d1, const T* d2, const T* G, const T* RZ,
                                         T* RG) {
-#pragma omp parallel for schedule(static) if (int64_t(n) * k * m >= kParallelMin)
   for (int s = 0; s < n; ++s)
     for (int j = 0; j < k; ++j) {
       const int64_t o = (int64_t(s) * k + j) * m, q = int64_t(s) * m;
@@ -108,7 +104,6 @@ PYHESSK_CPU_CLONES void rbackward_sweep(int n, int k, int m, const T* d1, const 
 // X (n, k, m) ⊙= φ′ (n, m), broadcast over k.
 template <typename T>
 PYHESSK_CPU_CLONES void scale_rows(int n, int k, int m, const T* d1, T* X) {
-#pragma omp parallel for schedule(static) if (int64_t(n) * k * m >= kParallelMin)
   for (int s = 0; s < n; ++s)
     for (int j = 0; j < k; ++j) {
       T* x = X + (int64_t(s) * k + j) * m;
@@ -121,7 +116,6 @@ PYHESSK_CPU_CLONES void scale_rows(int n, int k, int m, const T* d1, T* X) {
 template <Loss kLoss, typename T>
 double loss_heads(int n, int d, const T* F, const T* Y, T* E, T* aux) {
   double total = 0;
-#pragma omp parallel for reduction(+ : total) schedule(static) if (int64_t(n) * d >= kParallelMin)
   for (int s = 0; s < n; ++s) {
     const int64_t o = int64_t(s) * d;
     total += double(LossOps<kLoss>::head(F + o, Y + o, d, E + o, aux + o));
@@ -132,7 +126,6 @@ double loss_heads(int n, int d, const T* F, const T* Y, T* E, T* aux) {
 // out = sc · H_out R for R (n, k, d), each sample's H_out from its aux row.
 template <Loss kLoss, typename T>
 void hout_rows(int n, int k, int d, const T* aux, const T* R, T sc, T* out) {
-#pragma omp parallel for schedule(static) if (int64_t(n) * k * d >= kParallelMin)
   for (int s = 0; s < n; ++s)
     for (int j = 0; j < k; ++j) {
       const int64_t o = (int64_t(s) * k + j) * d;
@@ -327,7 +320,6 @@ void Linearization<T>::assemble_layer(int l, int k, const T* D, const T* RA, con
   gemm<T>(true, false, k * n_l, n_prev, n_, T(1), D, k * n_l, A, n_prev, T(0), hw, n_prev);
   if (RA) gemm<T>(true, false, n_l, k * n_prev, n_, T(1), delta_[l - 1].data(), n_l, RA, k * n_prev, T(0), t2, k * n_prev);
   const bool reg = V && lam != T(0);
-#pragma omp parallel for schedule(static) if (nl * k >= kParallelMin)
   for (int r = 0; r < n_l; ++r)
     for (int c = 0; c < n_prev; ++c) {
       const int64_t i = int64_t(r) * n_prev + c;
