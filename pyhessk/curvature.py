@@ -16,10 +16,12 @@ DEFAULT_MAX_PARAMS = 8192
 _MAX_SAMPLES = 2**63 - 1
 #: The choice between the plain and the factored Gauss–Newton product prices, in GEMM flops, one byte of
 #: GNH factors streamed from memory (when they exceed _CACHED_BYTES; below, they stay in cache) and one flop
-#: of the (vectorized, not blocked) contractions with them. Fitted to the C++ engine's measurements of both
-#: routes on the BENCH.md configs, k = 1 and blocks (bench/results/cpp-*: the rows "GGN product …").
-_FLOPS_PER_BYTE = 16.0
-_CONTRACTION_FLOP = 8.0
+#: of the (vectorized, not blocked) contractions with them, times √k: a block's GEMMs run faster per flop
+#: than a single vector's, its contractions do not. Fitted to the C++ engine's measurements of both routes
+#: on the BENCH.md configs, k = 1 and blocks (bench/results/cpp-*: the rows "GGN product …"); a heuristic
+#: for one machine, pinned by tests/test_gnh_scale.py.
+_FLOPS_PER_BYTE = 4.0
+_CONTRACTION_FLOP = 6.0
 _CACHED_BYTES = 1 << 20
 _SAMPLING_METHODS = ("mean", "median_of_means")
 
@@ -365,7 +367,8 @@ def factored_gnvp_pays(sizes: tuple[int, ...], n: int, k: int, itemsize: int) ->
 
     GEMM flops: plain 2nk(2n_1n_0 + 4Σ_{l≥2}n_ln_{l−1}), factored 2nk·2Σn_ln_{l−1}; the factored product
     also streams the factors twice (2·n·d·Σn_l numbers, once for all k vectors; free while they fit in
-    cache) and does 4nkdΣn_l flops of contractions, both converted to GEMM flops by measured constants.
+    cache) and does 4nkdΣn_l flops of contractions (weighted by √k), both converted to GEMM flops by
+    measured constants.
     """
     d = sizes[-1]
     prods = [a * b for a, b in zip(sizes[:-1], sizes[1:])]
@@ -373,5 +376,6 @@ def factored_gnvp_pays(sizes: tuple[int, ...], n: int, k: int, itemsize: int) ->
     units = sum(sizes[1:])
     factor_bytes = n * d * units * itemsize
     stream = 2 * factor_bytes if factor_bytes > _CACHED_BYTES else 0
-    factored = 2 * n * k * 2 * sum(prods) + _FLOPS_PER_BYTE * stream + _CONTRACTION_FLOP * 4 * n * k * d * units
+    contraction = 4 * n * k * d * units * math.sqrt(k)
+    factored = 2 * n * k * 2 * sum(prods) + _FLOPS_PER_BYTE * stream + _CONTRACTION_FLOP * contraction
     return factored < plain
