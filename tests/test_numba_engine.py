@@ -244,11 +244,11 @@ def test_gemms_run_on_the_chosen_blas(choice):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300,
                          cwd=root)
     assert out.returncode == 0, out.stdout + out.stderr
-    from pyhessk.backends.numba import _blas
+    from pyhessk.backends._blas import numpy_blas
 
     if choice == "scipy":
         assert out.stdout.startswith("SciPy's BLAS"), out.stdout
-    elif _blas._numpy_blas() is not None:
+    elif numpy_blas() is not None:
         assert out.stdout.startswith("NumPy's BLAS"), out.stdout
 
 

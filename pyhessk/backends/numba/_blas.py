@@ -19,7 +19,6 @@ the BLAS ``np.dot`` uses in compiled code.
 from __future__ import annotations
 
 import ctypes
-import glob
 import os
 from typing import Any
 
@@ -29,15 +28,8 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
+from .._blas import numpy_blas
 from ._jit import jit
-
-# (sgemm name, dgemm name, 64-bit integers?) in NumPy's bundled library, in the order they are tried
-_SYMBOLS = (
-    ("scipy_sgemm_64_", "scipy_dgemm_64_", True),  # NumPy 2's scipy-openblas64
-    ("sgemm_64_", "dgemm_64_", True),  # NumPy 1's openblas64_
-    ("scipy_sgemm_", "scipy_dgemm_", False),
-    ("sgemm_", "dgemm_", False),
-)
 
 _FLAG = "pyhessk_numba_blas_ilp64"
 _p = types.voidptr
@@ -46,27 +38,6 @@ _SGEMM64 = types.ExternalFunction("pyhessk_numba_sgemm64", types.void(*([_p] * 1
 _DGEMM64 = types.ExternalFunction("pyhessk_numba_dgemm64", types.void(*([_p] * 13)))
 _SGEMM32 = types.ExternalFunction("pyhessk_numba_sgemm32", types.void(*([_p] * 13)))
 _DGEMM32 = types.ExternalFunction("pyhessk_numba_dgemm32", types.void(*([_p] * 13)))
-
-
-def _numpy_blas() -> tuple[int, int, bool, str] | None:
-    """(sgemm address, dgemm address, 64-bit integers?, library) of the BLAS bundled with NumPy, or None."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(np.__file__)))
-    paths: list[str] = []
-    for folder in ("numpy.libs", os.path.join("numpy", ".dylibs")):
-        paths += sorted(glob.glob(os.path.join(root, folder, "*blas*")))
-    for path in paths:
-        try:
-            lib = ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0) | ctypes.RTLD_LOCAL)
-        except OSError:
-            continue
-        for s_name, d_name, ilp64 in _SYMBOLS:
-            try:
-                s_fn, d_fn = getattr(lib, s_name), getattr(lib, d_name)
-            except AttributeError:
-                continue
-            return (ctypes.cast(s_fn, ctypes.c_void_p).value, ctypes.cast(d_fn, ctypes.c_void_p).value, ilp64,
-                    os.path.basename(path))
-    return None
 
 
 def _capsule_address(capsule: Any) -> int:
@@ -85,7 +56,7 @@ def _install() -> str:
 
     capi = cython_blas.__pyx_capi__
     scipy_s, scipy_d = _capsule_address(capi["sgemm"]), _capsule_address(capi["dgemm"])
-    found = None if os.environ.get("PYHESSK_NUMBA_BLAS", "numpy") == "scipy" else _numpy_blas()
+    found = None if os.environ.get("PYHESSK_NUMBA_BLAS", "numpy") == "scipy" else numpy_blas()
     s32, d32, s64, d64 = scipy_s, scipy_d, scipy_s, scipy_d  # the 64-bit names are unused unless the flag says
     if found is not None:
         sgemm, dgemm, ilp64, name = found
