@@ -25,6 +25,11 @@ namespace {
 // few cores: measured on 2 cores, parallel sweeps (for ≥ 2²⁰ elements) made the block products 1.3–2.3×
 // slower on the BENCH.md configs P, M and W, and no product faster.
 
+// Chunking of block products over samples (see Linearization::reserve): numbers of R-quantities per
+// product beyond which the batch is split, and the fewest samples of a chunk.
+constexpr int64_t kChunkBudget = int64_t(1) << 18;
+constexpr int64_t kChunkMinRows = 128;
+
 // Z ← φ(Z + b) in place, with φ′ and φ″ (d2 may be null when φ″ ≡ 0): Z is (n, m), b is (m,) or null.
 template <Act kAct, typename T>
 PYHESSK_CPU_CLONES void activation_sweep(int n, int m, const T* b, T* Z, T* d1, T* d2) {
@@ -226,43 +231,53 @@ void Linearization<T>::backward_locked() {
 
 template <typename T>
 void Linearization<T>::reserve(int k) {
-  if (k <= ws_k_) return;
-  int64_t max_w = 0, max_nl = 0;
+  if (k == ws_k_) return;
+  int64_t max_w = 0, max_nl = 0, units = 0;
   for (int l = 1; l <= L_; ++l) {
     max_w = std::max<int64_t>(max_w, std::max(s_.sizes[l], s_.sizes[l - 1]));
     max_nl = std::max<int64_t>(max_nl, int64_t(s_.sizes[l]) * s_.sizes[l - 1]);
+    units += s_.sizes[l];
   }
+  // Rows per chunk: the R-quantities of a block (RZ and RA of every layer, two ping-pong buffers) take
+  // k·(2Σn_l + 2 max n_l) numbers per sample; past kChunkBudget the batch is processed in chunks of at
+  // least kChunkMinRows samples, so that they stay in cache while the weight GEMMs keep a long inner
+  // dimension. Products are unchanged up to the order of the sums over samples.
+  const int64_t per_sample = int64_t(k) * (2 * units + 2 * max_w);
+  int rows = n_;
+  if (int64_t(n_) * per_sample > kChunkBudget)
+    rows = int(std::min<int64_t>(n_, std::max<int64_t>(kChunkMinRows, kChunkBudget / per_sample)));
+  chunk_ = rows;
   RZ_.resize(L_);
   RA_.resize(L_ - 1);
-  for (int l = 1; l <= L_; ++l) RZ_[l - 1].resize(int64_t(n_) * k * s_.sizes[l]);
-  for (int l = 1; l < L_; ++l) RA_[l - 1].resize(int64_t(n_) * k * s_.sizes[l]);
-  buf_a_.resize(int64_t(n_) * k * max_w);
+  for (int l = 1; l <= L_; ++l) RZ_[l - 1].resize(int64_t(rows) * k * s_.sizes[l]);
+  for (int l = 1; l < L_; ++l) RA_[l - 1].resize(int64_t(rows) * k * s_.sizes[l]);
+  buf_a_.resize(int64_t(rows) * k * max_w);
   buf_b_.resize(buf_a_.size());
   const int64_t blk = std::max<int64_t>(int64_t(k) * max_nl, int64_t(k) * max_w);
-  pack_a_.resize(blk);
-  pack_b_.resize(blk);
-  hw_.resize(blk);
-  t2_.resize(blk);
+  const bool chunked = rows < n_;
+  // Chunked products pack V once for all chunks and accumulate every layer's blocks over the chunks.
+  pack_a_.resize(chunked && k > 1 ? int64_t(k) * s_.num_params : blk);
+  pack_b_.resize(pack_a_.size());
+  hw_.resize(chunked ? int64_t(k) * s_.num_params : blk);
+  t2_.resize(hw_.size());
+  vb_.resize(int64_t(k) * max_w);
   ws_k_ = k;
 }
 
 template <typename T>
-const T* Linearization<T>::pack_rows(const T* V, int k, int l, T* buf) const {
+void Linearization<T>::pack_rows(const T* V, int k, int l, T* buf) const {
   const int64_t w0 = s_.w_off[l - 1];
-  if (k == 1) return V + w0;
   const int n_l = s_.sizes[l], n_prev = s_.sizes[l - 1];
   const int64_t nl = int64_t(n_l) * n_prev;
   for (int64_t i = 0; i < nl; ++i) {  // i = r·n_prev + c
     const T* src = V + (w0 + i) * k;
     for (int j = 0; j < k; ++j) buf[j * nl + i] = src[j];
   }
-  return buf;
 }
 
 template <typename T>
-const T* Linearization<T>::pack_cols(const T* V, int k, int l, T* buf) const {
+void Linearization<T>::pack_cols(const T* V, int k, int l, T* buf) const {
   const int64_t w0 = s_.w_off[l - 1];
-  if (k == 1) return V + w0;
   const int n_l = s_.sizes[l], n_prev = s_.sizes[l - 1];
   for (int r = 0; r < n_l; ++r)
     for (int c = 0; c < n_prev; ++c) {
@@ -270,26 +285,45 @@ const T* Linearization<T>::pack_cols(const T* V, int k, int l, T* buf) const {
       T* dst = buf + int64_t(r) * k * n_prev + c;
       for (int j = 0; j < k; ++j) dst[int64_t(j) * n_prev] = src[j];
     }
-  return buf;
 }
 
 template <typename T>
-void Linearization<T>::r_forward(const T* V, int k) {
+void Linearization<T>::pack(const T* V, int k, bool cols) {
+  // chunked and k > 1: every layer packed once, at k·w_off, for all chunks
+  if (k == 1 || chunk_ == n_) return;
+  for (int l = 1; l <= L_; ++l) {
+    const int64_t at = int64_t(k) * s_.w_off[l - 1];
+    pack_rows(V, k, l, pack_a_.data() + at);
+    if (cols) pack_cols(V, k, l, pack_b_.data() + at);
+  }
+}
+
+template <typename T>
+const T* Linearization<T>::packed(const T* V, int k, int l, bool cols) {
+  if (k == 1) return V + s_.w_off[l - 1];
+  if (chunk_ < n_) return (cols ? pack_b_ : pack_a_).data() + int64_t(k) * s_.w_off[l - 1];
+  cols ? pack_cols(V, k, l, pack_b_.data()) : pack_rows(V, k, l, pack_a_.data());
+  return (cols ? pack_b_ : pack_a_).data();
+}
+
+template <typename T>
+void Linearization<T>::r_forward(const T* V, int k, int s0, int rows) {
   for (int l = 1; l <= L_; ++l) {
     const int n_l = s_.sizes[l], n_prev = s_.sizes[l - 1];
     T* RZ = RZ_[l - 1].data();
-    // A_{l−1} [V_l^(1); …; V_l^(k)]ᵀ: one GEMM (n × n_{l−1}) · (n_{l−1} × k·n_l)
-    const T* P = pack_rows(V, k, l, pack_a_.data());
-    gemm<T>(false, true, n_, k * n_l, n_prev, T(1), A_[l - 1].data(), n_prev, P, n_prev, T(0), RZ, k * n_l);
-    if (l > 1)  // + W_l R{A_{l−1}}: one GEMM over n·k rows
-      gemm<T>(false, true, n_ * k, n_l, n_prev, T(1), RA_[l - 2].data(), n_prev, W(l), n_prev, T(1), RZ, n_l);
-    T* vb = hw_.data();  // v_l^(j)[r] packed as (k, n_l)
+    // A_{l−1} [V_l^(1); …; V_l^(k)]ᵀ: one GEMM (rows × n_{l−1}) · (n_{l−1} × k·n_l)
+    const T* P = packed(V, k, l, false);
+    gemm<T>(false, true, rows, k * n_l, n_prev, T(1), A_[l - 1].data() + int64_t(s0) * n_prev, n_prev, P, n_prev,
+            T(0), RZ, k * n_l);
+    if (l > 1)  // + W_l R{A_{l−1}}: one GEMM over rows·k rows
+      gemm<T>(false, true, rows * k, n_l, n_prev, T(1), RA_[l - 2].data(), n_prev, W(l), n_prev, T(1), RZ, n_l);
+    T* vb = vb_.data();  // v_l^(j)[r] packed as (k, n_l)
     if (s_.bias)
       for (int r = 0; r < n_l; ++r)
         for (int j = 0; j < k; ++j) vb[int64_t(j) * n_l + r] = V[(s_.b_off[l - 1] + r) * k + j];
     const bool hidden = l < L_;
-    rforward_sweep(n_, k, n_l, s_.bias ? vb : nullptr, hidden ? dphi_[l - 1].data() : nullptr, RZ,
-                   hidden ? RA_[l - 1].data() : nullptr);
+    rforward_sweep(rows, k, n_l, s_.bias ? vb : nullptr, hidden ? dphi_[l - 1].data() + int64_t(s0) * n_l : nullptr,
+                   RZ, hidden ? RA_[l - 1].data() : nullptr);
   }
 }
 
@@ -300,41 +334,73 @@ void Linearization<T>::output_hessian(const T* R, int k, T* out) const {
 }
 
 template <typename T>
-void Linearization<T>::assemble_layer(int l, int k, const T* D, const T* RA, const T* V, T* out) {
-  // W block: Dᵀ A_{l−1} (+ Δ_lᵀ R{A_{l−1}} when RA is given) (+ λ V_l when V is given); then the bias sums.
+void Linearization<T>::output_hessian_rows(const T* R, int k, int s0, int rows, T* out) const {
+  PYHESSK_DISPATCH_LOSS(s_.loss, kLoss,
+                        [&] { hout_rows<kLoss>(rows, k, d_, aux_.data() + int64_t(s0) * d_, R, scale_, out); });
+}
+
+template <typename T>
+void Linearization<T>::accumulate_layer(int l, int k, int s0, int rows, const T* D, const T* RA, T* out) {
+  // Rows [s0, s0 + rows) of: W block Dᵀ A_{l−1} (+ Δ_lᵀ R{A_{l−1}} when RA is given), bias Σ_s D. For k = 1
+  // they go straight into out; otherwise into hw (k, n_l, n_{l−1}) and t2 (n_l, k, n_{l−1}): per layer when
+  // the batch is one chunk, at k·offsets for all layers when it is chunked.
+  const int n_l = s_.sizes[l], n_prev = s_.sizes[l - 1];
+  const bool chunked = chunk_ < n_;
+  const T beta = s0 == 0 ? T(0) : T(1);
+  const T* A = A_[l - 1].data() + int64_t(s0) * n_prev;
+  const T* Dl = delta_.empty() ? nullptr : delta_[l - 1].data() + int64_t(s0) * n_l;
+  T* bias = nullptr;
+  if (k == 1) {
+    T* HW = out + s_.w_off[l - 1];
+    gemm<T>(true, false, n_l, n_prev, rows, T(1), D, n_l, A, n_prev, beta, HW, n_prev);
+    if (RA) gemm<T>(true, false, n_l, n_prev, rows, T(1), Dl, n_l, RA, n_prev, T(1), HW, n_prev);
+    bias = s_.bias ? out + s_.b_off[l - 1] : nullptr;
+  } else {
+    T* hw = chunked ? hw_.data() + int64_t(k) * s_.w_off[l - 1] : hw_.data();
+    T* t2 = chunked ? t2_.data() + int64_t(k) * s_.w_off[l - 1] : t2_.data();
+    gemm<T>(true, false, k * n_l, n_prev, rows, T(1), D, k * n_l, A, n_prev, beta, hw, n_prev);
+    if (RA) gemm<T>(true, false, n_l, k * n_prev, rows, T(1), Dl, n_l, RA, k * n_prev, beta, t2, k * n_prev);
+    bias = s_.bias ? (chunked ? hw_.data() + int64_t(k) * s_.b_off[l - 1] : vb_.data()) : nullptr;  // (k, n_l)
+  }
+  if (bias) {
+    if (s0 == 0) std::fill(bias, bias + int64_t(k) * n_l, T(0));
+    for (int s = 0; s < rows; ++s) {
+      const T* row = D + int64_t(s) * k * n_l;
+      for (int64_t j = 0; j < int64_t(k) * n_l; ++j) bias[j] += row[j];
+    }
+  }
+}
+
+template <typename T>
+void Linearization<T>::finish_layer(int l, int k, bool with_ra, const T* V, T* out) {
+  // out's blocks of layer l from the accumulated terms, + λ V_l when V is given
   const int n_l = s_.sizes[l], n_prev = s_.sizes[l - 1];
   const int64_t w0 = s_.w_off[l - 1], nl = int64_t(n_l) * n_prev;
   const T lam = T(s_.l2);
-  const T* A = A_[l - 1].data();
+  const bool reg = V && lam != T(0);
   if (k == 1) {
-    T* HW = out + w0;
-    gemm<T>(true, false, n_l, n_prev, n_, T(1), D, n_l, A, n_prev, T(0), HW, n_prev);
-    if (RA) gemm<T>(true, false, n_l, n_prev, n_, T(1), delta_[l - 1].data(), n_l, RA, n_prev, T(1), HW, n_prev);
-    if (V && lam != T(0))
-      for (int64_t i = 0; i < nl; ++i) HW[i] += lam * V[w0 + i];
-    if (s_.bias) column_sums(n_, n_l, D, out + s_.b_off[l - 1]);
+    if (reg)
+      for (int64_t i = 0; i < nl; ++i) out[w0 + i] += lam * V[w0 + i];
     return;
   }
-  T* hw = hw_.data();  // (k, n_l, n_{l−1})
-  T* t2 = t2_.data();  // (n_l, k, n_{l−1})
-  gemm<T>(true, false, k * n_l, n_prev, n_, T(1), D, k * n_l, A, n_prev, T(0), hw, n_prev);
-  if (RA) gemm<T>(true, false, n_l, k * n_prev, n_, T(1), delta_[l - 1].data(), n_l, RA, k * n_prev, T(0), t2, k * n_prev);
-  const bool reg = V && lam != T(0);
+  const bool chunked = chunk_ < n_;
+  const T* hw = chunked ? hw_.data() + int64_t(k) * w0 : hw_.data();
+  const T* t2 = chunked ? t2_.data() + int64_t(k) * w0 : t2_.data();
   for (int r = 0; r < n_l; ++r)
     for (int c = 0; c < n_prev; ++c) {
       const int64_t i = int64_t(r) * n_prev + c;
       T* dst = out + (w0 + i) * k;
       for (int j = 0; j < k; ++j) {
         T v = hw[int64_t(j) * nl + i];
-        if (RA) v += t2[(int64_t(r) * k + j) * n_prev + c];
+        if (with_ra) v += t2[(int64_t(r) * k + j) * n_prev + c];
         if (reg) v += lam * V[(w0 + i) * k + j];
         dst[j] = v;
       }
     }
   if (s_.bias) {
-    column_sums(n_, k * n_l, D, t2);  // (k, n_l)
+    const T* bsum = chunked ? hw_.data() + int64_t(k) * s_.b_off[l - 1] : vb_.data();
     for (int r = 0; r < n_l; ++r)
-      for (int j = 0; j < k; ++j) out[(s_.b_off[l - 1] + r) * k + j] = t2[int64_t(j) * n_l + r];
+      for (int j = 0; j < k; ++j) out[(s_.b_off[l - 1] + r) * k + j] = bsum[int64_t(j) * n_l + r];
   }
 }
 
@@ -343,34 +409,47 @@ void Linearization<T>::hvp(const T* V, int k, T* out) {
   std::lock_guard<std::mutex> lock(mutex_);
   deltas_locked();
   reserve(k);
-  r_forward(V, k);
-  T* RD = buf_a_.data();
-  T* RG = buf_b_.data();
-  output_hessian(RZ_[L_ - 1].data(), k, RD);  // R{Δ_L}
-  for (int l = L_; l >= 1; --l) {
-    const int n_l = s_.sizes[l], n_prev = s_.sizes[l - 1];
-    assemble_layer(l, k, RD, l > 1 ? RA_[l - 2].data() : nullptr, V, out);
-    if (l == 1) break;
-    // R{Γ_{l−1}} = Δ_l V_l + R{Δ_l} W_l: two GEMMs; then R{Δ_{l−1}} = φ′ R{Γ} + φ″ Γ R{Z} in one sweep
-    const T* P = pack_cols(V, k, l, pack_b_.data());
-    gemm<T>(false, false, n_, k * n_prev, n_l, T(1), delta_[l - 1].data(), n_l, P, k * n_prev, T(0), RG, k * n_prev);
-    gemm<T>(false, false, n_ * k, n_prev, n_l, T(1), RD, n_l, W(l), n_prev, T(1), RG, n_prev);
-    rbackward_sweep(n_, k, n_prev, dphi_[l - 2].data(), d2phi_[l - 2].empty() ? nullptr : d2phi_[l - 2].data(),
-                    gamma_[l - 2].data(), RZ_[l - 2].data(), RG);
-    std::swap(RD, RG);
+  pack(V, k, true);
+  const bool chunked = chunk_ < n_;
+  for (int s0 = 0; s0 < n_; s0 += chunk_) {
+    const int rows = std::min(chunk_, n_ - s0);
+    r_forward(V, k, s0, rows);
+    T* RD = buf_a_.data();
+    T* RG = buf_b_.data();
+    output_hessian_rows(RZ_[L_ - 1].data(), k, s0, rows, RD);  // R{Δ_L}
+    for (int l = L_; l >= 1; --l) {
+      const int n_l = s_.sizes[l], n_prev = s_.sizes[l - 1];
+      accumulate_layer(l, k, s0, rows, RD, l > 1 ? RA_[l - 2].data() : nullptr, out);
+      if (!chunked) finish_layer(l, k, l > 1, V, out);
+      if (l == 1) break;
+      // R{Γ_{l−1}} = Δ_l V_l + R{Δ_l} W_l: two GEMMs; then R{Δ_{l−1}} = φ′ R{Γ} + φ″ Γ R{Z} in one sweep
+      const T* P = packed(V, k, l, true);
+      gemm<T>(false, false, rows, k * n_prev, n_l, T(1), delta_[l - 1].data() + int64_t(s0) * n_l, n_l, P,
+              k * n_prev, T(0), RG, k * n_prev);
+      gemm<T>(false, false, rows * k, n_prev, n_l, T(1), RD, n_l, W(l), n_prev, T(1), RG, n_prev);
+      const int64_t o = int64_t(s0) * n_prev;
+      rbackward_sweep(rows, k, n_prev, dphi_[l - 2].data() + o, d2phi_[l - 2].empty() ? nullptr : d2phi_[l - 2].data() + o,
+                      gamma_[l - 2].data() + o, RZ_[l - 2].data(), RG);
+      std::swap(RD, RG);
+    }
   }
+  if (chunked)
+    for (int l = 1; l <= L_; ++l) finish_layer(l, k, l > 1, V, out);
 }
 
 template <typename T>
-void Linearization<T>::gn_backward(const T* U, int k, const T* V, T* out) {
+void Linearization<T>::gn_backward(const T* U, int k, int s0, int rows, const T* V, T* out) {
+  // rows [s0, s0 + rows) of U (rows, k, d); finishes the layers itself when the batch is one chunk
   const T* D = U;
   T* next = (U == buf_a_.data()) ? buf_b_.data() : buf_a_.data();
+  const bool chunked = chunk_ < n_;
   for (int l = L_; l >= 1; --l) {
     const int n_l = s_.sizes[l], n_prev = s_.sizes[l - 1];
-    assemble_layer(l, k, D, nullptr, V, out);
+    accumulate_layer(l, k, s0, rows, D, nullptr, out);
+    if (!chunked) finish_layer(l, k, false, V, out);
     if (l == 1) break;
-    gemm<T>(false, false, n_ * k, n_prev, n_l, T(1), D, n_l, W(l), n_prev, T(0), next, n_prev);
-    scale_rows(n_, k, n_prev, dphi_[l - 2].data(), next);
+    gemm<T>(false, false, rows * k, n_prev, n_l, T(1), D, n_l, W(l), n_prev, T(0), next, n_prev);
+    scale_rows(rows, k, n_prev, dphi_[l - 2].data() + int64_t(s0) * n_prev, next);
     D = next;
     next = (next == buf_a_.data()) ? buf_b_.data() : buf_a_.data();
   }
@@ -380,24 +459,39 @@ template <typename T>
 void Linearization<T>::gnvp(const T* V, int k, T* out) {
   std::lock_guard<std::mutex> lock(mutex_);
   reserve(k);
-  r_forward(V, k);
-  output_hessian(RZ_[L_ - 1].data(), k, buf_a_.data());
-  gn_backward(buf_a_.data(), k, V, out);
+  pack(V, k, false);
+  for (int s0 = 0; s0 < n_; s0 += chunk_) {
+    const int rows = std::min(chunk_, n_ - s0);
+    r_forward(V, k, s0, rows);
+    output_hessian_rows(RZ_[L_ - 1].data(), k, s0, rows, buf_a_.data());
+    gn_backward(buf_a_.data(), k, s0, rows, V, out);
+  }
+  if (chunk_ < n_)
+    for (int l = 1; l <= L_; ++l) finish_layer(l, k, false, V, out);
 }
 
 template <typename T>
 void Linearization<T>::jvp(const T* V, int k, T* out) {
   std::lock_guard<std::mutex> lock(mutex_);
   reserve(k);
-  r_forward(V, k);
-  std::memcpy(out, RZ_[L_ - 1].data(), sizeof(T) * size_t(n_) * k * d_);
+  pack(V, k, false);
+  for (int s0 = 0; s0 < n_; s0 += chunk_) {
+    const int rows = std::min(chunk_, n_ - s0);
+    r_forward(V, k, s0, rows);
+    std::memcpy(out + int64_t(s0) * k * d_, RZ_[L_ - 1].data(), sizeof(T) * size_t(rows) * k * d_);
+  }
 }
 
 template <typename T>
 void Linearization<T>::vjp(const T* U, int k, T* out) {
   std::lock_guard<std::mutex> lock(mutex_);
   reserve(k);
-  gn_backward(U, k, nullptr, out);
+  for (int s0 = 0; s0 < n_; s0 += chunk_) {
+    const int rows = std::min(chunk_, n_ - s0);
+    gn_backward(U + int64_t(s0) * k * d_, k, s0, rows, nullptr, out);
+  }
+  if (chunk_ < n_)
+    for (int l = 1; l <= L_; ++l) finish_layer(l, k, false, nullptr, out);
 }
 
 template <typename T>

@@ -46,13 +46,17 @@ class Linearization {
   const scalar_t* b(int l) const { return s_.bias ? theta_.data() + s_.b_off[l - 1] : nullptr; }
   void backward_locked();
   void deltas_locked();  // Δ_l and Γ_l only: what the Hessian product needs (no weight-gradient GEMMs)
-  void reserve(int k);
-  void r_forward(const scalar_t* V, int k);  // fills RZ_[l], RA_[l] for l = 1..L
-  // Dᵀ A_{l−1} (+ extra) (+ λ V_l) and the bias sums of D, written into out (N, k).
-  void assemble_layer(int l, int k, const scalar_t* D, const scalar_t* extra, const scalar_t* V, scalar_t* out);
-  void gn_backward(const scalar_t* U, int k, const scalar_t* V, scalar_t* out);
-  const scalar_t* pack_rows(const scalar_t* V, int k, int l, scalar_t* buf) const;  // (k, n_l, n_{l−1})
-  const scalar_t* pack_cols(const scalar_t* V, int k, int l, scalar_t* buf) const;  // (n_l, k, n_{l−1})
+  void reserve(int k);  // workspace and the rows per chunk (chunk_) for blocks of k
+  void pack(const scalar_t* V, int k, bool cols);  // chunked blocks: every layer of V packed once
+  const scalar_t* packed(const scalar_t* V, int k, int l, bool cols);  // rows (k, n_l, n_{l−1}) / cols (n_l, k, n_{l−1})
+  void pack_rows(const scalar_t* V, int k, int l, scalar_t* buf) const;
+  void pack_cols(const scalar_t* V, int k, int l, scalar_t* buf) const;
+  void r_forward(const scalar_t* V, int k, int s0, int rows);  // RZ_[l], RA_[l] for samples [s0, s0 + rows)
+  void output_hessian_rows(const scalar_t* R, int k, int s0, int rows, scalar_t* out) const;
+  // layer l's weight and bias terms from samples [s0, s0 + rows), accumulated over chunks; then out's blocks
+  void accumulate_layer(int l, int k, int s0, int rows, const scalar_t* D, const scalar_t* RA, scalar_t* out);
+  void finish_layer(int l, int k, bool with_ra, const scalar_t* V, scalar_t* out);
+  void gn_backward(const scalar_t* U, int k, int s0, int rows, const scalar_t* V, scalar_t* out);
 
   MlpShape s_;
   int n_, d_, L_;
@@ -67,13 +71,14 @@ class Linearization {
   std::vector<std::vector<scalar_t>> delta_;  // Δ_l, l = 1..L (Δ_L = E)
   std::vector<std::vector<scalar_t>> gamma_;  // Γ_l, l = 1..L−1
 
-  // Workspace owned by the linearization: sized for the largest k seen, reused by every product.
+  // Workspace owned by the linearization: sized for the last k seen, reused by every product.
   std::mutex mutex_;
-  int ws_k_ = 0;
-  std::vector<std::vector<scalar_t>> RZ_, RA_;  // (n, k, n_l)
-  std::vector<scalar_t> buf_a_, buf_b_;         // R{Δ}/R{Γ} ping-pong: n·k·max n_l
-  std::vector<scalar_t> pack_a_, pack_b_;       // packed direction blocks: k·max N_l
-  std::vector<scalar_t> hw_, t2_;               // per-layer products before assembly: k·max N_l
+  int ws_k_ = 0, chunk_ = 0;
+  std::vector<std::vector<scalar_t>> RZ_, RA_;  // (rows, k, n_l) for one chunk of samples
+  std::vector<scalar_t> buf_a_, buf_b_;         // R{Δ}/R{Γ} ping-pong: rows·k·max n_l
+  std::vector<scalar_t> pack_a_, pack_b_;       // packed direction blocks: one layer, or all when chunked
+  std::vector<scalar_t> hw_, t2_;               // weight terms: one layer, or all layers when chunked
+  std::vector<scalar_t> vb_;                    // bias directions, or bias sums of an unchunked layer: k·max n_l
 };
 
 // The network output f = f(X; θ) into out (n, d): one GEMM and one φ sweep per layer, no derivatives.

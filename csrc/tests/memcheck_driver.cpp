@@ -1,7 +1,8 @@
 // A standalone driver of the C++ CPU engine for memory checkers (valgrind memcheck, sanitizers), with no
 // Python in the process: plain reference GEMMs stand in for SciPy's BLAS. It exercises every activation,
-// loss, both dtypes and blocks of k = 1 and k = 3 directions, checks symmetry vᵀHw = wᵀHv and compares
-// J v against central differences of the forward pass. See the README for the command.
+// loss, both dtypes and blocks of k = 1 and k = 3 directions, checks symmetry vᵀHw = wᵀHv, compares J v
+// against central differences of the forward pass, and runs blocks in chunks of samples against single
+// directions. See the README for the command.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -120,6 +121,51 @@ int run(int act, int loss, unsigned seed) {
   return 0;
 }
 
+// A batch large enough that a block of k = 3 runs in chunks of samples while single directions do not:
+// every product of the block equals its three single-direction products.
+int run_chunked(int act, int loss) {
+  using pyhessk::MlpShape;
+  using T = double;
+  MlpShape shape({3, 5, 4, 2}, {act, act}, loss, 0.1, true, true);
+  const int n = 3001, d = 2, k = 3;
+  const int64_t N = shape.num_params;
+  std::mt19937 gen(7u + act);
+  std::normal_distribution<double> nd;
+  std::vector<T> theta(N), X(n * 3), Y(n * d), V(N * k), blk(N * k), one(N), v(N), jb(n * k * d), j1(n * d);
+  for (auto& t : theta) t = T(0.5 * nd(gen));
+  for (auto& x : X) x = T(nd(gen));
+  for (int s = 0; s < n; ++s)
+    for (int j = 0; j < d; ++j) Y[s * d + j] = loss == 1 ? T(j == s % d) : (loss == 2 ? T(0.3) : T(nd(gen)));
+  for (auto& x : V) x = T(nd(gen));
+  pyhessk::cpu::Linearization<T> lin(shape, theta.data(), X.data(), Y.data(), n, true);
+  for (int prod = 0; prod < 3; ++prod) {
+    if (prod == 0) lin.hvp(V.data(), k, blk.data());
+    if (prod == 1) lin.gnvp(V.data(), k, blk.data());
+    if (prod == 2) lin.jvp(V.data(), k, jb.data());
+    for (int j = 0; j < k; ++j) {
+      for (int64_t i = 0; i < N; ++i) v[i] = V[i * k + j];
+      if (prod == 0) lin.hvp(v.data(), 1, one.data());
+      if (prod == 1) lin.gnvp(v.data(), 1, one.data());
+      if (prod == 2) {
+        lin.jvp(v.data(), 1, j1.data());
+        for (int s = 0; s < n; ++s)
+          for (int c = 0; c < d; ++c)
+            if (std::fabs(jb[(int64_t(s) * k + j) * d + c] - j1[s * d + c]) > 1e-10 * (1 + std::fabs(j1[s * d + c]))) {
+              std::printf("chunked jvp mismatch: act %d loss %d\n", act, loss);
+              return 1;
+            }
+        continue;
+      }
+      for (int64_t i = 0; i < N; ++i)
+        if (std::fabs(blk[i * k + j] - one[i]) > 1e-10 * (1 + std::fabs(one[i]))) {
+          std::printf("chunked product %d mismatch: act %d loss %d\n", prod, act, loss);
+          return 1;
+        }
+    }
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main() {
@@ -132,6 +178,7 @@ int main() {
       failures += run<double>(act, loss, 10u * act + loss);
       failures += run<float>(act, loss, 10u * act + loss);
     }
+  for (int act : {1, 3}) failures += run_chunked(act, act == 1 ? 1 : 0);
   std::printf("%s: %d failures\n", failures ? "FAILED" : "ok", failures);
   return failures ? 1 : 0;
 }
