@@ -242,10 +242,15 @@ void Linearization<T>::reserve(int k) {
   // k·(2Σn_l + 2 max n_l) numbers per sample; past kChunkBudget the batch is processed in chunks of at
   // least kChunkMinRows samples, so that they stay in cache while the weight GEMMs keep a long inner
   // dimension. Products are unchanged up to the order of the sums over samples.
+  // Chunks cost traffic of their own: every chunk reads and writes the k·N accumulated weight terms, so
+  // chunking is kept only while that stays below a quarter of the R-quantities' own traffic (it pays on
+  // long batches of narrow layers, P; on M, W and D it made blocks slower).
   const int64_t per_sample = int64_t(k) * (2 * units + 2 * max_w);
   int rows = n_;
-  if (int64_t(n_) * per_sample > kChunkBudget)
+  if (k > 1 && int64_t(n_) * per_sample > kChunkBudget)  // one direction: more BLAS calls, no cache to win
     rows = int(std::min<int64_t>(n_, std::max<int64_t>(kChunkMinRows, kChunkBudget / per_sample)));
+  const int64_t chunks = (n_ + rows - 1) / rows;
+  if (4 * chunks * int64_t(k) * s_.num_params > int64_t(n_) * per_sample) rows = n_;
   chunk_ = rows;
   RZ_.resize(L_);
   RA_.resize(L_ - 1);
