@@ -38,6 +38,7 @@ Example:
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -265,7 +266,7 @@ def gnh(Ws: Any, bs: Any, X: Any, Y: Any, *, activation: str | Sequence[str] = "
 
 
 # ---- the shared body of the array-library adapters (pyhessk.torch, pyhessk.jax) ----------------------
-class _AdaptedMLP:
+class _AdaptedMLP(ABC):
     """An MLP whose objective is ``loss_scale · (SPEC data term) + (λ/2) Σ ‖W_l‖²``, reached through another
     array library's arrays.
 
@@ -292,16 +293,19 @@ class _AdaptedMLP:
         self._gpu: MLP | None = None
 
     @staticmethod
+    @abstractmethod
     def _to_engine(x: Any, name: str) -> Any:
-        raise NotImplementedError
+        """The library's array as the engine takes it (a NumPy or CuPy array), or ``x`` unchanged."""
 
     @staticmethod
+    @abstractmethod
     def _from_engine(a: Any) -> Any:
-        raise NotImplementedError
+        """An engine result as the library's array."""
 
     @staticmethod
+    @abstractmethod
     def _device_of(*xs: Any) -> str:
-        raise NotImplementedError
+        """"cpu" or "cuda": where the given arrays live."""
 
     @property
     def sizes(self) -> list[int]:

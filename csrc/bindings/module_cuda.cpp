@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "bindings/registry.h"
 #include "common/activations.h"
 #include "common/losses.h"
 #include "cuda/launch_cuda.h"
@@ -142,17 +143,5 @@ PYBIND11_MODULE(_core_cuda, m, py::mod_gil_not_used()) {
     for (const auto& kv : pyhessk::cuda::build_info()) info[py::str(kv.first)] = kv.second;
     return info;
   }, "CUDA runtime/driver and cuBLAS versions, compiled architectures, pyhessk version.");
-  m.def("activation_ids", [] {
-    using pyhessk::Act;
-    return py::dict(py::arg("identity") = int(Act::identity), py::arg("tanh") = int(Act::tanh),
-                    py::arg("sigmoid") = int(Act::sigmoid), py::arg("relu") = int(Act::relu),
-                    py::arg("leaky_relu") = int(Act::leaky_relu), py::arg("softplus") = int(Act::softplus),
-                    py::arg("gelu") = int(Act::gelu), py::arg("silu") = int(Act::silu), py::arg("sin") = int(Act::sin));
-  }, "The ids of the compiled activation enum (must equal pyhessk._spec).");
-  m.def("loss_ids", [] {
-    using pyhessk::Loss;
-    return py::dict(py::arg("mse") = int(Loss::mse),
-                    py::arg("softmax_cross_entropy") = int(Loss::softmax_cross_entropy),
-                    py::arg("sigmoid_cross_entropy") = int(Loss::sigmoid_cross_entropy));
-  }, "The ids of the compiled loss enum (must equal pyhessk._spec).");
+  pyhessk::bindings::bind_registry_ids(m);
 }
