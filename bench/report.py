@@ -14,6 +14,7 @@ numerical check. A run of only the peers makes a report of only that section.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 import json
 import re
 import sys
@@ -183,10 +184,7 @@ def render(machine: dict, cells: dict, engine: str, command: str, peers: dict | 
         "| product | " + " | ".join(cols) + " |",
         "|---|" + "---|" * len(cols),
     ]
-    for product, label in ROWS:
-        if not any((product, c) in cells for c in cols):
-            continue
-        lines.append(f"| {label} | " + " | ".join(fmt_cell(product, cells.get((product, c))) for c in cols) + " |")
+    lines += _product_rows(cells, cols, lambda product, c: fmt_cell(product, cells.get((product, c))))
     lines += [
         "",
         "## The references themselves: GEMM ideal in ms [GEMMs in the list, flops in forward-GEMM units]",
@@ -194,15 +192,12 @@ def render(machine: dict, cells: dict, engine: str, command: str, peers: dict | 
         "| product | " + " | ".join(cols) + " |",
         "|---|" + "---|" * len(cols),
     ]
-    for product, label in ROWS:
-        if not any((product, c) in cells for c in cols):
-            continue
-        row = []
-        for c in cols:
-            cell = cells.get((product, c))
-            row.append("" if cell is None else
-                       f"{_ms(cell['ideal_ms'])} [{cell['ideal_gemms']}, {cell['ideal_forward_units']:.2f}]")
-        lines.append(f"| {label} | " + " | ".join(row) + " |")
+
+    def ideal_cell(product: str, c: str) -> str:
+        cell = cells.get((product, c))
+        return "" if cell is None else f"{_ms(cell['ideal_ms'])} [{cell['ideal_gemms']}, {cell['ideal_forward_units']:.2f}]"
+
+    lines += _product_rows(cells, cols, ideal_cell)
     lines += [
         "",
         "Notes:",
@@ -407,18 +402,21 @@ def render_compare(cells: dict, other: dict, label: str, other_machine: dict) ->
         "| product | " + " | ".join(cols) + " |",
         "|---|" + "---|" * len(cols),
     ]
-    for product, row_label in ROWS:
-        if not any((product, c) in other for c in cols):
-            continue
-        row = []
-        for c in cols:
-            a, b = other.get((product, c)), cells.get((product, c))
-            if a is None or b is None:
-                row.append("")
-                continue
-            row.append(f"{fmt_cell(product, a)}: {a['product_ms'] / b['product_ms']:.2f}× main")
-        lines.append(f"| {row_label} | " + " | ".join(row) + " |")
+
+    def compare_cell(product: str, c: str) -> str:
+        a, b = other.get((product, c)), cells.get((product, c))
+        if a is None or b is None:
+            return ""
+        return f"{fmt_cell(product, a)}: {a['product_ms'] / b['product_ms']:.2f}× main"
+
+    lines += _product_rows(other, cols, compare_cell)
     return "\n".join(lines) + "\n"
+
+
+def _product_rows(have: dict, cols: list[str], cell: Callable[[str, str], str]) -> list[str]:
+    """One Markdown row per product of ROWS that ``have`` holds in any of ``cols``, cells from ``cell``."""
+    return [f"| {label} | " + " | ".join(cell(product, c) for c in cols) + " |"
+            for product, label in ROWS if any((product, c) in have for c in cols)]
 
 
 def raw(machine: dict, cells: dict, engine: str, command: str, peers: dict | None = None) -> dict:

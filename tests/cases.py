@@ -71,3 +71,12 @@ CASES: list[Case] = [
 CASE_IDS = [c.id for c in CASES]
 SMOOTH_CASES = [c for c in CASES if not any(a in ("relu", "leaky_relu") for a in (
     (c.activation,) if isinstance(c.activation, str) else c.activation))]
+
+
+def sampled_estimates(backend: str) -> np.ndarray:
+    """Sampled GNH entries of one fixed case, seed and index set (n = 400 > s: truly sampled): engines that
+    share the C++ engine's per-entry random stream must return the same estimates."""
+    case = Case((4, 6, 5), "tanh", "softmax_cross_entropy", n=400, seed=2)
+    th, X, Y = case.data("float64")
+    rows, cols = np.array([0, 3, 7, 30, 40, 55]), np.array([1, 3, 9, 20, 41, 60])
+    return case.net(backend).linearize(th, X, Y).gnh_entries().estimate(rows, cols, eps=0.5, delta=0.5, seed=11)

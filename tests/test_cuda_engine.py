@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import pyhessk as hk
-from cases import CASE_IDS, CASES, Case
+from cases import CASE_IDS, CASES, Case, sampled_estimates
 from oracles import rel_err
 
 pytestmark = pytest.mark.cuda
@@ -81,12 +81,7 @@ def test_gpu_engine_matches_numpy(case, engine):
 def test_sampler_matches_the_cpp_stream(engine):
     if "cpp" not in hk.available_backends():
         pytest.skip("the C++ engine is not built")
-    case = Case((4, 6, 5), "tanh", "softmax_cross_entropy", n=400, seed=2)
-    th, X, Y = case.data("float64")
-    rows, cols = np.array([0, 3, 7, 30, 40, 55]), np.array([1, 3, 9, 20, 41, 60])
-    a = case.net(engine).linearize(th, X, Y).gnh_entries().estimate(rows, cols, eps=0.5, delta=0.5, seed=11)
-    b = case.net("cpp").linearize(th, X, Y).gnh_entries().estimate(rows, cols, eps=0.5, delta=0.5, seed=11)
-    assert rel_err(a, b) < 1e-10
+    assert rel_err(sampled_estimates(engine), sampled_estimates("cpp")) < 1e-10
 
 
 def test_auto_picks_cuda_for_gpu_arrays():
