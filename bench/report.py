@@ -137,6 +137,14 @@ def columns(cells: dict) -> list[str]:
     return [c for c in COLUMN_ORDER if c in present]
 
 
+def _core(blas: dict) -> str:
+    """The kernels the BLAS ran, as ``, core SkylakeX (OPENBLAS_CORETYPE=SkylakeX)``; empty for older runs."""
+    if "core" not in blas:
+        return ""
+    env = blas.get("coretype_env")
+    return f", core {blas['core']} ({f'OPENBLAS_CORETYPE={env}' if env else 'OPENBLAS_CORETYPE unset'})"
+
+
 def render(machine: dict, cells: dict, engine: str, command: str, peers: dict | None = None) -> str:
     info = machine.get("pyhessk_bench", {})
     blas = info.get("blas", {})
@@ -155,7 +163,7 @@ def render(machine: dict, cells: dict, engine: str, command: str, peers: dict | 
         f"- **Allocator**: {info.get('malloc_control', '?')} (`PYHESSK_BENCH_MALLOC`, see bench/README.md)",
         f"- **Versions**: Python {info.get('python', '?')}, NumPy {info.get('numpy', '?')}, "
         f"SciPy {info.get('scipy', '?')}, "
-        f"BLAS {blas.get('name', '?')} {blas.get('version', '')} (`{blas.get('config', '')}`), "
+        f"BLAS {blas.get('name', '?')} {blas.get('version', '')} (`{blas.get('config', '')}`){_core(blas)}, "
         f"pyhessk {info.get('pyhessk', '?')}, pytest-benchmark {info.get('pytest_benchmark', '?')}"
         + (f", threadpoolctl {info['threadpoolctl']}" if info.get("threadpoolctl") else ""),
         f"- **Command**: `{command}`",

@@ -125,6 +125,21 @@ def cpu_flags() -> list[str]:
     return sorted(f for f in flags if f in {"avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512vl", "amx_tile"})
 
 
+def blas_core() -> dict:
+    """The kernels (core) the BLAS runs in this process and ``OPENBLAS_CORETYPE``, which forces them.
+
+    NumPy's "openblas configuration" string is the build record: it names the build machine's core,
+    not the one chosen here at load time.
+    """
+    env = os.environ.get("OPENBLAS_CORETYPE") or None
+    try:
+        from pyhessk._blasinfo import blas_report
+
+        return {"core": blas_report()["core"], "coretype_env": env}
+    except Exception:  # noqa: BLE001 - an older pyhessk, or a BLAS the report cannot read
+        return {"core": "unknown", "coretype_env": env}
+
+
 def blas_config() -> dict:
     import numpy as np
 
@@ -132,10 +147,11 @@ def blas_config() -> dict:
         cfg = np.show_config(mode="dicts")
         blas = cfg["Build Dependencies"]["blas"]
         simd = cfg.get("SIMD Extensions", {})
-        return {"name": blas.get("name"), "version": blas.get("version"),
-                "config": blas.get("openblas configuration"), "numpy_simd_found": simd.get("found")}
+        found = {"name": blas.get("name"), "version": blas.get("version"),
+                 "config": blas.get("openblas configuration"), "numpy_simd_found": simd.get("found")}
     except Exception:  # noqa: BLE001 - older NumPy has no mode="dicts"
-        return {"name": "unknown"}
+        found = {"name": "unknown"}
+    return {**found, **blas_core()}
 
 
 def _version(mod: str) -> str | None:

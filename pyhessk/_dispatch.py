@@ -79,8 +79,23 @@ def gpu_engine() -> object:
     return engine
 
 
+def _blas_lines() -> list[str]:
+    """NumPy's BLAS, which every CPU engine's GEMMs call, and the hint about its kernels if there is one."""
+    from ._blasinfo import blas_report, describe
+
+    try:
+        info = blas_report()
+    except Exception as exc:  # noqa: BLE001 - a report must not fail on an unusual BLAS
+        return [f"  BLAS   unknown ({type(exc).__name__}: {exc})"]
+    lines = [f"  BLAS   {describe(info)}; NumPy's, shared by the CPU engines"]
+    if info["hint"]:
+        lines.append(f"  hint: {info['hint']}")
+    return lines
+
+
 def show_config() -> str:
-    """A report of every engine's probe; printed and returned."""
+    """A report of every engine's probe and of NumPy's BLAS (with a hint when its kernels are slower than
+    the CPU allows); printed and returned."""
     from ._version import __version__
 
     lines = [f"pyhessk {__version__}"]
@@ -92,6 +107,7 @@ def show_config() -> str:
     gpu = probe("cuda")
     lines.append("  backend='auto' picks 'cuda' for GPU arrays" if gpu[0] is not None
                  else f"  GPU arrays cannot run here: {gpu[1]}")
+    lines += _blas_lines()
     text = "\n".join(lines)
     print(text)
     return text

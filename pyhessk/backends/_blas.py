@@ -8,6 +8,7 @@ NumPy loaded (one pool in the process) when it can be found, and SciPy's ``cytho
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 import ctypes
 import glob
 import os
@@ -31,14 +32,21 @@ def _numpy_blas_libraries() -> list[str]:
     return found
 
 
-def numpy_blas() -> tuple[int, int, bool, str] | None:
-    """(sgemm address, dgemm address, 64-bit integers?, library) of the BLAS bundled with NumPy, or None
-    (e.g. a NumPy linked to a system BLAS). The library is only looked up, never loaded a second time."""
+def loaded_numpy_blas() -> Iterator[tuple[ctypes.CDLL, str]]:
+    """(handle, path) of each BLAS bundled with NumPy that the process has loaded. The libraries are only
+    looked up (``RTLD_NOLOAD``), never loaded a second time."""
     for path in _numpy_blas_libraries():
         try:
             lib = ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0) | ctypes.RTLD_LOCAL)
         except OSError:
             continue
+        yield lib, path
+
+
+def numpy_blas() -> tuple[int, int, bool, str] | None:
+    """(sgemm address, dgemm address, 64-bit integers?, library) of the BLAS bundled with NumPy, or None
+    (e.g. a NumPy linked to a system BLAS). The library is only looked up, never loaded a second time."""
+    for lib, path in loaded_numpy_blas():
         for s_name, d_name, ilp64 in _SYMBOLS:
             try:
                 s_fn, d_fn = getattr(lib, s_name), getattr(lib, d_name)
