@@ -24,6 +24,7 @@ _FLOPS_PER_BYTE = 4.0
 _CONTRACTION_FLOP = 6.0
 _CACHED_BYTES = 1 << 20
 _SAMPLING_METHODS = ("mean", "median_of_means")
+_DENSE_METHODS = ("auto", "assemble", "products")
 
 
 class Curvature:
@@ -142,18 +143,27 @@ class Curvature:
         return self._unblock(self._engine.vjp(self._lin, blk), single)
 
     # ---- dense matrices ------------------------------------------------------------------------------
-    def _dense(self, product: Any, max_params: int, chunk_size: int | None) -> np.ndarray:
+    def _dense(self, kind: str, max_params: int, chunk_size: int | None, method: str) -> np.ndarray:
         N = self._model.num_params
         max_params = as_int(max_params, "max_params", low=1)
+        if method not in _DENSE_METHODS:
+            raise ValueError(f"method must be one of {_DENSE_METHODS}, got {method!r}")
         if N > max_params:
             raise ValueError(
                 f"the dense matrix would be {N} × {N} ({N * N * self._dtype.itemsize / 2**30:.2f} GiB); "
                 f"num_params {N} exceeds max_params={max_params}: raise max_params to build it anyway"
             )
+        assemble = getattr(self._engine, "dense_curvature", None)
+        if method == "assemble" and assemble is None:
+            raise ValueError(f"method='assemble': the {self._engine.name!r} engine has no assembly; use 'products'")
+        if chunk_size is not None:
+            chunk_size = as_int(chunk_size, "chunk_size", low=1)
+        if assemble is not None and method != "products":
+            return assemble(self._lin, kind)
+        product = self.hvp if kind == "hessian" else self.gnvp
         if chunk_size is None:
             width = self._lin.n * sum(self._model.sizes[1:])
             chunk_size = max(1, min(N, (1 << 24) // max(width, 1)))
-        chunk_size = as_int(chunk_size, "chunk_size", low=1)
         out = np.empty((N, N), dtype=self._dtype)
         for start in range(0, N, chunk_size):
             stop = min(N, start + chunk_size)
@@ -162,17 +172,26 @@ class Curvature:
             out[:, start:stop] = product(E)
         return out
 
-    def hessian(self, max_params: int = DEFAULT_MAX_PARAMS, chunk_size: int | None = None) -> np.ndarray:
-        """The dense Hessian (N, N), built from block products H·I in chunks of ``chunk_size`` columns.
+    def hessian(self, max_params: int = DEFAULT_MAX_PARAMS, chunk_size: int | None = None,
+                method: str = "auto") -> np.ndarray:
+        """The dense Hessian (N, N).
+
+        ``method="assemble"`` sums per-sample second-order terms (``backends/numpy/dense.py``): about
+        2·n flops per entry of H plus O(n Σ_l n_l² n_m) per-sample work, in chunks of samples of bounded
+        memory. ``method="products"`` builds H from block products H·I, ``chunk_size`` columns at a time
+        (about 12·n·N flops per column: several times more). ``"auto"`` assembles when the engine can
+        (NumPy and C++) and uses products otherwise.
 
         Raises:
             ValueError: if N > ``max_params`` (default 8192); raise it knowingly: memory is N² floats.
+                Also for an unknown ``method``, or ``"assemble"`` on an engine without it.
         """
-        return self._dense(self.hvp, max_params, chunk_size)
+        return self._dense("hessian", max_params, chunk_size, method)
 
-    def gnh(self, max_params: int = DEFAULT_MAX_PARAMS, chunk_size: int | None = None) -> np.ndarray:
-        """The dense Gauss–Newton Hessian (N, N); the same guard as ``hessian``."""
-        return self._dense(self.gnvp, max_params, chunk_size)
+    def gnh(self, max_params: int = DEFAULT_MAX_PARAMS, chunk_size: int | None = None,
+            method: str = "auto") -> np.ndarray:
+        """The dense Gauss–Newton Hessian (N, N); the same methods and guard as ``hessian``."""
+        return self._dense("gnh", max_params, chunk_size, method)
 
     # ---- linear operators ----------------------------------------------------------------------------
     def linear_operator(self, kind: str = "hessian", damping: float = 0.0) -> Any:

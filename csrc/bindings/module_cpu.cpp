@@ -136,7 +136,15 @@ void bind_dtype(py::module_& m, const char* suffix) {
       .def("vjp", product<T, Lin>("U", Operand::outputs, Operand::block, &Lin::vjp), py::arg("U").noconvert(),
            py::arg("out").noconvert())
       .def("output_hessian", product<T, Lin>("R", Operand::outputs, Operand::outputs, &Lin::output_hessian),
-           py::arg("R").noconvert(), py::arg("out").noconvert());
+           py::arg("R").noconvert(), py::arg("out").noconvert())
+      .def("dense", [](Lin& self, bool hessian, carray<T>& out, int chunk) {
+             const py::ssize_t N = py::ssize_t(self.shape().num_params);
+             expect_shape(out, {N, N}, "out");
+             T* po = out.mutable_data();
+             py::gil_scoped_release nogil;
+             self.dense(hessian, po, chunk);
+           },
+           py::arg("hessian"), py::arg("out").noconvert(), py::arg("chunk") = 0);
 
   using Fac = GnhFactors<T>;
   using index_array = py::array_t<int64_t, py::array::c_style>;

@@ -7,15 +7,11 @@
 #include <cstring>
 
 #include "common/dispatch.h"
+#include "cpu/clones.h"
 #include "cpu/gemm_cpu.h"
 
-// The elementwise sweeps are compiled twice, for x86-64-v3 (AVX2, FMA) and for the baseline, and the
-// loader picks the clone the CPU supports; their transcendental functions (common/math.h) vectorize.
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && defined(__linux__)
-#define PYHESSK_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define PYHESSK_CPU_CLONES
-#endif
+// The elementwise sweeps are compiled for x86-64-v3 and the baseline (cpu/clones.h); their transcendental
+// functions (common/math.h) vectorize.
 
 namespace pyhessk::cpu {
 namespace {

@@ -32,6 +32,9 @@ class Linearization {
   void jvp(const scalar_t* V, int k, scalar_t* out);
   void vjp(const scalar_t* U, int k, scalar_t* out);
   void output_hessian(const scalar_t* R, int k, scalar_t* out) const;  // s·H_out·R per sample
+  // The dense H (hessian) or G into out (N, N), assembled from per-sample second-order terms (dense_cpu.cpp),
+  // chunk samples at a time (≤ 0: as many as a fixed memory budget allows).
+  void dense(bool hessian, scalar_t* out, int chunk = 0);
 
   // The caches, for the GNH precomputation and for inspection (valid while this object lives).
   const scalar_t* theta() const { return theta_.data(); }

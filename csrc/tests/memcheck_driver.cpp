@@ -2,7 +2,7 @@
 // Python in the process: plain reference GEMMs stand in for SciPy's BLAS. It exercises every activation,
 // loss, both dtypes and blocks of k = 1 and k = 3 directions, checks symmetry vᵀHw = wᵀHv, compares J v
 // against central differences of the forward pass, and runs blocks in chunks of samples against single
-// directions. See the README for the command.
+// directions, and assembles the dense H and G against block products. See the README for the command.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -102,6 +102,26 @@ int run(int act, int loss, unsigned seed) {
           std::printf("gnh block/column mismatch: act %d loss %d\n", act, loss);
           return 1;
         }
+    }
+  }
+  // the dense H and G, in one chunk and in chunks of 4 samples, against block products with the identity
+  {
+    std::vector<T> eye(N * N, T(0)), prod(N * N), dense(N * N);
+    for (int64_t i = 0; i < N; ++i) eye[i * N + i] = T(1);
+    for (bool hessian : {true, false}) {
+      if (hessian) lin.hvp(eye.data(), int(N), prod.data());
+      else lin.gnvp(eye.data(), int(N), prod.data());
+      double pmax = 0;
+      for (auto p : prod) pmax = std::max(pmax, std::fabs(double(p)));
+      for (int chunk : {0, 4}) {
+        lin.dense(hessian, dense.data(), chunk);
+        for (int64_t i = 0; i < N * N; ++i)
+          if (!(std::fabs(double(dense[i]) - prod[i]) <= tol * 100 * pmax)) {
+            std::printf("dense %s mismatch: act %d loss %d chunk %d at %ld\n", hessian ? "H" : "G", act, loss, chunk,
+                        long(i));
+            return 1;
+          }
+      }
     }
   }
   // J v against central differences of the forward pass (float64 only)

@@ -177,6 +177,12 @@ class Backend(Protocol):
         """Jᵀ U (n, k, d) → (N, k), no λ term."""
         ...
 
+    def dense_curvature(self, lin: Linearization, kind: str) -> Array:
+        """Optional: the dense H (``kind="hessian"``) or G (``"gnh"``), (N, N), including λ P_W, assembled
+        from per-sample second-order terms (``backends/numpy/dense.py``). Without it, the API layer builds
+        the matrix from block products with the identity."""
+        ...
+
     def gnh_precompute(self, lin: Linearization) -> GnhFactors:
         """Store a_{l,k}, S_{l,k} = C_kᵀ ∂f_k/∂z_l and ν_{l,k,i} = ‖S_{l,k}[:, i]‖ (SPEC §3)."""
         ...

@@ -86,6 +86,12 @@ class CppBackend(BackendBase):
         lin.core.gnvp(V, out)
         return out
 
+    def dense_curvature(self, lin: CppLin, kind: str) -> Array:
+        N = lin.model.num_params
+        out = np.empty((N, N), dtype=lin.dtype)
+        lin.core.dense(kind == "hessian", out)
+        return out
+
     def jvp(self, lin: CppLin, V: Array) -> Array:
         out = np.empty((lin.n, V.shape[1], lin.model.sizes[-1]), dtype=V.dtype)
         lin.core.jvp(V, out)

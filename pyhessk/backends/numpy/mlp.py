@@ -16,6 +16,7 @@ import numpy as np
 from ... import _spec
 from .._base import BackendBase, ModelSpec
 from .activations import ACTIVATIONS
+from .dense import dense_curvature
 from .losses import LOSSES
 
 Array = np.ndarray
@@ -262,6 +263,25 @@ class NumpyBackend(BackendBase):
                 D = (D.reshape(n * k, n_l) @ lin.Ws[l - 1]).reshape(n, k, n_prev)
                 D *= lin.dphi[l - 2][:, None, :]
         return np.ascontiguousarray(outT.T)
+
+    # ---- dense H and G from per-sample second-order terms (backends/numpy/dense.py) -------------------
+    def dense_curvature(self, lin: Lin, kind: str) -> Array:
+        model = lin.model
+        hessian = kind == "hessian"
+        if hessian:
+            self.backward(lin)
+        d = model.sizes[-1]
+        eye = np.broadcast_to(np.eye(d, dtype=lin.dtype), (lin.n, d, d))
+        head = LOSSES[model.loss]
+
+        def s_hout(k0: int, k1: int) -> Array:  # s·H_out per sample: H_out applied to the d unit vectors
+            aux = None if lin.aux is None else lin.aux[k0:k1]
+            return head.hout_apply(aux, eye[k0:k1]) * lin.dtype.type(lin.scale)
+
+        d2gamma = [None] * (model.num_layers - 1)  # Γ_l ⊙ φ″_l: H only
+        if hessian:
+            d2gamma = [None if d2 is None else d2 * g for d2, g in zip(lin.d2phi, lin.gamma)]
+        return dense_curvature(model, lin.Ws, lin.A, lin.dphi, d2gamma, lin.delta if hessian else None, s_hout, lin.n)
 
     # ---- entrywise Gauss–Newton (SPEC §3) -------------------------------------------------------------
     # Factors are stored unit-major, S_l as (n_l, n, d) and A_{l−1}ᵀ as (n_{l−1}, n), so that gathering the
