@@ -8,7 +8,8 @@
 //   dA_jm (n_j, n_c, n_m) = ∂a_j/∂z_m:    dA_jm = D_j W_j dA_j−1,m                            (1 GEMM)
 // Then block (l, m ≤ l) of H, unit u of layer l at a time: Y[k, v, w] = K_lm[u, k, w] ã_{l−1}[k, v]
 // + Δ_l[k, u] dA_{l−1,m}[v, k, w] (one sweep), and one GEMM Yᵀ ã_{m−1} over the chunk's samples, added
-// into H's rows of (u, v) at the columns of (w, x). Blocks above the diagonal are mirrored at the end.
+// into H's rows of (u, v) at the columns of (w, x); diagonal blocks only for units w ≤ u. The other half of
+// each diagonal block and the blocks above the diagonal are mirrored at the end.
 #include <algorithm>
 #include <cstring>
 
@@ -111,9 +112,9 @@ void Linearization<T>::dense(bool hessian, T* H, int chunk) {
   per += 2 * kmax + xmax + ymax + int64_t(d) * d;
   const int nc = int(std::max<int64_t>(1, std::min<int64_t>(n, chunk > 0 ? chunk : kDenseBudget / per)));
 
-  std::vector<std::vector<T>> S(L + 1), At(L);
-  std::vector<std::vector<std::vector<T>>> dA(L);  // dA[m][j], m < j ≤ L − 1
-  std::vector<T> X(xmax * nc), Ka(kmax * nc), Kb(kmax * nc), Y(ymax * nc), C(cmax), R(int64_t(d) * d * nc);
+  std::vector<buffer<T>> S(L + 1), At(L);
+  std::vector<std::vector<buffer<T>>> dA(L);  // dA[m][j], m < j ≤ L − 1
+  buffer<T> X(xmax * nc), Ka(kmax * nc), Kb(kmax * nc), Y(ymax * nc), C(cmax), R(int64_t(d) * d * nc);
 
   for (int s0 = 0; s0 < n; s0 += nc) {
     const int rows = std::min(nc, n - s0);
@@ -185,19 +186,21 @@ void Linearization<T>::dense(bool hessian, T* H, int chunk) {
           K = Kn;
         }
         const int na = aug(l - 1), nb = aug(m - 1), nm = sz[m], np = sz[l - 1];
-        const int64_t M = int64_t(na) * nm;
         const bool cross = hessian && m < l;
         const T* B = cross && m < l - 1 ? dA[m][l - 1].data() : nullptr;
         const T* diag = cross && m == l - 1 ? dphi_[m - 1].data() + int64_t(s0) * nm : nullptr;
         for (int u = 0; u < sz[l]; ++u) {
+          // diagonal blocks are symmetric: units w ≤ u only, the rest mirrored at the end
+          const int nw = m == l ? u + 1 : nm;
+          const int64_t M = int64_t(na) * nw;
           const T* g = cross ? delta_[l - 1].data() + int64_t(s0) * sz[l] + u : nullptr;
-          build_y(rows, na, nm, K + int64_t(u) * rows * nm, nm, At[l - 1].data(), g, sz[l], B, np, diag, Y.data());
+          build_y(rows, na, nw, K + int64_t(u) * rows * nm, nm, At[l - 1].data(), g, sz[l], B, np, diag, Y.data());
           gemm<T>(true, false, int(M), nb, rows, T(1), Y.data(), int(M), At[m - 1].data(), nb, T(0), C.data(), nb);
           for (int v = 0; v < na; ++v) {
             const int64_t r = v < np ? s_.w_off[l - 1] + int64_t(u) * np + v : s_.b_off[l - 1] + u;
             T* Hr = H + r * N;
-            for (int w = 0; w < nm; ++w) {
-              const T* c = C.data() + (int64_t(v) * nm + w) * nb;
+            for (int w = 0; w < nw; ++w) {
+              const T* c = C.data() + (int64_t(v) * nw + w) * nb;
               T* hw = Hr + s_.w_off[m - 1] + int64_t(w) * sz[m - 1];
               for (int x = 0; x < sz[m - 1]; ++x) hw[x] += c[x];
               if (bias) Hr[s_.b_off[m - 1] + w] += c[sz[m - 1]];
@@ -207,7 +210,20 @@ void Linearization<T>::dense(bool hessian, T* H, int chunk) {
       }
     }
   }
-  // mirror the blocks (l > m) above the diagonal, in tiles
+  // mirror the diagonal blocks' units w < u, then the blocks (l > m) above the diagonal, in tiles
+  for (int l = 1; l <= L; ++l) {
+    const int na = aug(l - 1), np = sz[l - 1];
+    auto row = [&](int u, int v) { return v < np ? s_.w_off[l - 1] + int64_t(u) * np + v : s_.b_off[l - 1] + u; };
+    for (int u = 1; u < sz[l]; ++u)
+      for (int w = 0; w < u; ++w)
+        for (int v = 0; v < na; ++v) {
+          const int64_t r = row(u, v);
+          for (int x = 0; x < na; ++x) {
+            const int64_t c = row(w, x);
+            H[c * N + r] = H[r * N + c];
+          }
+        }
+  }
   auto start = [&](int l) { return s_.w_off[l - 1]; };
   auto stop = [&](int l) { return l < L ? s_.w_off[l] : N; };
   constexpr int64_t kTile = 32;

@@ -134,7 +134,7 @@ void GnhFactors<T>::entries(const int64_t* rows, const int64_t* cols, int64_t m,
 template <typename T>
 void GnhFactors<T>::block(const int64_t* I, int64_t mi, const int64_t* J, int64_t mj, T* out) const {
   const int64_t nd = int64_t(n_) * d_;
-  std::vector<T> XI(mi * nd), YJ(mj * nd);
+  buffer<T> XI(mi * nd), YJ(mj * nd);
   for (int64_t t = 0; t < mi; ++t) gather(decode(I[t]), XI.data() + t * nd);
   for (int64_t t = 0; t < mj; ++t) gather(decode(J[t]), YJ.data() + t * nd);
   gemm<T>(false, true, int(mi), int(mj), int(nd), scale_, XI.data(), int(nd), YJ.data(), int(nd), T(0), out, int(mj));
@@ -147,7 +147,7 @@ template <typename T>
 void GnhFactors<T>::columns(const int64_t* J, int64_t m, T* out) const {
   const int64_t N = s_.num_params;
   for (int64_t t = 0; t < m; ++t) decode(J[t]);
-  std::vector<T> u(int64_t(n_) * d_), Tl, col(N);
+  buffer<T> u(int64_t(n_) * d_), Tl, col(N);
   for (int64_t t = 0; t < m; ++t) {
     gather(decode(J[t]), u.data());
     for (int l = 1; l <= L_; ++l) {
@@ -178,7 +178,7 @@ void GnhFactors<T>::columns(const int64_t* J, int64_t m, T* out) const {
 
 template <typename T>
 void GnhFactors<T>::diagonal(T* out) const {
-  std::vector<T> nu2, A2;
+  buffer<T> nu2, A2;
   for (int l = 1; l <= L_; ++l) {
     const int n_l = s_.sizes[l], n_prev = s_.sizes[l - 1];
     nu2.resize(int64_t(n_l) * n_);

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/views.h"
+#include "cpu/pool.h"
 #include "cpu/linearization_cpu.h"
 
 namespace pyhessk::cpu {
@@ -60,11 +61,11 @@ class GnhFactors {
   MlpShape s_;
   int n_, d_, L_;
   scalar_t scale_;
-  std::vector<std::vector<scalar_t>> S_, AT_, nu_;
+  std::vector<buffer<scalar_t>> S_, AT_, nu_;
 
   // Workspace of gnvp, sized for the largest k seen and reused; the mutex serialises products.
   std::mutex mutex_;
-  std::vector<scalar_t> u_, P_, pack_, hw_;
+  buffer<scalar_t> u_, P_, pack_, hw_;
 };
 
 extern template class GnhFactors<float>;

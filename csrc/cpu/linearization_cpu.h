@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/views.h"
+#include "cpu/pool.h"
 
 namespace pyhessk::cpu {
 
@@ -66,22 +67,22 @@ class Linearization {
   scalar_t scale_;
   double loss_ = 0;
   bool has_grad_ = false, has_deltas_ = false;
-  std::vector<scalar_t> theta_, grad_;
-  std::vector<std::vector<scalar_t>> A_;      // A_0 = X, …, A_{L−1}
-  std::vector<std::vector<scalar_t>> dphi_;   // l = 1..L−1
-  std::vector<std::vector<scalar_t>> d2phi_;  // empty where φ″ ≡ 0
-  std::vector<scalar_t> F_, aux_, E_;         // output, loss-head data, s·∂ℓ/∂f
-  std::vector<std::vector<scalar_t>> delta_;  // Δ_l, l = 1..L (Δ_L = E)
-  std::vector<std::vector<scalar_t>> gamma_;  // Γ_l, l = 1..L−1
+  buffer<scalar_t> theta_, grad_;
+  std::vector<buffer<scalar_t>> A_;      // A_0 = X, …, A_{L−1}
+  std::vector<buffer<scalar_t>> dphi_;   // l = 1..L−1
+  std::vector<buffer<scalar_t>> d2phi_;  // empty where φ″ ≡ 0
+  buffer<scalar_t> F_, aux_, E_;         // output, loss-head data, s·∂ℓ/∂f
+  std::vector<buffer<scalar_t>> delta_;  // Δ_l, l = 1..L (Δ_L = E)
+  std::vector<buffer<scalar_t>> gamma_;  // Γ_l, l = 1..L−1
 
   // Workspace owned by the linearization: sized for the last k seen, reused by every product.
   std::mutex mutex_;
   int ws_k_ = 0, chunk_ = 0;
-  std::vector<std::vector<scalar_t>> RZ_, RA_;  // (rows, k, n_l) for one chunk of samples
-  std::vector<scalar_t> buf_a_, buf_b_;         // R{Δ}/R{Γ} ping-pong: rows·k·max n_l
-  std::vector<scalar_t> pack_a_, pack_b_;       // packed direction blocks: one layer, or all when chunked
-  std::vector<scalar_t> hw_, t2_;               // weight terms: one layer, or all layers when chunked
-  std::vector<scalar_t> vb_;                    // bias directions, or bias sums of an unchunked layer: k·max n_l
+  std::vector<buffer<scalar_t>> RZ_, RA_;  // (rows, k, n_l) for one chunk of samples
+  buffer<scalar_t> buf_a_, buf_b_;         // R{Δ}/R{Γ} ping-pong: rows·k·max n_l
+  buffer<scalar_t> pack_a_, pack_b_;       // packed direction blocks: one layer, or all when chunked
+  buffer<scalar_t> hw_, t2_;               // weight terms: one layer, or all layers when chunked
+  buffer<scalar_t> vb_;                    // bias directions, or bias sums of an unchunked layer: k·max n_l
 };
 
 // The network output f = f(X; θ) into out (n, d): one GEMM and one φ sweep per layer, no derivatives.

@@ -15,6 +15,7 @@
 #include "cpu/gemm_cpu.h"
 #include "cpu/gnh_cpu.h"
 #include "cpu/linearization_cpu.h"
+#include "cpu/pool.h"
 
 namespace {
 
@@ -186,6 +187,29 @@ int run_chunked(int act, int loss) {
   return 0;
 }
 
+// The buffer pool: size classes, and a freed block served again to the next request of its class.
+int check_pool() {
+  using pyhessk::cpu::BufferPool;
+  auto& pool = BufferPool::instance();
+  const bool classes = BufferPool::size_class(100) == 0 && BufferPool::size_class(4096) == 4096 &&
+                       BufferPool::size_class(5000) == 6144 && BufferPool::size_class(6145) == 8192 &&
+                       BufferPool::size_class(BufferPool::kMaxBytes + 1) == 0;
+  void* a = pool.take(10000);
+  static_cast<char*>(a)[9999] = 1;  // the block holds the whole request (ASan checks)
+  pool.give(a, 10000);
+  void* b = pool.take(9000);  // same class (12288 bytes)
+  const bool reused = a == b;
+  pool.give(b, 9000);
+  pyhessk::cpu::buffer<double> v(3000, 1.0);
+  v.resize(7000, 2.0);
+  const bool grown = v[2999] == 1.0 && v[6999] == 2.0;
+  if (!classes || !reused || !grown) {
+    std::printf("buffer pool: classes %d reused %d grown %d\n", classes, reused, grown);
+    return 1;
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main() {
@@ -199,6 +223,7 @@ int main() {
       failures += run<float>(act, loss, 10u * act + loss);
     }
   for (int act : {1, 3}) failures += run_chunked(act, act == 1 ? 1 : 0);
+  failures += check_pool();
   std::printf("%s: %d failures\n", failures ? "FAILED" : "ok", failures);
   return failures ? 1 : 0;
 }
