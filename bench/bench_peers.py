@@ -13,7 +13,7 @@ The pyhessk side of each peer product:
 - ``ggn_factored``: ``e.gnvp(v)`` on GNH factors (``gnh_entries()``) made outside the call;
 - ``hvp_block`` / ``ggn_block``: ``c.hvp(V)`` / ``c.gnvp(V)`` with V of shape (N, k), k = ``cfg.block_k``;
 - ``hessian_dense`` (S): ``net.linearize(θ, X, Y).hessian()``, fresh like ``jax.hessian`` (its ideal adds
-  the gradient's GEMMs to the dense-Hessian chunks).
+  the gradient's GEMMs to those of the dense assembly).
 
 Engines: every CPU engine ``hk.available_backends()`` lists (``cuda`` excluded: the peers run on the CPU),
 or ``--engine cpp,numpy`` / ``PYHESSK_BENCH_BACKENDS``; a named engine that cannot run is a skipped cell.

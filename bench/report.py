@@ -213,8 +213,9 @@ def render(machine: dict, cells: dict, engine: str, command: str, peers: dict | 
         "batch-major shapes, on preallocated operands of the product's dtype, run back to back with "
         "`np.matmul(a, b, out=c)`: forward 1 per layer; gradient 3 (first layer 2); cached HVP 6 (first 2); "
         "fresh HVP 8 (first 3: no weight gradient); cached GGN 4 (first 2); fresh GGN 5 (first 3); a block of k vectors uses the same "
-        "GEMMs with k-times larger operands; the dense Hessian is block HVPs over the column chunks "
-        "`c.hessian()` uses; the GNH precomputation is one (n·d, n_{l+1}) @ (n_{l+1}, n_l) GEMM per layer "
+        "GEMMs with k-times larger operands; the dense Hessian is the GEMMs of its assembly from per-sample "
+        "terms (per block (l, m) one (ñ_{l−1}·n_m, n) @ (n, ñ_{m−1}) GEMM per unit of layer l, plus the per-sample "
+        "recursions); the GNH precomputation is one (n·d, n_{l+1}) @ (n_{l+1}, n_l) GEMM per layer "
         "l < L; a GNH block one (|I|, n·d) @ (n·d, |J|) GEMM; the GNH diagonal one (n_l, n) @ (n, n_{l−1}) "
         "GEMM per layer; a GNH column one batched (1, d) @ (d, n_l) product per sample and one "
         "(n_l, n) @ (n, n_{l−1}) GEMM per layer. See `pyhessk/_bench/ideal.py`.",

@@ -129,11 +129,30 @@ def gn_backward(sizes: Sequence[int], n: int, k: int) -> list[Kernel]:
     return out
 
 
-def dense_chunks(sizes: Sequence[int], n: int) -> list[int]:
-    """Column-chunk widths of ``Curvature.hessian()``'s default (2**24 // (n·Σ n_l) columns per block)."""
-    N = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
-    chunk = max(1, min(N, (1 << 24) // max(n * sum(sizes[1:]), 1)))
-    return [min(chunk, N - s) for s in range(0, N, chunk)]
+def dense_assembly(sizes: Sequence[int], n: int, hessian: bool = True) -> list[Kernel]:
+    """The GEMMs of ``Curvature.hessian()`` / ``gnh()`` assembled from per-sample terms (backends/numpy/dense.py,
+    one chunk of n samples, biases): S_l = W_{l+1}ᵀ (S_{l+1} W_{l+1}) (2 per hidden layer), K_lm = K_l,m+1 W_{m+1}
+    (1 per layer pair), ∂a_j/∂z_m = W_j ∂a_{j−1}/∂z_m (H only, 1 per pair j ≥ m + 2), and per block (l, m ≤ l)
+    one (ñ_{l−1}·n_m, n) @ (n, ñ_{m−1}) GEMM per unit u of layer l; a diagonal block only for units w ≤ u
+    (it is symmetric), counted here as its exact flops in one stack of n_l GEMMs of the mean width."""
+    L = len(sizes) - 1
+    out: list[Kernel] = []
+    for l in range(L - 1, 0, -1):
+        a, b = sizes[l + 1], sizes[l]
+        out.append(Gemm(f"dense S{l} X = S W", a * n, a, b))
+        out.append(Gemm(f"dense S{l} = W^T X", b, a, n * b, ta=True))
+    if hessian:
+        for m in range(1, L):
+            for j in range(m + 2, L):
+                out.append(Gemm(f"dense dA{j},{m}", sizes[j], sizes[j - 1], n * sizes[m]))
+    for l in range(1, L + 1):
+        for m in range(l, 0, -1):
+            if m < l:
+                out.append(Gemm(f"dense K{l},{m}", sizes[l] * n, sizes[m + 1], sizes[m]))
+            units = (sizes[m] + 1) / 2 if m == l else sizes[m]
+            rows = max(1, round((sizes[l - 1] + 1) * units))
+            out.append(Gemm(f"dense B{l},{m}", rows, n, sizes[m - 1] + 1, ta=True, batch=sizes[l]))
+    return out
 
 
 def kernels_for(product: str, sizes: Sequence[int], n: int, k: int = 1, **kw: int) -> list[Kernel]:
@@ -153,10 +172,7 @@ def kernels_for(product: str, sizes: Sequence[int], n: int, k: int = 1, **kw: in
     if product == "ggn_fresh":
         return forward(sizes, n) + r_forward(sizes, n, k) + gn_backward(sizes, n, k)
     if product == "hessian_dense":
-        out: list[Kernel] = []
-        for kc in dense_chunks(sizes, n):
-            out += r_forward(sizes, n, kc) + r_backward(sizes, n, kc)
-        return out
+        return dense_assembly(sizes, n)
     if product == "gnh_precompute":
         # S_l = (S_{l+1} W_{l+1}) ⊙ φ′_l for l = L−1 … 1: one GEMM with n·d rows each (d layer-GEMMs)
         return [Gemm(f"gnh S{l} = S{l + 1} W", n * d, sizes[l + 1], sizes[l]) for l in range(L - 1, 0, -1)]
