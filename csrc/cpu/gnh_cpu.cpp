@@ -31,6 +31,18 @@ void output_factors(int n, int d, const T* aux, T* S_L) {
   }
 }
 
+// dst (cols, rows) = srcᵀ for src (rows, cols), both row-major, in tiles that stay in cache.
+template <typename T>
+void transpose(int64_t rows, int64_t cols, const T* src, T* dst) {
+  constexpr int64_t kTile = 32;
+  for (int64_t r0 = 0; r0 < rows; r0 += kTile)
+    for (int64_t c0 = 0; c0 < cols; c0 += kTile) {
+      const int64_t r1 = std::min(rows, r0 + kTile), c1 = std::min(cols, c0 + kTile);
+      for (int64_t c = c0; c < c1; ++c)
+        for (int64_t r = r0; r < r1; ++r) dst[c * rows + r] = src[r * cols + c];
+    }
+}
+
 }  // namespace
 
 template <typename T>
@@ -48,11 +60,11 @@ GnhFactors<T>::GnhFactors(const Linearization<T>& lin)
     const T* W = lin.theta() + s_.w_off[l];  // W_{l+1}: (n_{l+1}, n_l)
     S_[l - 1].resize(int64_t(n_l) * n * d);
     gemm<T>(true, false, n_l, n * d, n_next, T(1), W, n_l, S_[l].data(), n * d, T(0), S_[l - 1].data(), n * d);
-    const T* d1 = lin.dphi(l);  // (n, n_l)
+    buffer<T> d1t(int64_t(n_l) * n);  // φ′_lᵀ: (n_l, n)
+    transpose<T>(n, n_l, lin.dphi(l), d1t.data());
     T* S = S_[l - 1].data();
-    std::vector<T> f(n);
     for (int i = 0; i < n_l; ++i) {
-      for (int k = 0; k < n; ++k) f[k] = d1[int64_t(k) * n_l + i];
+      const T* f = d1t.data() + int64_t(i) * n;
       for (int a = 0; a < d; ++a) {
         T* x = S + (int64_t(i) * d + a) * n;
         for (int k = 0; k < n; ++k) x[k] *= f[k];
@@ -70,12 +82,12 @@ GnhFactors<T>::GnhFactors(const Linearization<T>& lin)
         const T* x = S + (int64_t(i) * d + a) * n;
         for (int k = 0; k < n; ++k) sq[k] += acc_t<T>(x[k]) * x[k];
       }
-      for (int k = 0; k < n; ++k) nu_[l - 1][int64_t(i) * n + k] = T(std::sqrt(sq[k]));
+      T* nu = nu_[l - 1].data() + int64_t(i) * n;
+      for (int k = 0; k < n; ++k) nu[k] = T(std::sqrt(sq[k]));
     }
     const T* A = lin.act(l - 1);  // (n, n_prev)
     AT_[l - 1].resize(int64_t(n_prev) * n);
-    for (int k = 0; k < n; ++k)
-      for (int j = 0; j < n_prev; ++j) AT_[l - 1][int64_t(j) * n + k] = A[int64_t(k) * n_prev + j];
+    transpose<T>(n, n_prev, A, AT_[l - 1].data());
   }
 }
 
