@@ -180,7 +180,7 @@ class Curvature:
         2·n flops per entry of H plus O(n Σ_l n_l² n_m) per-sample work, in chunks of samples of bounded
         memory. ``method="products"`` builds H from block products H·I, ``chunk_size`` columns at a time
         (about 12·n·N flops per column: several times more). ``"auto"`` assembles when the engine can
-        (NumPy and C++) and uses products otherwise.
+        (NumPy, Numba and C++; the CUDA engine has no assembly yet) and uses products otherwise.
 
         Raises:
             ValueError: if N > ``max_params`` (default 8192); raise it knowingly: memory is N² floats.

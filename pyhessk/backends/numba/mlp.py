@@ -22,6 +22,7 @@ import numpy as np
 
 from ... import _spec
 from .._base import BackendBase, ModelSpec
+from ..numpy.dense import dense_curvature
 from . import _gnh, _passes
 from .activations import ACTIVATIONS, FIRST, SECOND
 from .losses import LOSSES
@@ -267,6 +268,30 @@ class NumbaBackend(BackendBase):
                                _writable(np.ascontiguousarray(U)), ws)
 
     # ---- entrywise Gauss–Newton (SPEC §3) -----------------------------------------------------------------------
+    def dense_curvature(self, lin: Lin, kind: str) -> Array:
+        """Dense H or G from per-sample terms (``backends/numpy/dense.py``) on views of this engine's caches."""
+        hessian = kind == "hessian"
+        if hessian:
+            self.backward(lin)  # Δ_l, Γ_l, and d2 becomes φ″_l ⊙ Γ_l
+        g, n, model = lin.geo, lin.n, lin.model
+        L, cum, sizes = model.num_layers, g.cum, model.sizes
+        A = [lin.acts[n * cum[l]:n * cum[l + 1]].reshape(n, sizes[l]) for l in range(L)]
+
+        def hidden(buf: Array, l: int) -> Array:
+            return buf[n * (cum[l] - cum[1]):n * (cum[l + 1] - cum[1])].reshape(n, sizes[l])
+
+        dphi = [hidden(lin.d1, l) for l in range(1, L)]
+        d2gamma = [hidden(lin.d2, l) if hessian and g.modes[l - 1] == SECOND else None for l in range(1, L)]
+        delta = [hidden(lin.delta, l) for l in range(1, L + 1)] if hessian else None
+        Ws = [model.layer_views(lin.theta, l)[0] for l in range(1, L + 1)]
+        d = sizes[-1]
+        eye = np.broadcast_to(np.eye(d, dtype=lin.dtype), (n, d, d))
+
+        def s_hout(k0: int, k1: int) -> Array:  # s·H_out per sample: H_out applied to the d unit vectors
+            return _passes.output_hessian(g.loss, lin.aux[k0:k1], np.ascontiguousarray(eye[k0:k1]), lin.scale)
+
+        return dense_curvature(model, Ws, A, dphi, d2gamma, delta, s_hout, n)
+
     def gnh_precompute(self, lin: Lin) -> Factors:
         g = lin.geo
         S, nu, AT = _gnh.precompute(lin.theta, g.sizes, g.woff, g.loss, lin.acts, lin.d1, lin.aux)
