@@ -7,7 +7,8 @@ from the stored factors (``e.gnvp``), to set against ``ggn_cached`` and ``ggn_bl
 
 Sampler settings: the default ``eps=0.05, delta=0.01`` needs s = ⌈1/(δε²)⌉ = 40,000 samples, more than
 every config's batch (n ≤ 4,096), so the library returns exact entries there (``gnh_estimate_default``).
-``gnh_estimate_sampled`` uses ``eps=0.25, delta=0.1``: s = 160 < n on every config, so it truly samples.
+``gnh_estimate_sampled`` uses ``eps=0.25, delta=0.1`` and ``allow_exact=False``: s = 160 < n on every config, so it
+truly samples (by default ``estimate`` would return exact entries at these n, which are cheaper there).
 """
 
 from __future__ import annotations
@@ -72,9 +73,13 @@ def test_gnh(benchmark, problem, curv, gnh, product):  # noqa: ANN001
     elif product in ESTIMATE_SETTINGS:
         eps, delta = ESTIMATE_SETTINGS[product]
         s = ideal.num_samples(eps, delta)
-        call = lambda: e.estimate(rows, cols, eps=eps, delta=delta, seed=0)  # noqa: E731
-        kernels = ideal.kernels_for("gnh_estimate", cfg.sizes, cfg.n, m=N_ENTRIES, s=s)
-        extra.update(m=N_ENTRIES, eps=eps, delta=delta, s=s, sampled=s < cfg.n)
+        # the sampled row forces sampling: at these n the library itself would return exact entries
+        # (``will_sample`` is False: n is below ~30 s), which this row exists to compare against
+        force = product == "gnh_estimate_sampled"
+        sampled = s < cfg.n if force else e.will_sample(eps, delta)
+        call = lambda: e.estimate(rows, cols, eps=eps, delta=delta, seed=0, allow_exact=not force)  # noqa: E731
+        kernels = ideal.kernels_for("gnh_estimate", cfg.sizes, cfg.n, m=N_ENTRIES, s=s, sampled=sampled)
+        extra.update(m=N_ENTRIES, eps=eps, delta=delta, s=s, sampled=sampled, auto_samples=e.will_sample(eps, delta))
     elif product in ("ggn_factored", "ggn_factored_block"):
         # G·V from the factors alone (issue 6); compare with ggn_cached / ggn_block of bench_products
         k = 1 if product == "ggn_factored" else cfg.block_k

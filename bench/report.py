@@ -41,7 +41,7 @@ ROWS: tuple[tuple[str, str], ...] = (
     ("gnh_column", "GNH column (one j)"),
     ("gnh_diagonal", "GNH diagonal"),
     ("gnh_estimate_default", "GNH `estimate`, ε = 0.05, δ = 0.01 (s = 40,000 ≥ n: exact), per entry"),
-    ("gnh_estimate_sampled", "GNH `estimate`, ε = 0.25, δ = 0.1 (s = 160 < n: sampled), per entry"),
+    ("gnh_estimate_sampled", "GNH `estimate`, ε = 0.25, δ = 0.1, `allow_exact=False` (s = 160 < n: sampled), per entry"),
     ("ggn_factored", "GGN product from the GNH factors (`e.gnvp(v)`)"),
     ("ggn_factored_block", "block GGN product from the GNH factors, k = 16 (W: k = 4)"),
 )

@@ -24,6 +24,15 @@ _FLOPS_PER_BYTE = 4.0
 _CONTRACTION_FLOP = 6.0
 _CACHED_BYTES = 1 << 20
 _SAMPLING_METHODS = ("mean", "median_of_means")
+#: ``estimate`` returns exact entries when they are predicted cheaper than sampling. Costs in units of one
+#: sample's share of building the sampling distribution (n of them per entry): an exact entry costs
+#: _EXACT_COST per element of its n·d-long dot product (a vectorized stream), a draw _DRAW_COST per output
+#: (the d factor values of a random sample, each on its own cache line). Fitted to the C++ engine's
+#: per-entry times (bench/results/sampler-scaling-*: 0.6–0.9 ns per sample for the distribution, 7–15 ns
+#: per draw and output, 0.3–0.45 ns per element of an exact entry): with d = 10, sampling pays once n is
+#: above about 30 times the draws, which reproduces every measured crossover there.
+_EXACT_COST = 0.5
+_DRAW_COST = 12.0
 _DENSE_METHODS = ("auto", "assemble", "products")
 
 
@@ -344,8 +353,30 @@ class GnhEntries:
         per_group = _MAX_SAMPLES if q * _MAX_SAMPLES <= 1.0 else math.ceil(1.0 / q)
         return max(1, math.ceil(8.0 * math.log(1.0 / delta))), per_group
 
+    def will_sample(self, eps: float = 0.05, delta: float = 0.01, method: str = "mean") -> bool:
+        """Whether ``estimate`` with these arguments samples (True) or returns the exact entries (False):
+        exact when s ≥ n, or when the exact entry (a dot product of length n·d) is predicted cheaper than
+        building the sampling distribution and making the draws (see ``estimate``)."""
+        eps, delta, method = self._check_plan(eps, delta, method)
+        return self._samples(*self._sampling_plan(eps, delta, method), allow_exact=True)
+
+    def _samples(self, groups: int, s: int, allow_exact: bool) -> bool:
+        n, d = self._c.num_samples, self._c.net.sizes[-1]
+        if s >= n:
+            return False
+        draws = min(groups * s, _MAX_SAMPLES)
+        return not allow_exact or _EXACT_COST * n * d > n + _DRAW_COST * draws * d
+
+    @staticmethod
+    def _check_plan(eps: Any, delta: Any, method: Any) -> tuple[float, float, str]:
+        eps = as_real(eps, "eps", low=0.0, open_low=True)
+        delta = as_real(delta, "delta", low=0.0, high=1.0, open_low=True, open_high=True)
+        if not isinstance(method, str) or method not in _SAMPLING_METHODS:
+            raise ValueError(f"method must be one of {_SAMPLING_METHODS}, got {method!r}")
+        return eps, delta, method
+
     def estimate(self, rows: Any, cols: Any, eps: float = 0.05, delta: float = 0.01, seed: int | None = None,
-                 method: str = "mean") -> np.ndarray:
+                 method: str = "mean", allow_exact: bool = True) -> np.ndarray:
         r"""Sampled estimates of G[rows[t], cols[t]] (SPEC §3).
 
         Draws sample indices with probability π_k ∝ ‖x_k‖‖y_k‖ and returns the unbiased
@@ -357,23 +388,24 @@ class GnhEntries:
           from one sampling distribution); cost O(n + d·log(1/δ)/ε²) per entry, cheaper than the mean
           once δ is below about 0.005.
 
-        Whenever the exact entry costs no more (n·d no more than the sampling cost, which includes
-        every one-output network) the exact value is returned instead. The same seed gives the same
-        result; ``num_samples`` gives the draw count.
+        The exact value, which meets any (ε, δ), is returned instead when s ≥ n, and, unless
+        ``allow_exact=False``, whenever it is predicted cheaper: an exact entry streams n·d contiguous
+        numbers, while each draw gathers d numbers from random places, so sampling pays only once n is above
+        about 25–30 times the draws (every one-output network, and e.g. n ≲ 3,300 with d = 10 and s = 112,
+        get exact values). ``will_sample`` says which happens; ``allow_exact=False`` always samples when s < n (to
+        study the estimator itself). The same seed gives the same result; ``num_samples`` gives the draw
+        count.
         """
-        eps = as_real(eps, "eps", low=0.0, open_low=True)
-        delta = as_real(delta, "delta", low=0.0, high=1.0, open_low=True, open_high=True)
+        eps, delta, method = self._check_plan(eps, delta, method)
         if seed is not None:
             seed = as_int(seed, "seed", low=0)
-        if not isinstance(method, str) or method not in _SAMPLING_METHODS:
-            raise ValueError(f"method must be one of {_SAMPLING_METHODS}, got {method!r}")
+        if not isinstance(allow_exact, (bool, np.bool_)):
+            raise TypeError(f"allow_exact must be a bool, got {type(allow_exact).__name__}")
         r, c, shape = self._pair(rows, cols)
         if r.size == 0:
             return np.empty(shape, dtype=self._c.dtype)
         groups, s = self._sampling_plan(eps, delta, method)
-        n, d = self._c.num_samples, self._c.net.sizes[-1]
-        cost = n + min(groups * s, _MAX_SAMPLES) * d  # one sampling distribution per entry, then the draws
-        if s >= n or n * d <= cost:  # the exact entry (n·d) costs no more than sampling
+        if not self._samples(groups, s, bool(allow_exact)):
             return self._engine.gnh_entries(self._fac, r, c).reshape(shape)
         if groups == 1:
             return self._engine.gnh_sample(self._fac, r, c, s, seed).reshape(shape)

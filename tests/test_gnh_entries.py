@@ -87,10 +87,10 @@ def sampler_setup(backend: str):
 def test_estimate_is_reproducible_and_exact_when_s_exceeds_n(backend):
     e, N, pairs = sampler_setup(backend)
     rows, cols = np.array(pairs).T
-    a = e.estimate(rows, cols, eps=0.5, delta=0.5, seed=3)
-    b = e.estimate(rows, cols, eps=0.5, delta=0.5, seed=3)
+    a = e.estimate(rows, cols, eps=0.5, delta=0.5, seed=3, allow_exact=False)
+    b = e.estimate(rows, cols, eps=0.5, delta=0.5, seed=3, allow_exact=False)
     assert np.array_equal(a, b)
-    assert not np.array_equal(a, e.estimate(rows, cols, eps=0.5, delta=0.5, seed=4))
+    assert not np.array_equal(a, e.estimate(rows, cols, eps=0.5, delta=0.5, seed=4, allow_exact=False))
     assert e.num_samples(0.05, 0.01) == 40000  # ⌈1/(δ ε²)⌉ ≥ n = 400: the exact values come back
     assert np.array_equal(e.estimate(rows, cols, eps=0.05, delta=0.01, seed=0), e.entries(rows, cols))
 
@@ -105,7 +105,7 @@ def test_estimate_is_unbiased_within_its_variance_bound(backend, eps, delta):
     for p, q in pairs:
         exact = float(e.entries([p], [q])[0])
         gpp, gqq = e.entries([p, q], [p, q])
-        est = e.estimate(np.full(R, p), np.full(R, q), eps=eps, delta=delta, seed=p * N + q)
+        est = e.estimate(np.full(R, p), np.full(R, q), eps=eps, delta=delta, seed=p * N + q, allow_exact=False)
         lam = SAMPLER_CASE.l2 if (p == q and p in weight_indices()) else 0.0
         var = est.var(ddof=1)
         bound = (gpp - lam) * (gqq - lam) / s  # the bound on the sampled part (the λ term is exact)
@@ -131,9 +131,25 @@ def test_estimate_of_a_structural_zero_is_zero(backend):
     c = net.linearize(th, X, Y)
     e = c.gnh_entries()
     p = 0  # W_1[0, 0]
-    est = e.estimate([p, p], [p, 5], eps=0.9, delta=0.9, seed=0)
+    est = e.estimate([p, p], [p, 5], eps=0.9, delta=0.9, seed=0, allow_exact=False)
     assert np.array_equal(est, np.zeros(2))
     assert np.array_equal(e.entries([p, p], [p, 5]), np.zeros(2))
+
+
+def test_exact_or_sampled_follows_the_cost_rule(backend):
+    """d = 10: at n = 400 an exact entry (4,000 numbers streamed) beats 80 draws of 10 scattered numbers, so
+    the exact values come back; at n = 6,000 sampling pays; allow_exact=False samples regardless."""
+    for n, sampled in ((400, False), (6000, True)):
+        case = Case((3, 4, 10), "tanh", "softmax_cross_entropy", n=n, seed=34)
+        e = case.net(backend).linearize(*case.data()).gnh_entries()
+        rows, cols = np.arange(5), np.arange(5, 10)
+        assert e.num_samples(0.5, 0.05) == 80 and e.will_sample(0.5, 0.05) is sampled
+        est = e.estimate(rows, cols, eps=0.5, delta=0.05, seed=2)
+        assert np.array_equal(est, e.entries(rows, cols)) is not sampled
+        assert not np.array_equal(e.estimate(rows, cols, eps=0.5, delta=0.05, seed=2, allow_exact=False),
+                                  e.entries(rows, cols))
+    with pytest.raises(TypeError, match="allow_exact must be a bool"):
+        e.estimate(rows, cols, allow_exact="no")
 
 
 def test_estimate_returns_exact_values_when_sampling_costs_more(backend):

@@ -202,18 +202,20 @@ def test_median_of_means_meets_its_bound(backend):
     eps, delta = 0.5, 0.05
     groups, per_group = e._sampling_plan(eps, delta, "median_of_means")
     d = MOM_CASE.sizes[-1]
-    assert MOM_CASE.n + groups * per_group * d < MOM_CASE.n * d  # really sampled, not the exact fallback
+    assert groups * per_group < MOM_CASE.n  # sampled with allow_exact=False, not the exact fallback
     rng = np.random.default_rng(12)
     for p, q in zip(rng.integers(0, N, 4), rng.integers(0, N, 4)):
         exact = float(e.entries([p], [q])[0])
         gpp, gqq = e.entries([p, q], [p, q])
         R = 300
-        est = np.array([e.estimate([p], [q], eps=eps, delta=delta, seed=s, method="median_of_means")[0] for s in range(R)])
+        est = np.array([e.estimate([p], [q], eps=eps, delta=delta, seed=s, method="median_of_means",
+                                   allow_exact=False)[0] for s in range(R)])
         assert np.mean(np.abs(est - exact) <= eps * np.sqrt(gpp * gqq)) >= 1 - delta - 0.03
         assert abs(np.median(est) - exact) <= 0.2 * eps * np.sqrt(gpp * gqq) + 1e-12
         assert np.unique(est).size > R // 2  # the draws really vary with the seed
-    a = e.estimate([1, 2], [3, 4], eps=eps, delta=delta, seed=7, method="median_of_means")
-    assert np.array_equal(a, e.estimate([1, 2], [3, 4], eps=eps, delta=delta, seed=7, method="median_of_means"))
+    a = e.estimate([1, 2], [3, 4], eps=eps, delta=delta, seed=7, method="median_of_means", allow_exact=False)
+    assert np.array_equal(a, e.estimate([1, 2], [3, 4], eps=eps, delta=delta, seed=7, method="median_of_means",
+                                        allow_exact=False))
 
 
 def test_estimate_rejects_an_unknown_method(backend):

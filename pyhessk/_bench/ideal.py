@@ -204,7 +204,7 @@ def kernels_for(product: str, sizes: Sequence[int], n: int, k: int = 1, **kw: in
         return [Dots("gnh entries x.y", kw["m"], n * d)]
     if product == "gnh_estimate":
         s = kw["s"]
-        if s >= n:  # the library returns exact entries then (SPEC §3)
+        if not kw.get("sampled", s < n):  # the library returns exact entries then (SPEC §3, GnhEntries.estimate)
             return [Dots("gnh entries x.y", kw["m"], n * d)]
         return [Dots("gnh weights |x||y|", kw["m"], n), Dots("gnh sampled x.y", kw["m"], s * d)]
     raise KeyError(f"no kernel list for product {product!r}")
