@@ -82,11 +82,11 @@ def test_sample_chunks_numpy(chunk, monkeypatch):
         assert rel_err(getattr(c, kind)(method="assemble"), want[kind]) < 1e-12
 
 
+@pytest.mark.parametrize("backend", engine_params(["cpp"]))
 @pytest.mark.parametrize("chunk", [1, 3, 11, 50])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_sample_chunks_cpp(chunk, dtype):
-    pytest.importorskip("pyhessk._core_cpu")
-    c, ref = _pair(CHUNKED, "cpp", np.dtype(dtype))
+def test_sample_chunks_cpp(backend, chunk, dtype):
+    c, ref = _pair(CHUNKED, backend, np.dtype(dtype))
     N = c.num_params
     for kind in ("hessian", "gnh"):
         out = np.full((N, N), np.nan, dtype=dtype)
