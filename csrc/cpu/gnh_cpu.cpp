@@ -296,9 +296,23 @@ void GnhFactors<T>::gnvp(const T* V, int k, T* out) {
 }
 
 template <typename T>
+void GnhFactors<T>::sample_major() const {
+  std::call_once(sk_once_, [&] {
+    Sk_.resize(L_);
+    for (int l = 1; l <= L_; ++l) {
+      const int n_l = s_.sizes[l];
+      Sk_[l - 1].resize(int64_t(n_l) * n_ * d_);
+      for (int i = 0; i < n_l; ++i)  // (d, n) → (n, d) per unit
+        transpose<T>(d_, n_, S_[l - 1].data() + int64_t(i) * d_ * n_, Sk_[l - 1].data() + int64_t(i) * n_ * d_);
+    }
+  });
+}
+
+template <typename T>
 void GnhFactors<T>::sample(const int64_t* rows, const int64_t* cols, int64_t m, int64_t s, uint64_t seed,
                            T* out, int64_t groups) const {
   for (int64_t t = 0; t < m; ++t) decode(rows[t]), decode(cols[t]);
+  sample_major();
 #pragma omp parallel for schedule(static) if (m >= kParallelEntries)
   for (int64_t t = 0; t < m; ++t) {
     const Index p = decode(rows[t]), q = decode(cols[t]);
@@ -313,7 +327,8 @@ void GnhFactors<T>::sample(const int64_t* rows, const int64_t* cols, int64_t m, 
       for (int64_t g = 0; g < groups; ++g) out[g * m + t] = l2_term(rows[t], cols[t]);
       continue;
     }
-    const T *Sp = S(p), *Sq = S(q);
+    const T* Sp = Sk_[p.layer - 1].data() + int64_t(p.row) * n_ * d_;  // sample-major: a draw's d values
+    const T* Sq = Sk_[q.layer - 1].data() + int64_t(q.row) * n_ * d_;
     uint64_t state = seed ^ (0xD1B54A32D192ED03ull * uint64_t(t + 1));
     for (int64_t g = 0; g < groups; ++g) {
       double acc = 0;
@@ -322,7 +337,8 @@ void GnhFactors<T>::sample(const int64_t* rows, const int64_t* cols, int64_t m, 
         int k = int(std::upper_bound(cdf.begin(), cdf.end(), u) - cdf.begin());
         k = std::min(k, n_ - 1);
         double dot = 0;
-        for (int c = 0; c < d_; ++c) dot += double(Sp[int64_t(c) * n_ + k]) * Sq[int64_t(c) * n_ + k];
+        const T *xp = Sp + int64_t(k) * d_, *xq = Sq + int64_t(k) * d_;
+        for (int c = 0; c < d_; ++c) dot += double(xp[c]) * xq[c];
         const double x = double(a(p, k)) * a(q, k) * dot;
         const double pk = (cdf[k] - (k ? cdf[k - 1] : 0.0)) / total;
         if (pk > 0) acc += x / pk;

@@ -42,7 +42,9 @@ class GnhFactors {
   void gnvp(const scalar_t* V, int k, scalar_t* out);
   // Importance-sampled estimates (π_k ∝ ‖x_k‖‖y_k‖): `groups` independent means of s draws each per entry
   // → out (groups, m), entry t's distribution built once for all groups. Entry t draws from its own
-  // stream derived from (seed, t), so results do not depend on threads.
+  // stream derived from (seed, t), so results do not depend on threads. A draw reads the d factor values
+  // of one sample: the first call makes a sample-major copy of S (as much memory again), so that they
+  // are one cache line instead of d.
   void sample(const int64_t* rows, const int64_t* cols, int64_t m, int64_t s, uint64_t seed, scalar_t* out,
               int64_t groups = 1) const;
 
@@ -58,10 +60,15 @@ class GnhFactors {
   void gather(const Index& x, scalar_t* out) const;  // x_k = a_p[k] S_l[i, :, k] for all k: (d, n)
   scalar_t l2_term(int64_t p, int64_t q) const;
 
+  void sample_major() const;  // fills Sk_ once
+
   MlpShape s_;
   int n_, d_, L_;
   scalar_t scale_;
   std::vector<buffer<scalar_t>> S_, AT_, nu_;
+  // S_l sample-major, (n_l, n, d): Sk_l[i, k, :] = S_l[i, :, k]; made by the first sample() call
+  mutable std::once_flag sk_once_;
+  mutable std::vector<buffer<scalar_t>> Sk_;
 
   // Workspace of gnvp, sized for the largest k seen and reused; the mutex serialises products.
   std::mutex mutex_;
