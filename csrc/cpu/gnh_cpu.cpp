@@ -313,37 +313,42 @@ void GnhFactors<T>::sample(const int64_t* rows, const int64_t* cols, int64_t m, 
                            T* out, int64_t groups) const {
   for (int64_t t = 0; t < m; ++t) decode(rows[t]), decode(cols[t]);
   sample_major();
-#pragma omp parallel for schedule(static) if (m >= kParallelEntries)
-  for (int64_t t = 0; t < m; ++t) {
-    const Index p = decode(rows[t]), q = decode(cols[t]);
-    const T *nup = nu_[p.layer - 1].data() + int64_t(p.row) * n_, *nuq = nu_[q.layer - 1].data() + int64_t(q.row) * n_;
-    std::vector<double> cdf(n_);  // π_k ∝ ‖x_k‖‖y_k‖, accumulated in double
-    double total = 0;
-    for (int k = 0; k < n_; ++k) {
-      total += std::fabs(double(a(p, k)) * nup[k]) * std::fabs(double(a(q, k)) * nuq[k]);
-      cdf[k] = total;
-    }
-    if (!(total > 0)) {
-      for (int64_t g = 0; g < groups; ++g) out[g * m + t] = l2_term(rows[t], cols[t]);
-      continue;
-    }
-    const T* Sp = Sk_[p.layer - 1].data() + int64_t(p.row) * n_ * d_;  // sample-major: a draw's d values
-    const T* Sq = Sk_[q.layer - 1].data() + int64_t(q.row) * n_ * d_;
-    uint64_t state = seed ^ (0xD1B54A32D192ED03ull * uint64_t(t + 1));
-    for (int64_t g = 0; g < groups; ++g) {
-      double acc = 0;
-      for (int64_t r = 0; r < s; ++r) {
-        const double u = uniform01(state) * total;
-        int k = int(std::upper_bound(cdf.begin(), cdf.end(), u) - cdf.begin());
-        k = std::min(k, n_ - 1);
-        double dot = 0;
-        const T *xp = Sp + int64_t(k) * d_, *xq = Sq + int64_t(k) * d_;
-        for (int c = 0; c < d_; ++c) dot += double(xp[c]) * xq[c];
-        const double x = double(a(p, k)) * a(q, k) * dot;
-        const double pk = (cdf[k] - (k ? cdf[k - 1] : 0.0)) / total;
-        if (pk > 0) acc += x / pk;
+#pragma omp parallel if (m >= kParallelEntries)
+  {
+    std::vector<double> cdf(n_);  // one per thread, reused by its entries (no allocation per entry)
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < m; ++t) {
+      const Index p = decode(rows[t]), q = decode(cols[t]);
+      const T *nup = nu_[p.layer - 1].data() + int64_t(p.row) * n_, *nuq = nu_[q.layer - 1].data() + int64_t(q.row) * n_;
+      const T* ap = p.col < 0 ? nullptr : AT_[p.layer - 1].data() + int64_t(p.col) * n_;  // null: a bias (a = 1)
+      const T* aq = q.col < 0 ? nullptr : AT_[q.layer - 1].data() + int64_t(q.col) * n_;
+      double total = 0;  // π_k ∝ ‖x_k‖‖y_k‖, accumulated in double (memory-bound: four rows of n numbers)
+      for (int k = 0; k < n_; ++k) {
+        total += std::fabs(double(ap ? ap[k] : T(1)) * nup[k]) * std::fabs(double(aq ? aq[k] : T(1)) * nuq[k]);
+        cdf[k] = total;
       }
-      out[g * m + t] = T(double(scale_) * acc / double(s)) + l2_term(rows[t], cols[t]);
+      if (!(total > 0)) {
+        for (int64_t g = 0; g < groups; ++g) out[g * m + t] = l2_term(rows[t], cols[t]);
+        continue;
+      }
+      const T* Sp = Sk_[p.layer - 1].data() + int64_t(p.row) * n_ * d_;  // sample-major: a draw's d values
+      const T* Sq = Sk_[q.layer - 1].data() + int64_t(q.row) * n_ * d_;
+      uint64_t state = seed ^ (0xD1B54A32D192ED03ull * uint64_t(t + 1));
+      for (int64_t g = 0; g < groups; ++g) {
+        double acc = 0;
+        for (int64_t r = 0; r < s; ++r) {
+          const double u = uniform01(state) * total;
+          int k = int(std::upper_bound(cdf.begin(), cdf.end(), u) - cdf.begin());
+          k = std::min(k, n_ - 1);
+          double dot = 0;
+          const T *xp = Sp + int64_t(k) * d_, *xq = Sq + int64_t(k) * d_;
+          for (int c = 0; c < d_; ++c) dot += double(xp[c]) * xq[c];
+          const double x = double(ap ? ap[k] : T(1)) * (aq ? aq[k] : T(1)) * dot;
+          const double pk = (cdf[k] - (k ? cdf[k - 1] : 0.0)) / total;
+          if (pk > 0) acc += x / pk;
+        }
+        out[g * m + t] = T(double(scale_) * acc / double(s)) + l2_term(rows[t], cols[t]);
+      }
     }
   }
 }
