@@ -16,6 +16,7 @@
 #include "cpu/clones.h"
 #include "cpu/gemm_cpu.h"
 #include "cpu/linearization_cpu.h"
+#include "cpu/sweeps.h"
 
 namespace pyhessk::cpu {
 namespace {
@@ -33,17 +34,6 @@ PYHESSK_CPU_CLONES void scale_two_sided(int m, int nc, const T* d1, const T* c, 
       const T pu = p[u];
       for (int w = 0; w < m; ++w) row[w] *= pu * p[w];
       if (c) row[u] += c[int64_t(k) * m + u];
-    }
-}
-
-// X (r, nc, m) ⊙= φ′[k, w], φ′ (nc, m), broadcast over the r rows.
-template <typename T>
-PYHESSK_CPU_CLONES void scale_cols(int r, int nc, int m, const T* d1, T* X) {
-  for (int u = 0; u < r; ++u)
-    for (int k = 0; k < nc; ++k) {
-      T* row = X + (int64_t(u) * nc + k) * m;
-      const T* p = d1 + int64_t(k) * m;
-      for (int w = 0; w < m; ++w) row[w] *= p[w];
     }
 }
 
@@ -182,7 +172,8 @@ void Linearization<T>::dense(bool hessian, T* H, int chunk) {
         if (m < l) {  // K_lm = K_l,m+1 W_{m+1} D_m
           T* Kn = (K == Ka.data()) ? Kb.data() : Ka.data();
           gemm<T>(false, false, sz[l] * rows, sz[m], sz[m + 1], T(1), K, sz[m + 1], W(m + 1), sz[m], T(0), Kn, sz[m]);
-          scale_cols(sz[l], rows, sz[m], dphi_[m - 1].data() + int64_t(s0) * sz[m], Kn);
+          for (int u = 0; u < sz[l]; ++u)  // ⊙ φ′_m[k, w] in each of the n_l slices (nc, n_m)
+            scale_rows(rows, 1, sz[m], dphi_[m - 1].data() + int64_t(s0) * sz[m], Kn + int64_t(u) * rows * sz[m]);
           K = Kn;
         }
         const int na = aug(l - 1), nb = aug(m - 1), nm = sz[m], np = sz[l - 1];

@@ -9,6 +9,7 @@
 #include "common/dispatch.h"
 #include "cpu/clones.h"
 #include "cpu/gemm_cpu.h"
+#include "cpu/sweeps.h"
 
 // The elementwise sweeps are compiled for x86-64-v3 and the baseline (cpu/clones.h); their transcendental
 // functions (common/math.h) vectorize.
@@ -99,17 +100,6 @@ PYHESSK_CPU_CLONES void rbackward_sweep(int n, int k, int m, const T* d1, const 
       } else {
         for (int c = 0; c < m; ++c) rg[c] = d1[q + c] * rg[c];
       }
-    }
-}
-
-// X (n, k, m) ⊙= φ′ (n, m), broadcast over k.
-template <typename T>
-PYHESSK_CPU_CLONES void scale_rows(int n, int k, int m, const T* d1, T* X) {
-  for (int s = 0; s < n; ++s)
-    for (int j = 0; j < k; ++j) {
-      T* x = X + (int64_t(s) * k + j) * m;
-      const T* p = d1 + int64_t(s) * m;
-      for (int c = 0; c < m; ++c) x[c] *= p[c];
     }
 }
 
