@@ -21,16 +21,6 @@ inline uint64_t splitmix64(uint64_t& state) {
 
 inline double uniform01(uint64_t& state) { return double(splitmix64(state) >> 11) * 0x1.0p-53; }
 
-template <Loss kLoss, typename T>
-void output_factors(int n, int d, const T* aux, T* S_L) {
-  std::vector<T> ct(size_t(d) * d);
-  for (int k = 0; k < n; ++k) {
-    LossOps<kLoss>::factor(aux + int64_t(k) * d, d, ct.data());  // ct[a·d + i] = Cᵀ[a][i]
-    for (int i = 0; i < d; ++i)
-      for (int a = 0; a < d; ++a) S_L[(int64_t(i) * d + a) * n + k] = ct[size_t(a) * d + i];
-  }
-}
-
 // dst (cols, rows) = srcᵀ for src (rows, cols), both row-major, in tiles that stay in cache.
 template <typename T>
 void transpose(int64_t rows, int64_t cols, const T* src, T* dst) {
@@ -43,6 +33,44 @@ void transpose(int64_t rows, int64_t cols, const T* src, T* dst) {
     }
 }
 
+// S_L (d, d, n) with S_L[i, a, k] = C_kᵀ[a][i]: per sample into (n, d·d), then one tiled transpose.
+template <Loss kLoss, typename T>
+void output_factors(int n, int d, const T* aux, T* S_L) {
+  const int64_t dd = int64_t(d) * d;
+  buffer<T> rows(n * dd);
+  std::vector<T> ct(dd);
+  for (int k = 0; k < n; ++k) {
+    LossOps<kLoss>::factor(aux + int64_t(k) * d, d, ct.data());  // ct[a·d + i] = Cᵀ[a][i]
+    T* row = rows.data() + k * dd;
+    for (int i = 0; i < d; ++i)
+      for (int a = 0; a < d; ++a) row[int64_t(i) * d + a] = ct[size_t(a) * d + i];
+  }
+  transpose<T>(n, dd, rows.data(), S_L);
+}
+
+// The norms ν[i, k] = ‖S[i, :, k]‖ of S (m, d, n), scaling S[i, :, k] by f[i, k] first when f is given
+// (φ′ of the layer, (m, n)): one pass over S.
+template <typename T>
+void scale_and_norms(int m, int d, int n, const T* f, T* S, T* nu) {
+  std::vector<acc_t<T>> sq(n);
+  for (int i = 0; i < m; ++i) {
+    std::fill(sq.begin(), sq.end(), acc_t<T>(0));
+    const T* fi = f ? f + int64_t(i) * n : nullptr;
+    for (int a = 0; a < d; ++a) {
+      T* x = S + (int64_t(i) * d + a) * n;
+      if (fi)
+        for (int k = 0; k < n; ++k) {
+          x[k] *= fi[k];
+          sq[k] += acc_t<T>(x[k]) * x[k];
+        }
+      else
+        for (int k = 0; k < n; ++k) sq[k] += acc_t<T>(x[k]) * x[k];
+    }
+    T* out = nu + int64_t(i) * n;
+    for (int k = 0; k < n; ++k) out[k] = T(std::sqrt(sq[k]));
+  }
+}
+
 }  // namespace
 
 template <typename T>
@@ -52,42 +80,24 @@ GnhFactors<T>::GnhFactors(const Linearization<T>& lin)
   S_.resize(L_);
   AT_.resize(L_);
   nu_.resize(L_);
+  for (int l = 1; l <= L_; ++l) nu_[l - 1].resize(int64_t(s_.sizes[l]) * n);
   S_[L_ - 1].resize(int64_t(d) * n * d);
   PYHESSK_DISPATCH_LOSS(s_.loss, kLoss, [&] { output_factors<kLoss>(n, d, lin.aux(), S_[L_ - 1].data()); });
+  scale_and_norms<T>(d, d, n, nullptr, S_[L_ - 1].data(), nu_[L_ - 1].data());
   for (int l = L_ - 1; l >= 1; --l) {
-    // S_l = D_l W_{l+1}ᵀ S_{l+1}: one GEMM (n_l × n_{l+1}) · (n_{l+1} × n·d)
+    // S_l = D_l W_{l+1}ᵀ S_{l+1}: one GEMM (n_l × n_{l+1}) · (n_{l+1} × n·d), then D_l and the norms in one pass
     const int n_l = s_.sizes[l], n_next = s_.sizes[l + 1];
     const T* W = lin.theta() + s_.w_off[l];  // W_{l+1}: (n_{l+1}, n_l)
     S_[l - 1].resize(int64_t(n_l) * n * d);
     gemm<T>(true, false, n_l, n * d, n_next, T(1), W, n_l, S_[l].data(), n * d, T(0), S_[l - 1].data(), n * d);
     buffer<T> d1t(int64_t(n_l) * n);  // φ′_lᵀ: (n_l, n)
     transpose<T>(n, n_l, lin.dphi(l), d1t.data());
-    T* S = S_[l - 1].data();
-    for (int i = 0; i < n_l; ++i) {
-      const T* f = d1t.data() + int64_t(i) * n;
-      for (int a = 0; a < d; ++a) {
-        T* x = S + (int64_t(i) * d + a) * n;
-        for (int k = 0; k < n; ++k) x[k] *= f[k];
-      }
-    }
+    scale_and_norms<T>(n_l, d, n, d1t.data(), S_[l - 1].data(), nu_[l - 1].data());
   }
   for (int l = 1; l <= L_; ++l) {
-    const int n_l = s_.sizes[l], n_prev = s_.sizes[l - 1];
-    nu_[l - 1].resize(int64_t(n_l) * n);
-    const T* S = S_[l - 1].data();
-    std::vector<acc_t<T>> sq(n);
-    for (int i = 0; i < n_l; ++i) {
-      std::fill(sq.begin(), sq.end(), acc_t<T>(0));
-      for (int a = 0; a < d; ++a) {
-        const T* x = S + (int64_t(i) * d + a) * n;
-        for (int k = 0; k < n; ++k) sq[k] += acc_t<T>(x[k]) * x[k];
-      }
-      T* nu = nu_[l - 1].data() + int64_t(i) * n;
-      for (int k = 0; k < n; ++k) nu[k] = T(std::sqrt(sq[k]));
-    }
-    const T* A = lin.act(l - 1);  // (n, n_prev)
+    const int n_prev = s_.sizes[l - 1];
     AT_[l - 1].resize(int64_t(n_prev) * n);
-    transpose<T>(n, n_prev, A, AT_[l - 1].data());
+    transpose<T>(n, n_prev, lin.act(l - 1), AT_[l - 1].data());
   }
 }
 
