@@ -82,15 +82,22 @@ def test_sample_chunks_numpy(chunk, monkeypatch):
         assert rel_err(getattr(c, kind)(method="assemble"), want[kind]) < 1e-12
 
 
-@pytest.mark.parametrize("backend", engine_params(["cpp"]))
+@pytest.mark.parametrize("backend", engine_params(["cpp", "numba"]))
 @pytest.mark.parametrize("chunk", [1, 3, 11, 50])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_sample_chunks_cpp(backend, chunk, dtype):
+def test_sample_chunks_compiled(backend, chunk, dtype, monkeypatch):
     c, ref = _pair(CHUNKED, backend, np.dtype(dtype))
     N = c.num_params
+    if backend == "numba":
+        from pyhessk.backends.numba import mlp as numba_mlp
+
+        monkeypatch.setattr(numba_mlp, "_dense_chunk", lambda *args, **kw: chunk)
     for kind in ("hessian", "gnh"):
-        out = np.full((N, N), np.nan, dtype=dtype)
-        c._lin.core.dense(kind == "hessian", out, chunk)
+        if backend == "cpp":
+            out = np.full((N, N), np.nan, dtype=dtype)
+            c._lin.core.dense(kind == "hessian", out, chunk)
+        else:
+            out = getattr(c, kind)(method="assemble")
         assert rel_err(out, getattr(ref, kind)(method="products")) < TOL[np.dtype(dtype)]
 
 

@@ -22,8 +22,7 @@ import numpy as np
 
 from ... import _spec
 from .._base import BackendBase, ModelSpec
-from ..numpy.dense import dense_curvature
-from . import _gnh, _passes
+from . import _dense, _gnh, _passes
 from .activations import ACTIVATIONS, FIRST, SECOND
 from .losses import LOSSES
 
@@ -269,28 +268,19 @@ class NumbaBackend(BackendBase):
 
     # ---- entrywise Gauss–Newton (SPEC §3) -----------------------------------------------------------------------
     def dense_curvature(self, lin: Lin, kind: str) -> Array:
-        """Dense H or G from per-sample terms (``backends/numpy/dense.py``) on views of this engine's caches."""
+        """Dense H or G from per-sample terms (``_dense``; the reference is ``backends/numpy/dense.py``)."""
         hessian = kind == "hessian"
         if hessian:
             self.backward(lin)  # Δ_l, Γ_l, and d2 becomes φ″_l ⊙ Γ_l
         g, n, model = lin.geo, lin.n, lin.model
-        L, cum, sizes = model.num_layers, g.cum, model.sizes
-        A = [lin.acts[n * cum[l]:n * cum[l + 1]].reshape(n, sizes[l]) for l in range(L)]
-
-        def hidden(buf: Array, l: int) -> Array:
-            return buf[n * (cum[l] - cum[1]):n * (cum[l + 1] - cum[1])].reshape(n, sizes[l])
-
-        dphi = [hidden(lin.d1, l) for l in range(1, L)]
-        d2gamma = [hidden(lin.d2, l) if hessian and g.modes[l - 1] == SECOND else None for l in range(1, L)]
-        delta = [hidden(lin.delta, l) for l in range(1, L + 1)] if hessian else None
-        Ws = [model.layer_views(lin.theta, l)[0] for l in range(1, L + 1)]
-        d = sizes[-1]
-        eye = np.broadcast_to(np.eye(d, dtype=lin.dtype), (n, d, d))
-
-        def s_hout(k0: int, k1: int) -> Array:  # s·H_out per sample: H_out applied to the d unit vectors
-            return _passes.output_hessian(g.loss, lin.aux[k0:k1], np.ascontiguousarray(eye[k0:k1]), lin.scale)
-
-        return dense_curvature(model, Ws, A, dphi, d2gamma, delta, s_hout, n)
+        sizes, d, N = model.sizes, model.sizes[-1], model.num_params
+        eye = np.ascontiguousarray(np.broadcast_to(np.eye(d, dtype=lin.dtype), (n, d, d)))
+        s_hout = _passes.output_hessian(g.loss, lin.aux, eye, lin.scale)  # s·H_out per sample: (n, d, d)
+        out = np.empty((N, N), dtype=lin.dtype)
+        with lin.ws.lock:
+            _dense.dense(lin.theta, g.sizes, g.woff, g.boff, g.modes, lin.acts, lin.d1, lin.d2, lin.delta, s_hout,
+                         hessian, float(model.l2), _dense_chunk(sizes, n, model.bias, hessian), out)
+        return out
 
     def gnh_precompute(self, lin: Lin) -> Factors:
         g = lin.geo
@@ -348,3 +338,15 @@ class NumbaBackend(BackendBase):
                                                cols[c0:c0 + step], u, groups, fac.n, fac.d, fac.scale,
                                                float(fac.model.l2))
         return out
+
+
+def _dense_chunk(sizes: tuple[int, ...], n: int, bias: bool, hessian: bool, budget: int = 1 << 21) -> int:
+    """Samples per chunk of ``_dense.dense``: its per-sample work arrays stay near ``budget`` numbers."""
+    L, b = len(sizes) - 1, int(bias)
+    per = sizes[-1] ** 2 + sum(s * s for s in sizes[1:L]) + sum(a + b for a in sizes[:L])
+    if hessian:
+        per += sum(sizes[j] * sizes[m] for m in range(1, L) for j in range(m + 1, L))
+    pairs = [(l, m) for l in range(1, L + 1) for m in range(1, l + 1)]
+    per += 2 * max(sizes[l] * sizes[m] for l, m in pairs) + max((sizes[l - 1] + b) * sizes[m] for l, m in pairs)
+    per += max([sizes[l + 1] * sizes[l] for l in range(1, L)] + [sizes[-1] ** 2])
+    return max(1, min(n, budget // per))

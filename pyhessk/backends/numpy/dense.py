@@ -19,7 +19,7 @@ column of the block products H·I, and the per-sample terms cost O(n Σ n_l² n_
 layer-pair block structure of ALGORITHMS §5.2 (Bishop's §5.4.5 for L layers), organised so that every step
 is a GEMM or one sweep: measured on config S ([10, 32, 32, 1], n = 256), the C++ assembly takes 10 ms and
 the block products H·I 85 ms. This module is the engine-neutral statement of the algorithm in NumPy; the
-C++ engine computes the same blocks fused (csrc/cpu/dense_cpu.cpp).
+C++ and Numba engines compute the same blocks fused (csrc/cpu/dense_cpu.cpp, backends/numba/_dense.py).
 """
 
 from __future__ import annotations
