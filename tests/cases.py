@@ -81,3 +81,21 @@ def sampled_estimates(backend: str) -> np.ndarray:
     rows, cols = np.array([0, 3, 7, 30, 40, 55]), np.array([1, 3, 9, 20, 41, 60])
     e = case.net(backend).linearize(th, X, Y).gnh_entries()
     return e.estimate(rows, cols, eps=0.5, delta=0.5, seed=11, allow_exact=False)
+
+
+def curvature_reads(c, V, U, dense: bool = True) -> dict:
+    """Every product and GNH read of one Curvature on V (N, k) and U (n, d, k'): what the engine-parity tests
+    compare with the NumPy engine (the sampler is left out: its random stream differs between engines).
+    ``dense`` adds c.hessian() and c.gnh()."""
+    e = c.gnh_entries()
+    N = c.num_params
+    rows = np.arange(N)
+    out = {
+        "loss": np.array([c.loss]), "grad": c.grad, "hvp": c.hvp(V), "hvp1": c.hvp(V[:, 0]), "gnvp": c.gnvp(V),
+        "jvp": c.jvp(V), "vjp": c.vjp(U), "entries": e.entries(rows, rows[::-1]),
+        "block": e.block(rows[:7], rows[-5:]), "columns": e.column(rows[[0, N // 2, N - 1]]),
+        "diagonal": e.diagonal(),
+    }
+    if dense:
+        out.update(hessian=c.hessian(), gnh=c.gnh())
+    return out

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import pyhessk as hk
-from cases import CASE_IDS, CASES, Case, sampled_estimates
+from cases import CASE_IDS, CASES, Case, curvature_reads, sampled_estimates
 from oracles import rel_err
 from pyhessk import _spec
 from pyhessk.backends.cuda import _kernels, _source
@@ -43,26 +43,14 @@ def engine():
     return emulated_engine()
 
 
-def _all(c, V, U):
-    e = c.gnh_entries()
-    N = c.num_params
-    rows = np.arange(N)
-    return {
-        "loss": np.array([c.loss]), "grad": c.grad, "hvp": c.hvp(V), "gnvp": c.gnvp(V), "jvp": c.jvp(V),
-        "vjp": c.vjp(U), "hvp1": c.hvp(V[:, 0]), "entries": e.entries(rows, rows[::-1]),
-        "block": e.block(rows[:7], rows[-5:]), "columns": e.column(rows[[0, N // 2, N - 1]]),
-        "diagonal": e.diagonal(),
-    }
-
-
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_emulated_engine_matches_numpy(case, engine):
     th, X, Y = case.data("float64")
     rng = np.random.default_rng(3)
     V = rng.standard_normal((th.size, 3))
     U = rng.standard_normal((case.n, case.sizes[-1], 2))
-    ref = _all(case.net("numpy").linearize(th, X, Y), V, U)
-    got = _all(case.net(engine).linearize(th, X, Y), V, U)
+    ref = curvature_reads(case.net("numpy").linearize(th, X, Y), V, U)
+    got = curvature_reads(case.net(engine).linearize(th, X, Y), V, U)
     for key in ref:
         assert rel_err(got[key], ref[key]) < 1e-12, key
         assert type(got[key]) is np.ndarray and got[key].dtype == np.float64, key
@@ -71,8 +59,8 @@ def test_emulated_engine_matches_numpy(case, engine):
 
     cast = lambda a: a.astype(np.float32) if a.dtype.kind == "f" else a  # noqa: E731
     args32 = [cast(a) for a in (th, X, Y)]
-    ref32 = _all(case.net("numpy").linearize(*args32), cast(V), cast(U))
-    got32 = _all(case.net(engine).linearize(*args32), cast(V), cast(U))
+    ref32 = curvature_reads(case.net("numpy").linearize(*args32), cast(V), cast(U))
+    got32 = curvature_reads(case.net(engine).linearize(*args32), cast(V), cast(U))
     for key in ref:
         assert key == "loss" or got32[key].dtype == np.float32, key
         assert rel_err(got32[key], ref[key]) <= 2 * rel_err(ref32[key], ref[key]) + 1e-6, key

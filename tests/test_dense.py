@@ -17,7 +17,6 @@ from conftest import engine_params
 from oracles import explicit_gnh, fd_hessian, rel_err
 from test_hypothesis import SETTINGS, cases
 
-import pyhessk as hk
 from pyhessk.backends.numpy import dense
 
 ASSEMBLING = ["numpy", "cpp", "numba"]  # the engines with an assembly; cuda falls back to block products
