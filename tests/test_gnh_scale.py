@@ -201,7 +201,6 @@ def test_median_of_means_meets_its_bound(backend):
     N = MOM_CASE.net().num_params
     eps, delta = 0.5, 0.05
     groups, per_group = e._sampling_plan(eps, delta, "median_of_means")
-    d = MOM_CASE.sizes[-1]
     assert groups * per_group < MOM_CASE.n  # sampled with allow_exact=False, not the exact fallback
     rng = np.random.default_rng(12)
     for p, q in zip(rng.integers(0, N, 4), rng.integers(0, N, 4)):
