@@ -24,7 +24,6 @@ import platform
 import statistics
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from collections.abc import Callable
@@ -33,22 +32,17 @@ import numpy as np
 
 import pyhessk as hk
 
-
-@dataclass(frozen=True)
-class GpuConfig:
-    name: str
-    sizes: tuple[int, ...]
-    activation: str
-    loss: str
-    n: int
-    dtype: str = "float32"
+try:  # python -m bench.bench_gpu, or the bench/ folder on sys.path (pytest)
+    from bench.configs import CONFIGS as BENCH_CONFIGS, Config
+except ImportError:  # pragma: no cover
+    from configs import CONFIGS as BENCH_CONFIGS, Config
 
 
+#: M and W of BENCH.md (bench/configs.py), G the GPU-sized net of the issue, and a tiny one for checks
 CONFIGS = {
-    "M": GpuConfig("M", (784, 256, 256, 10), "tanh", "softmax_cross_entropy", 1024),
-    "W": GpuConfig("W", (1024, 1024, 1024, 1024, 10), "relu", "softmax_cross_entropy", 512),
-    "G": GpuConfig("G", (4096, 4096, 4096, 4096, 10), "relu", "softmax_cross_entropy", 4096),
-    "tiny": GpuConfig("tiny", (5, 7, 6, 3), "tanh", "softmax_cross_entropy", 9),
+    **{c.name: c for c in BENCH_CONFIGS if c.name in ("M", "W") and c.dtype == "float32"},
+    "G": Config("G", (4096, 4096, 4096, 4096, 10), "relu", "softmax_cross_entropy", 4096),
+    "tiny": Config("tiny", (5, 7, 6, 3), "tanh", "softmax_cross_entropy", 9),
 }
 
 
@@ -73,7 +67,7 @@ if "pytest" in sys.modules:  # collected by `pytest bench`: nothing to run witho
 
 
 # ---- problem data (BENCH.md rules) -----------------------------------------------------------------------
-def make_problem(cfg: GpuConfig) -> dict[str, Any]:
+def make_problem(cfg: Config) -> dict[str, Any]:
     net = hk.MLP(list(cfg.sizes), activation=cfg.activation, loss=cfg.loss, backend="numpy")
     theta = net.init(seed=0, dtype=cfg.dtype)
     rng = np.random.default_rng(1234)
@@ -196,7 +190,7 @@ def rel(a: Any, b: Any) -> float:
 
 
 # ---- the run ---------------------------------------------------------------------------------------------
-def run_config(cfg: GpuConfig, rounds: int, reps: int, device: str, check_only: bool) -> dict[str, Any]:
+def run_config(cfg: Config, rounds: int, reps: int, device: str, check_only: bool) -> dict[str, Any]:
     p = make_problem(cfg)
     row: dict[str, Any] = {"config": cfg.name, "sizes": list(cfg.sizes), "activation": cfg.activation,
                            "loss": cfg.loss, "n": cfg.n, "N": int(p["theta"].size), "dtype": cfg.dtype,
