@@ -68,20 +68,23 @@ def to_cupy(x: Any, name: str) -> Any:
         raise TypeError(f"{name} is a GPU array that the 'cuda' engine cannot read ({type(exc).__name__}: {exc})") from exc
 
 
-def _as_float_device(x: Any, name: str, dtype: np.dtype | None, ndim: int | tuple[int, ...] | None,
-                     ref: str) -> Any:
-    arr = to_cupy(x, name)
-    import cupy
-
+def _float_rules(arr: Any, name: str, dtype: np.dtype | None, ndim: int | tuple[int, ...] | None, ref: str,
+                 lib: str, strict: bool) -> Any:
+    """The dtype and rank rules of ``as_float`` for a NumPy or CuPy array: float32/float64 kept, integers and
+    booleans cast, anything else a TypeError; the other float width is an error when ``strict`` (an array
+    that has a dtype; ``lib`` names its module in the hint), else cast (a list); a rank not in ``ndim`` is a
+    ValueError."""
     kind = arr.dtype.kind
     if kind == "f":
         if arr.dtype not in FLOAT_DTYPES:
             raise TypeError(f"{name} has dtype {arr.dtype}; pyhessk computes in float32 or float64")
         if dtype is not None and arr.dtype != dtype:
-            raise TypeError(
-                f"{name} has dtype {arr.dtype} but {ref} is {dtype}: mixed float32/float64 inputs are an "
-                f"error, cast {name} explicitly (e.g. {name}.astype(cupy.{dtype}))"
-            )
+            if strict:
+                raise TypeError(
+                    f"{name} has dtype {arr.dtype} but {ref} is {dtype}: mixed float32/float64 inputs are an "
+                    f"error, cast {name} explicitly (e.g. {name}.astype({lib}.{dtype}))"
+                )
+            arr = arr.astype(dtype)
     elif kind in "iub":
         arr = arr.astype(dtype if dtype is not None else np.float64)
     else:
@@ -91,6 +94,15 @@ def _as_float_device(x: Any, name: str, dtype: np.dtype | None, ndim: int | tupl
         if arr.ndim not in allowed:
             want = " or ".join(f"{d}-D" for d in allowed)
             raise ValueError(f"{name} must be {want}, got shape {arr.shape}")
+    return arr
+
+
+def _as_float_device(x: Any, name: str, dtype: np.dtype | None, ndim: int | tuple[int, ...] | None,
+                     ref: str) -> Any:
+    arr = to_cupy(x, name)
+    import cupy
+
+    arr = _float_rules(arr, name, dtype, ndim, ref, "cupy", strict=True)
     if arr.size and not bool(cupy.isfinite(arr).all()):
         raise ValueError(f"{name} contains NaN or Inf")
     return cupy.ascontiguousarray(arr)
@@ -124,26 +136,7 @@ def as_float(x: Any, name: str, dtype: np.dtype | None, ndim: int | tuple[int, .
         arr = np.asarray(x)
     except Exception as exc:  # noqa: BLE001 - any conversion failure is a bad argument
         raise TypeError(f"{name} must be an array of floats, got {type(x).__name__}") from exc
-    kind = arr.dtype.kind
-    if kind == "f":
-        if arr.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"{name} has dtype {arr.dtype}; pyhessk computes in float32 or float64")
-        if dtype is not None and arr.dtype != dtype:
-            if has_dtype:
-                raise TypeError(
-                    f"{name} has dtype {arr.dtype} but {ref} is {dtype}: mixed float32/float64 inputs are an "
-                    f"error, cast {name} explicitly (e.g. {name}.astype(np.{dtype}))"
-                )
-            arr = arr.astype(dtype)
-    elif kind in "iub":
-        arr = arr.astype(dtype if dtype is not None else np.float64)
-    else:
-        raise TypeError(f"{name} must be a real float array, got dtype {arr.dtype}")
-    if ndim is not None:
-        allowed = (ndim,) if isinstance(ndim, int) else ndim
-        if arr.ndim not in allowed:
-            want = " or ".join(f"{d}-D" for d in allowed)
-            raise ValueError(f"{name} must be {want}, got shape {arr.shape}")
+    arr = _float_rules(arr, name, dtype, ndim, ref, "np", strict=has_dtype)
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or Inf")
     return np.ascontiguousarray(arr)
