@@ -32,3 +32,24 @@ def test_ideal_counts_the_products_gemms():
     k = 4
     flops = sum(g.flops for g in ideal.kernels_for("ggn_block", sizes, 10, k=k))
     assert flops == k * sum(g.flops for g in ideal.kernels_for("ggn_cached", sizes, 10))
+
+
+def test_targets_table_reads_the_committed_results(monkeypatch):
+    """bench/targets.py: each row is recomputed from the committed report JSON (ratio, bound, verdict)."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.syspath_prepend(str(repo))  # bench/ is not installed with the package
+    from bench import targets
+
+    root = repo / "bench" / "results"
+    load = lambda stem: json.loads((root / f"{stem}-epyc2c-2026-11-22.json").read_text())  # noqa: E731
+    cpp, peers = load("cpp"), load("peers")
+    rows = {(t, cfg, src): (v, met) for t, cfg, v, _, met, src in targets.targets(cpp, peers, None)}
+    dense = [r for r in peers["peers"] if r["product"] == "hessian_dense" and r["peer"] == "jax_hessian"
+             and r["engine"] == "cpp" and r["config"] == "S"][0]
+    v, met = rows["jax.jit(jax.hessian) / dense Hessian", "S", "peers"]
+    assert v == pytest.approx(dense["peer_ms"] / dense["product_ms"]) and met == (v >= 10)
+    hvp = [r for r in cpp["results"] if r["product"] == "hvp_cached" and r["config"] == "M"][0]
+    assert rows["cached HVP / its GEMM ideal", "M", "cpp"] == (hvp["ratio"], hvp["ratio"] <= 1.15)
+    assert "| cached HVP / its GEMM ideal | M |" in targets.render(targets.targets(cpp, peers, None), "epyc2c", "d")
