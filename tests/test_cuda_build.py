@@ -108,6 +108,17 @@ def test_launch_arguments_are_checked_against_the_registry():
     _providers.check_launch("rforward_kernel", np.dtype(np.float64), (1, 4, None, 0, None, f64, None), np)
 
 
+def test_launch_plan_checks_then_shapes():
+    """Both GPU providers launch through launch_plan: checked arguments, the registry's shape, None for 0 items."""
+    f64, t64 = np.zeros(4), np.dtype(np.float64)
+    spec, blocks, threads = _providers.launch_plan("hadamard_kernel", t64, (f64, f64, f64), np, 4)
+    assert spec is _kernels.KERNELS["hadamard_kernel"]
+    assert (blocks, threads) == _kernels.launch_shape("hadamard_kernel", 4) and blocks > 0
+    assert _providers.launch_plan("hadamard_kernel", t64, (f64, f64, f64), np, 0) is None
+    with pytest.raises(TypeError, match="expected 3 arguments"):
+        _providers.launch_plan("hadamard_kernel", t64, (f64, f64), np, 4)
+
+
 def test_gemm_operands_are_checked():
     A, B, C = np.zeros(6), np.zeros(12), np.zeros(8)
     _providers.check_gemm(False, False, 2, 4, 3, A, 3, B, 4, C, 4)

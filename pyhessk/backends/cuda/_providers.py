@@ -40,6 +40,16 @@ def check_gemm(ta: bool, tb: bool, M: int, N: int, K: int, A: Any, lda: int, B: 
         raise TypeError(f"gemm: mixed dtypes {A.dtype}, {B.dtype}, {C.dtype}")
 
 
+def launch_plan(name: str, dtype: np.dtype, args: tuple[Any, ...], xp: Any, total: int) -> tuple[Any, int, int] | None:
+    """The checked arguments' kernel spec and its (blocks, threads) for ``total`` items; None when there is
+    nothing to launch. Shared by both providers' ``launch``."""
+    check_launch(name, dtype, args, xp)
+    blocks, threads = _kernels.launch_shape(name, total)
+    if blocks == 0:
+        return None
+    return _kernels.KERNELS[name], blocks, threads
+
+
 def check_launch(name: str, dtype: np.dtype, args: tuple[Any, ...], xp: Any) -> None:
     """``TypeError``/``ValueError`` unless ``args`` match the kernel's registered argument kinds."""
     spec = _kernels.KERNELS[name]
@@ -130,11 +140,10 @@ class NvrtcProvider(CupyArrays):
         return fn
 
     def launch(self, name: str, dtype: np.dtype, tag: int | None, total: int, *args: Any) -> None:
-        check_launch(name, dtype, args, self.xp)
-        blocks, threads = _kernels.launch_shape(name, total)
-        if blocks == 0:
+        plan = launch_plan(name, dtype, args, self.xp, total)
+        if plan is None:
             return
-        spec = _kernels.KERNELS[name]
+        spec, blocks, threads = plan
         kargs = [] if spec.per_item else [np.int64(total)]
         for kind, a in zip(spec.args, args):
             if kind in _POINTER_DTYPES:
@@ -177,11 +186,10 @@ class CoreProvider(CupyArrays):
         self.allow_tf32 = allow_tf32
 
     def launch(self, name: str, dtype: np.dtype, tag: int | None, total: int, *args: Any) -> None:
-        check_launch(name, dtype, args, self.xp)
-        blocks, threads = _kernels.launch_shape(name, total)
-        if blocks == 0:
+        plan = launch_plan(name, dtype, args, self.xp, total)
+        if plan is None:
             return
-        spec = _kernels.KERNELS[name]
+        spec, blocks, threads = plan
         kargs: list[Any] = [] if spec.per_item else [int(total)]
         kargs += [a if kind in _POINTER_DTYPES else (float(a) if kind == "s" else int(a))
                   for kind, a in zip(spec.args, args)]
