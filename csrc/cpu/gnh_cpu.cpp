@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 #include "common/dispatch.h"
 #include "cpu/clones.h"
@@ -72,6 +73,26 @@ void scale_and_norms(int m, int d, int n, const T* f, T* S, T* nu) {
   }
 }
 
+// Software prefetch for the passes over the factors. S_l is stored (n_l, d, n): a pass reads rows of n
+// numbers (4 KiB for n = 1024 in float32), and the hardware prefetchers stop at every page boundary, so
+// each row would start a fresh miss stream; measured on the contractions, 12–15 GB/s without and about
+// 35 GB/s with a prefetch kAhead bytes ahead of each row being read. A prefetch never faults, so reaching
+// past the end of S is harmless (the address is formed as an integer).
+constexpr int kAhead = 8192;      // bytes ahead of the read position
+constexpr int kGroupBytes = 256;  // bytes covered per prefetch step: four cache lines
+template <typename T>
+constexpr int kGroup = kGroupBytes / int(sizeof(T));  // numbers per prefetch step
+
+template <typename T>
+inline void prefetch_ahead(const T* x) {
+#if defined(__GNUC__)
+  const auto at = reinterpret_cast<std::uintptr_t>(x) + kAhead;
+  for (int b = 0; b < kGroupBytes; b += 64) __builtin_prefetch(reinterpret_cast<const void*>(at + b), 0, 0);
+#else
+  (void)x;
+#endif
+}
+
 // dst (m, r, k) from src (r, m, k): the two outer axes swapped, runs of k numbers moved whole. Tiles of
 // 16 × 8 runs, walked along the destination: rows of a power-of-two length then do not evict each other.
 template <typename T>
@@ -115,21 +136,30 @@ PYHESSK_CPU_CLONES void contract_in(int m, int d, int k, int n, const T* S, cons
         const T b = vb[int64_t(i) * k + j];
         for (int s = 0; s < n; ++s) p[s] += b;
       }
+      const bool first = j == 0;  // the rows of S_i come from memory for j = 0, then from cache
       int c = 0;
       for (; c + 2 <= d; c += 2) {
         const T* __restrict x0 = S + (int64_t(i) * d + c) * n;
         const T* __restrict x1 = x0 + n;
         T* __restrict u0 = u + (int64_t(j) * d + c) * n;
         T* __restrict u1 = u0 + n;
-        for (int s = 0; s < n; ++s) {
-          u0[s] += p[s] * x0[s];
-          u1[s] += p[s] * x1[s];
+        for (int s0 = 0; s0 < n; s0 += kGroup<T>) {
+          if (first) prefetch_ahead(x0 + s0), prefetch_ahead(x1 + s0);
+          const int s1 = std::min(n, s0 + kGroup<T>);
+          for (int s = s0; s < s1; ++s) {
+            u0[s] += p[s] * x0[s];
+            u1[s] += p[s] * x1[s];
+          }
         }
       }
       if (c < d) {
         const T* __restrict x0 = S + (int64_t(i) * d + c) * n;
         T* __restrict u0 = u + (int64_t(j) * d + c) * n;
-        for (int s = 0; s < n; ++s) u0[s] += p[s] * x0[s];
+        for (int s0 = 0; s0 < n; s0 += kGroup<T>) {
+          if (first) prefetch_ahead(x0 + s0);
+          const int s1 = std::min(n, s0 + kGroup<T>);
+          for (int s = s0; s < s1; ++s) u0[s] += p[s] * x0[s];
+        }
       }
     }
 }
@@ -143,20 +173,33 @@ PYHESSK_CPU_CLONES void contract_out(int m, int d, int k, int n, const T* S, con
       T* __restrict q = Q + (int64_t(i) * k + j) * n;
       const T* Si = S + int64_t(i) * d * n;
       const T* uj = u + int64_t(j) * d * n;
+      const bool first = j == 0;  // as in contract_in
       int c = 0;
       if (d % 2) {
         const T *__restrict x0 = Si, *__restrict u0 = uj;
-        for (int s = 0; s < n; ++s) q[s] = x0[s] * u0[s];
+        for (int s0 = 0; s0 < n; s0 += kGroup<T>) {
+          if (first) prefetch_ahead(x0 + s0);
+          const int s1 = std::min(n, s0 + kGroup<T>);
+          for (int s = s0; s < s1; ++s) q[s] = x0[s] * u0[s];
+        }
         c = 1;
       } else {
         const T *__restrict x0 = Si, *__restrict x1 = Si + n, *__restrict u0 = uj, *__restrict u1 = uj + n;
-        for (int s = 0; s < n; ++s) q[s] = x0[s] * u0[s] + x1[s] * u1[s];
+        for (int s0 = 0; s0 < n; s0 += kGroup<T>) {
+          if (first) prefetch_ahead(x0 + s0), prefetch_ahead(x1 + s0);
+          const int s1 = std::min(n, s0 + kGroup<T>);
+          for (int s = s0; s < s1; ++s) q[s] = x0[s] * u0[s] + x1[s] * u1[s];
+        }
         c = 2;
       }
       for (; c < d; c += 2) {
         const T *__restrict x0 = Si + int64_t(c) * n, *__restrict x1 = x0 + n;
         const T *__restrict u0 = uj + int64_t(c) * n, *__restrict u1 = u0 + n;
-        for (int s = 0; s < n; ++s) q[s] += x0[s] * u0[s] + x1[s] * u1[s];
+        for (int s0 = 0; s0 < n; s0 += kGroup<T>) {
+          if (first) prefetch_ahead(x0 + s0), prefetch_ahead(x1 + s0);
+          const int s1 = std::min(n, s0 + kGroup<T>);
+          for (int s = s0; s < s1; ++s) q[s] += x0[s] * u0[s] + x1[s] * u1[s];
+        }
       }
       if (bias_out) {
         acc_t<T> sum = 0;
@@ -275,7 +318,11 @@ void GnhFactors<T>::columns(const int64_t* J, int64_t m, T* out) const {
         T* t = Tl.data() + int64_t(i) * n_;
         for (int c = 0; c < d_; ++c) {
           const T *x = S + (int64_t(i) * d_ + c) * n_, *uc = u.data() + int64_t(c) * n_;
-          for (int k = 0; k < n_; ++k) t[k] += x[k] * uc[k];
+          for (int k0 = 0; k0 < n_; k0 += kGroup<T>) {
+            prefetch_ahead(x + k0);
+            const int k1 = std::min(n_, k0 + kGroup<T>);
+            for (int k = k0; k < k1; ++k) t[k] += x[k] * uc[k];
+          }
         }
       }
       // G[W_l, q] = s T_l A_{l−1}: (n_l × n) · (n × n_{l−1}), with A_{l−1} = AT_lᵀ
