@@ -93,6 +93,17 @@ inline void prefetch_ahead(const T* x) {
 #endif
 }
 
+// body(s0, s1) over [0, n) in groups of kGroup<T> numbers; with `prefetch`, each of `rows` is first
+// prefetched kAhead bytes ahead of the group.
+template <typename T, size_t R, typename Body>
+inline void sweep_rows(int n, bool prefetch, const T* const (&rows)[R], Body&& body) {
+  for (int s0 = 0; s0 < n; s0 += kGroup<T>) {
+    if (prefetch)
+      for (const T* x : rows) prefetch_ahead(x + s0);
+    body(s0, std::min(n, s0 + kGroup<T>));
+  }
+}
+
 // dst (m, r, k) from src (r, m, k): the two outer axes swapped, runs of k numbers moved whole. Tiles of
 // 16 × 8 runs, walked along the destination: rows of a power-of-two length then do not evict each other.
 template <typename T>
@@ -143,23 +154,19 @@ PYHESSK_CPU_CLONES void contract_in(int m, int d, int k, int n, const T* S, cons
         const T* __restrict x1 = x0 + n;
         T* __restrict u0 = u + (int64_t(j) * d + c) * n;
         T* __restrict u1 = u0 + n;
-        for (int s0 = 0; s0 < n; s0 += kGroup<T>) {
-          if (first) prefetch_ahead(x0 + s0), prefetch_ahead(x1 + s0);
-          const int s1 = std::min(n, s0 + kGroup<T>);
+        sweep_rows<T>(n, first, {x0, x1}, [&](int s0, int s1) {
           for (int s = s0; s < s1; ++s) {
             u0[s] += p[s] * x0[s];
             u1[s] += p[s] * x1[s];
           }
-        }
+        });
       }
       if (c < d) {
         const T* __restrict x0 = S + (int64_t(i) * d + c) * n;
         T* __restrict u0 = u + (int64_t(j) * d + c) * n;
-        for (int s0 = 0; s0 < n; s0 += kGroup<T>) {
-          if (first) prefetch_ahead(x0 + s0);
-          const int s1 = std::min(n, s0 + kGroup<T>);
+        sweep_rows<T>(n, first, {x0}, [&](int s0, int s1) {
           for (int s = s0; s < s1; ++s) u0[s] += p[s] * x0[s];
-        }
+        });
       }
     }
 }
@@ -177,29 +184,23 @@ PYHESSK_CPU_CLONES void contract_out(int m, int d, int k, int n, const T* S, con
       int c = 0;
       if (d % 2) {
         const T *__restrict x0 = Si, *__restrict u0 = uj;
-        for (int s0 = 0; s0 < n; s0 += kGroup<T>) {
-          if (first) prefetch_ahead(x0 + s0);
-          const int s1 = std::min(n, s0 + kGroup<T>);
+        sweep_rows<T>(n, first, {x0}, [&](int s0, int s1) {
           for (int s = s0; s < s1; ++s) q[s] = x0[s] * u0[s];
-        }
+        });
         c = 1;
       } else {
         const T *__restrict x0 = Si, *__restrict x1 = Si + n, *__restrict u0 = uj, *__restrict u1 = uj + n;
-        for (int s0 = 0; s0 < n; s0 += kGroup<T>) {
-          if (first) prefetch_ahead(x0 + s0), prefetch_ahead(x1 + s0);
-          const int s1 = std::min(n, s0 + kGroup<T>);
+        sweep_rows<T>(n, first, {x0, x1}, [&](int s0, int s1) {
           for (int s = s0; s < s1; ++s) q[s] = x0[s] * u0[s] + x1[s] * u1[s];
-        }
+        });
         c = 2;
       }
       for (; c < d; c += 2) {
         const T *__restrict x0 = Si + int64_t(c) * n, *__restrict x1 = x0 + n;
         const T *__restrict u0 = uj + int64_t(c) * n, *__restrict u1 = u0 + n;
-        for (int s0 = 0; s0 < n; s0 += kGroup<T>) {
-          if (first) prefetch_ahead(x0 + s0), prefetch_ahead(x1 + s0);
-          const int s1 = std::min(n, s0 + kGroup<T>);
+        sweep_rows<T>(n, first, {x0, x1}, [&](int s0, int s1) {
           for (int s = s0; s < s1; ++s) q[s] += x0[s] * u0[s] + x1[s] * u1[s];
-        }
+        });
       }
       if (bias_out) {
         acc_t<T> sum = 0;
@@ -318,11 +319,9 @@ void GnhFactors<T>::columns(const int64_t* J, int64_t m, T* out) const {
         T* t = Tl.data() + int64_t(i) * n_;
         for (int c = 0; c < d_; ++c) {
           const T *x = S + (int64_t(i) * d_ + c) * n_, *uc = u.data() + int64_t(c) * n_;
-          for (int k0 = 0; k0 < n_; k0 += kGroup<T>) {
-            prefetch_ahead(x + k0);
-            const int k1 = std::min(n_, k0 + kGroup<T>);
+          sweep_rows<T>(n_, true, {x}, [&](int k0, int k1) {
             for (int k = k0; k < k1; ++k) t[k] += x[k] * uc[k];
-          }
+          });
         }
       }
       // G[W_l, q] = s T_l A_{l−1}: (n_l × n) · (n × n_{l−1}), with A_{l−1} = AT_lᵀ
