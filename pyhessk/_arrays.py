@@ -49,6 +49,27 @@ def is_gpu_array(x: Any) -> bool:
         return False
 
 
+def namespace_of(x: Any) -> Any:
+    """The array library of an engine's array: ``cupy`` for the CuPy arrays the cuda engine takes and
+    returns, else ``numpy``. Results made from such an array stay in its library (and on its device)."""
+    if isinstance(x, np.ndarray) or not is_gpu_array(x):
+        return np
+    import cupy
+
+    return cupy
+
+
+def to_host(x: Any) -> np.ndarray:
+    """An engine's array as NumPy: copied from the device for the cuda engine's CuPy arrays, else as it is.
+    For the parts of pyhessk that compute on the host (Woodbury solves, HODLR compression)."""
+    return x.get() if hasattr(x, "__cuda_array_interface__") else np.asarray(x)
+
+
+def host_float64(x: Any) -> np.ndarray:
+    """``to_host`` in float64."""
+    return np.asarray(to_host(x), dtype=np.float64)
+
+
 def to_cupy(x: Any, name: str) -> Any:
     """The CuPy view of a GPU array (zero-copy); ``TypeError`` naming the argument if that is impossible."""
     try:

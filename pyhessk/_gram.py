@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 
+from ._arrays import to_host
 from .backends._base import ModelSpec
 from .backends.numpy.mlp import factor_backward, factor_forward
 
@@ -107,4 +108,5 @@ def default_chunk(n: int, d: int, budget: int = 1 << 25) -> int:
 
 
 def as_layers(engine: Any, fac: Any, model: ModelSpec) -> list[tuple[np.ndarray, np.ndarray]]:
-    return [engine.gnh_layer_factors(fac, l) for l in range(1, model.num_layers + 1)]
+    """(S_l, A_{l−1}) of every layer as host arrays (copied from the device on the cuda engine)."""
+    return [tuple(to_host(a) for a in engine.gnh_layer_factors(fac, l)) for l in range(1, model.num_layers + 1)]

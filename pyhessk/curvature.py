@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._arrays import as_float, as_index, as_int, as_real, is_gpu_array
+from ._arrays import as_float, as_index, as_int, as_real, namespace_of, to_host
 
 if TYPE_CHECKING:
     from .mlp import MLP
@@ -107,12 +107,17 @@ class Curvature:
     def _unblock(out: np.ndarray, single: bool) -> np.ndarray:
         return out[:, 0] if single else out
 
+    def _home(self) -> Any:
+        """The array library of the answers that no argument array decides (index-driven GNH reads, dense
+        matrices): CuPy for a linearization of GPU arrays on the cuda engine, NumPy otherwise."""
+        return np if getattr(self._lin, "host", True) else self._engine.xp
+
     # ---- products ----------------------------------------------------------------------------------
     def hvp(self, V: Any) -> np.ndarray:
         """Exact Hessian products H V (Pearlmutter's R-operator): V (N,) or (N, k) → same shape."""
         v, single = self._block(V)
         if v.shape[1] == 0:
-            return np.empty_like(v)
+            return namespace_of(v).empty_like(v)
         return self._unblock(self._engine.hvp(self._lin, v), single)
 
     def gnvp(self, V: Any) -> np.ndarray:
@@ -125,7 +130,7 @@ class Curvature:
         """
         v, single = self._block(V)
         if v.shape[1] == 0:
-            return np.empty_like(v)
+            return namespace_of(v).empty_like(v)
         if self._entries is not None and self._entries._factored_pays(v.shape[1]):
             return self._unblock(self._engine.gnh_gnvp(self._entries._fac, v), single)
         return self._unblock(self._engine.gnvp(self._lin, v), single)
@@ -135,9 +140,9 @@ class Curvature:
         v, single = self._block(V)
         n, d = self._lin.n, self._model.sizes[-1]
         if v.shape[1] == 0:
-            return np.empty((n, d, 0), dtype=self._dtype)
+            return namespace_of(v).empty((n, d, 0), dtype=self._dtype)
         out = self._engine.jvp(self._lin, v)  # (n, k, d)
-        return out[:, 0, :].copy() if single else np.ascontiguousarray(out.transpose(0, 2, 1))
+        return out[:, 0, :].copy() if single else namespace_of(out).ascontiguousarray(out.transpose(0, 2, 1))
 
     def vjp(self, U: Any) -> np.ndarray:
         """Jᵀ U summed over samples (no 1/n, no λ): U (n, d) → (N,); U (n, d, k) → (N, k)."""
@@ -146,9 +151,10 @@ class Curvature:
         if u.shape[:2] != (n, d):
             raise ValueError(f"U must have shape ({n}, {d}) or ({n}, {d}, k) to match the batch and outputs, got {u.shape}")
         single = u.ndim == 2
+        xp = namespace_of(u)
         if not single and u.shape[2] == 0:
-            return np.empty((self._model.num_params, 0), dtype=self._dtype)
-        blk = u[:, None, :] if single else np.ascontiguousarray(u.transpose(0, 2, 1))
+            return xp.empty((self._model.num_params, 0), dtype=self._dtype)
+        blk = u[:, None, :] if single else xp.ascontiguousarray(u.transpose(0, 2, 1))
         return self._unblock(self._engine.vjp(self._lin, blk), single)
 
     # ---- dense matrices ------------------------------------------------------------------------------
@@ -173,15 +179,13 @@ class Curvature:
         if chunk_size is None:
             width = self._lin.n * sum(self._model.sizes[1:])
             chunk_size = max(1, min(N, (1 << 24) // max(width, 1)))
-        out = None
+        xp = self._home()  # the unit vectors, the products and the matrix live there (the device for GPU arrays)
+        out = xp.empty((N, N), dtype=self._dtype)
         for start in range(0, N, chunk_size):
             stop = min(N, start + chunk_size)
-            E = np.zeros((N, stop - start), dtype=self._dtype)
-            E[np.arange(start, stop), np.arange(stop - start)] = 1
-            cols = product(E)
-            if out is None:  # where the products land: the device for a linearization of GPU arrays
-                out = (self._engine.xp if is_gpu_array(cols) else np).empty((N, N), dtype=self._dtype)
-            out[:, start:stop] = cols
+            E = xp.zeros((N, stop - start), dtype=self._dtype)
+            E[xp.arange(start, stop), xp.arange(stop - start)] = 1
+            out[:, start:stop] = product(E)
         return out
 
     def hessian(self, max_params: int = DEFAULT_MAX_PARAMS, chunk_size: int | None = None,
@@ -254,13 +258,14 @@ class Curvature:
                 f"or solve iteratively (pyhessk.linalg.cg with linear_operator('gnh', damping))"
             )
         chunk = _gram.default_chunk(n, d) if chunk_size is None else as_int(chunk_size, "chunk_size", low=1)
+        xp = namespace_of(v)
         if v.shape[1] == 0:
-            return self._unblock(np.empty_like(v), single)
+            return self._unblock(xp.empty_like(v), single)
         if self._solver is None or self._solver[0] != damping:
             layers = _gram.as_layers(self._engine, self.gnh_entries()._fac, model)
             self._solver = (damping, _gram.factorise(model, layers, model.scale(n), damping, chunk))
-        out = self._solver[1].solve(np.asarray(v, dtype=np.float64))
-        return self._unblock(out.astype(self._dtype, copy=False), single)
+        out = self._solver[1].solve(to_host(v).astype(np.float64, copy=False))  # on the host, in float64
+        return self._unblock(xp.asarray(out.astype(self._dtype, copy=False)), single)
 
     # ---- entrywise Gauss–Newton ----------------------------------------------------------------------
     def gnh_entries(self) -> GnhEntries:
@@ -295,14 +300,14 @@ class GnhEntries:
         """Exact G[rows[t], cols[t]] for index arrays of equal length."""
         r, c, shape = self._pair(rows, cols)
         if r.size == 0:
-            return np.empty(shape, dtype=self._c.dtype)
+            return self._c._home().empty(shape, dtype=self._c.dtype)
         return self._engine.gnh_entries(self._fac, r, c).reshape(shape)
 
     def block(self, I: Any, J: Any) -> np.ndarray:
         """Exact G[np.ix_(I, J)], one GEMM over the gathered factors."""
         i, j = as_index(I, "I", self._N), as_index(J, "J", self._N)
         if i.size == 0 or j.size == 0:
-            return np.empty((i.size, j.size), dtype=self._c.dtype)
+            return self._c._home().empty((i.size, j.size), dtype=self._c.dtype)
         return self._engine.gnh_block(self._fac, i, j)
 
     def column(self, j: Any) -> np.ndarray:
@@ -310,7 +315,7 @@ class GnhEntries:
         single = np.ndim(j) == 0
         J = as_index(np.atleast_1d(j), "j", self._N)
         if J.size == 0:
-            return np.empty((self._N, 0), dtype=self._c.dtype)
+            return self._c._home().empty((self._N, 0), dtype=self._c.dtype)
         out = self._engine.gnh_columns(self._fac, J)
         return out[:, 0] if single else out
 
@@ -328,7 +333,7 @@ class GnhEntries:
         """
         v, single = self._c._block(V)
         if v.shape[1] == 0:
-            return np.empty_like(v)
+            return namespace_of(v).empty_like(v)
         return self._c._unblock(self._engine.gnh_gnvp(self._fac, v), single)
 
     def _factored_pays(self, k: int) -> bool:
@@ -407,14 +412,14 @@ class GnhEntries:
             raise TypeError(f"allow_exact must be a bool, got {type(allow_exact).__name__}")
         r, c, shape = self._pair(rows, cols)
         if r.size == 0:
-            return np.empty(shape, dtype=self._c.dtype)
+            return self._c._home().empty(shape, dtype=self._c.dtype)
         groups, s = self._sampling_plan(eps, delta, method)
         if not self._samples(groups, s, bool(allow_exact)):
             return self._engine.gnh_entries(self._fac, r, c).reshape(shape)
         if groups == 1:
             return self._engine.gnh_sample(self._fac, r, c, s, seed).reshape(shape)
         means = self._engine.gnh_sample_groups(self._fac, r, c, s, groups, seed)  # (groups, m)
-        return np.median(means, axis=0).astype(self._c.dtype, copy=False).reshape(shape)
+        return namespace_of(means).median(means, axis=0).astype(self._c.dtype, copy=False).reshape(shape)
 
 
 def factored_gnvp_pays(sizes: tuple[int, ...], n: int, k: int, itemsize: int) -> bool:

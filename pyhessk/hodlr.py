@@ -36,7 +36,7 @@ import numpy as np
 import scipy.linalg as sla
 from scipy.sparse.linalg import LinearOperator
 
-from ._arrays import as_float, as_int, as_real
+from ._arrays import as_float, as_int, as_real, host_float64
 
 if TYPE_CHECKING:
     from .curvature import Curvature
@@ -141,11 +141,6 @@ class HodlrReport:
         return "\n".join(lines)
 
 
-def _host(x: Any) -> np.ndarray:
-    """A float64 NumPy copy of an engine's answer (the cuda engine answers GPU-made snapshots in CuPy)."""
-    return np.asarray(x.get() if hasattr(x, "__cuda_array_interface__") else x, dtype=np.float64)
-
-
 class _Builder:
     """Adaptive cross approximation of the off-diagonal blocks through the entry oracle."""
 
@@ -156,13 +151,13 @@ class _Builder:
         self.max_rank = max_rank
         self.rng = rng
         self.eps = eps
-        self.diag = np.asarray(self.e.diagonal(), dtype=np.float64)
+        self.diag = host_float64(self.e.diagonal())
         self.evaluated = 0
         self.probe_products = 0
 
     def block(self, I: np.ndarray, J: np.ndarray) -> np.ndarray:
         self.evaluated += I.size * J.size
-        return _host(self.e.block(I, J))
+        return host_float64(self.e.block(I, J))
 
     def sketch(self, A: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(Ω, K[A, B] Ω) for ``_PROBES`` Gaussian vectors Ω on B: one block Gauss–Newton product with vectors
@@ -171,7 +166,7 @@ class _Builder:
         W = np.zeros((self.c.num_params, _PROBES), dtype=self.c.dtype)
         W[B] = Omega
         self.probe_products += _PROBES
-        return Omega.astype(self.c.dtype).astype(np.float64), _host(self.c.gnvp(W))[A]
+        return Omega.astype(self.c.dtype).astype(np.float64), host_float64(self.c.gnvp(W))[A]
 
     def compress(self, A: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, bool]:
         """K[A, B] ≈ U Vᵀ (V is None: U is the dense block); the flag says whether the tolerance was met."""
@@ -503,7 +498,7 @@ class HodlrMatrix:
         if isinstance(dense, (bool, np.bool_)):
             if not dense:
                 return rep
-            K = np.asarray(self.curvature.gnh(), dtype=np.float64) + self.damping * np.eye(self.shape[0])
+            K = host_float64(self.curvature.gnh()) + self.damping * np.eye(self.shape[0])
         else:
             K = np.asarray(as_float(dense, "dense", None, ndim=2), dtype=np.float64)
             if K.shape != self.shape:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._arrays import as_int, as_real
+from ._arrays import as_int, as_real, to_host
 from .linalg import check_kind, product
 
 if TYPE_CHECKING:
@@ -374,7 +374,7 @@ def diagonal(c: Curvature, kind: str = "gnh", method: str = "exact", probes: int
     N = c.num_params
     if method == "exact":
         if kind == "gnh":
-            return np.asarray(c.gnh_entries().diagonal())
+            return to_host(c.gnh_entries().diagonal())  # the host, like every other result here
         block_size = as_int(block_size, "block_size", low=1)
         out = np.empty(N, dtype=c.dtype)
         for s in range(0, N, block_size):

@@ -157,3 +157,67 @@ def test_gpu_inputs_are_checked_on_the_device():
         net.linearize(cupy.asarray(th), bad, Y)
     with pytest.raises(TypeError, match="mixed float32/float64"):
         net.linearize(cupy.asarray(th), cupy.asarray(X, dtype=cupy.float32), Y)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_device_answers_stay_on_the_device(engine):
+    """A linearization of GPU arrays answers in CuPy: empty blocks, index-driven GNH reads and the damped solve
+    too (which factorises on the host and hands the result back to the device)."""
+    case = Case((3, 4, 3), "tanh", "softmax_cross_entropy", n=6, seed=1)
+    th, X, Y = case.data("float64")
+    c = case.net(engine).linearize(cupy.asarray(th), cupy.asarray(X), cupy.asarray(Y))
+    N, n, d = c.num_params, case.n, case.sizes[-1]
+    e = c.gnh_entries()
+    none = cupy.zeros((N, 0))
+    empties = {
+        "hvp": (c.hvp(none), (N, 0)), "gnvp": (c.gnvp(none), (N, 0)), "factored": (e.gnvp(none), (N, 0)),
+        "jvp": (c.jvp(none), (n, d, 0)), "vjp": (c.vjp(cupy.zeros((n, d, 0))), (N, 0)),
+        "entries": (e.entries([], []), (0,)), "block": (e.block([], [1]), (0, 1)), "column": (e.column([]), (N, 0)),
+        "estimate": (e.estimate([], []), (0,)), "solve": (c.gnh_solve(none, 0.1), (N, 0)),
+    }
+    for key, (got, shape) in empties.items():
+        assert isinstance(got, cupy.ndarray) and got.shape == shape, key
+
+    rng = np.random.default_rng(5)
+    B = rng.standard_normal((N, 3))
+    G = case.net("numpy").linearize(th, X, Y).gnh()
+    want = np.linalg.solve(G + 0.1 * np.eye(N), B)
+    got = c.gnh_solve(cupy.asarray(B), 0.1)
+    assert isinstance(got, cupy.ndarray) and rel_err(_host(got), want) < 1e-10
+    got1 = c.gnh_solve(cupy.asarray(B[:, 1]), 0.1)
+    assert isinstance(got1, cupy.ndarray) and got1.shape == (N,) and rel_err(_host(got1), want[:, 1]) < 1e-10
+    assert type(c.gnh_solve(B, 0.1)) is np.ndarray  # NumPy in, NumPy out
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_median_of_means_on_the_device(engine):
+    """The median-of-means estimator on a GPU snapshot: CuPy out, within its (ε, δ) bound of the exact entries."""
+    case = Case((4, 6, 5), "tanh", "softmax_cross_entropy", n=400, seed=2)
+    th, X, Y = case.data("float64")
+    e = case.net(engine).linearize(*(cupy.asarray(a) for a in (th, X, Y))).gnh_entries()
+    rows, cols = np.array([0, 3, 7, 30, 40, 55]), np.array([1, 3, 9, 20, 41, 60])
+    est = e.estimate(rows, cols, eps=0.5, delta=1e-3, seed=7, method="median_of_means", allow_exact=False)
+    assert isinstance(est, cupy.ndarray) and est.shape == rows.shape
+    ref = case.net("numpy").linearize(th, X, Y).gnh_entries()
+    diag = ref.diagonal()
+    bound = 0.5 * np.sqrt(diag[rows] * diag[cols])
+    assert np.all(np.abs(_host(est) - ref.entries(rows, cols)) <= bound)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_host_toolkit_on_a_device_snapshot(engine):
+    """The host-side tools (diagonal, trace, eigsh, HODLR) accept a snapshot of GPU arrays and answer in NumPy."""
+    case = Case((3, 5, 3), "tanh", "softmax_cross_entropy", n=8, seed=4)
+    th, X, Y = case.data("float64")
+    c = case.net(engine).linearize(*(cupy.asarray(a) for a in (th, X, Y)))
+    ref = case.net("numpy").linearize(th, X, Y)
+    for kind in ("gnh", "hessian"):
+        got = hk.diagonal(c, kind)
+        assert type(got) is np.ndarray and rel_err(got, hk.diagonal(ref, kind)) < 1e-12, kind
+    assert abs(hk.trace(c, "gnh", method="exact") - hk.trace(ref, "gnh", method="exact")) < 1e-10
+    vals, _ = hk.eigsh(c, k=2, kind="gnh")
+    assert rel_err(vals, np.linalg.eigvalsh(ref.gnh())[::-1][:2]) < 1e-8  # descending for "LA"
+    h = hk.gnh_hodlr(c, damping=0.1, tol=0.0, leaf_size=8)
+    b = np.random.default_rng(1).standard_normal(c.num_params)
+    assert rel_err(h.solve(b), np.linalg.solve(ref.gnh() + 0.1 * np.eye(c.num_params), b)) < 1e-8
+    assert h.report(dense=True).solve_rel_error < 1e-8  # the dense K from the device, on the host
