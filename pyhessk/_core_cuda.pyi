@@ -9,8 +9,10 @@ def launch(name: str, dtype: int, tag: int, total: int, blocks: int, threads: in
     """Launch one kernel of csrc/cuda/kernels (dtype 0 float / 1 double, tag −1 for none) on a stream."""
 
 def gemm(ta: bool, tb: bool, M: int, N: int, K: int, alpha: float, A: Any, lda: int, B: Any, ldb: int, beta: float,
-         C: Any, ldc: int, stream: int, allow_tf32: bool) -> None:
-    """Row-major C = alpha op(A) op(B) + beta C with cuBLAS on a stream (arrays with __cuda_array_interface__)."""
+         C: Any, ldc: int, stream: int, allow_tf32: bool, batch: int = 1, sA: int = 0, sB: int = 0,
+         sC: int = 0) -> None:
+    """Row-major C = alpha op(A) op(B) + beta C with cuBLAS on a stream (arrays with __cuda_array_interface__);
+    batch > 1: strided batched, operand b starting sA·b, sB·b, sC·b elements on."""
 
 def kernel_names() -> list[str]: ...
 def build_info() -> dict[str, str]: ...

@@ -84,8 +84,9 @@ def sampled_estimates(backend: str) -> np.ndarray:
 
 
 def curvature_reads(c, V, U, dense: bool = True) -> dict:
-    """Every product and GNH read of one Curvature on V (N, k) and U (n, d, k'): what the engine-parity tests
-    compare with the NumPy engine (the sampler is left out: its random stream differs between engines).
+    """Every product and GNH read of one Curvature on V (N, k) and U (n, d, k'), the factored G·V included: what
+    the engine-parity tests compare with the NumPy engine (the sampler is left out: its random stream differs
+    between engines).
     ``dense`` adds c.hessian() and c.gnh()."""
     e = c.gnh_entries()
     N = c.num_params
@@ -94,7 +95,7 @@ def curvature_reads(c, V, U, dense: bool = True) -> dict:
         "loss": np.array([c.loss]), "grad": c.grad, "hvp": c.hvp(V), "hvp1": c.hvp(V[:, 0]), "gnvp": c.gnvp(V),
         "jvp": c.jvp(V), "vjp": c.vjp(U), "entries": e.entries(rows, rows[::-1]),
         "block": e.block(rows[:7], rows[-5:]), "columns": e.column(rows[[0, N // 2, N - 1]]),
-        "diagonal": e.diagonal(),
+        "diagonal": e.diagonal(), "factored": e.gnvp(V), "factored1": e.gnvp(V[:, 0]),
     }
     if dense:
         out.update(hessian=c.hessian(), gnh=c.gnh())

@@ -96,10 +96,13 @@ KernelArg to_arg(const py::handle& obj, size_t pos) {
   return a;
 }
 
-void need_elements(const DeviceArray& a, long long rows, long long cols, long long ld, const char* name) {
-  if (rows == 0 || cols == 0) return;
-  if (ld < cols || a.size < (rows - 1) * ld + cols)
-    throw py::value_error(std::string("gemm: ") + name + " is too small for its shape and leading dimension");
+void need_elements(const DeviceArray& a, long long rows, long long cols, long long ld, int batch, long long stride,
+                   const char* name) {
+  if (stride < 0) throw py::value_error(std::string("gemm: the batch stride of ") + name + " is negative");
+  if (rows == 0 || cols == 0 || batch == 0) return;
+  if (ld < cols || a.size < (batch - 1) * stride + (rows - 1) * ld + cols)
+    throw py::value_error(std::string("gemm: ") + name +
+                          " is too small for its shape, leading dimension and batch");
 }
 
 }  // namespace
@@ -122,20 +125,23 @@ PYBIND11_MODULE(_core_cuda, m, py::mod_gil_not_used()) {
 
   m.def("gemm", [](bool ta, bool tb, int M, int N, int K, double alpha, const py::object& A, int lda,
                    const py::object& B, int ldb, double beta, const py::object& C, int ldc, uintptr_t stream,
-                   bool allow_tf32) {
+                   bool allow_tf32, int batch, long long sA, long long sB, long long sC) {
         const DeviceArray a = device_array(A, "A"), b = device_array(B, "B"), c = device_array(C, "C");
         if (a.elem != c.elem || b.elem != c.elem || c.elem == Elem::i64)
           throw py::type_error("gemm: A, B and C must share one float dtype");
-        need_elements(a, ta ? K : M, ta ? M : K, lda, "A");
-        need_elements(b, tb ? N : K, tb ? K : N, ldb, "B");
-        need_elements(c, M, N, ldc, "C");
+        if (batch < 0) throw py::value_error("gemm: negative batch");
+        need_elements(a, ta ? K : M, ta ? M : K, lda, batch, sA, "A");
+        need_elements(b, tb ? N : K, tb ? K : N, ldb, batch, sB, "B");
+        need_elements(c, M, N, ldc, batch, sC, "C");
         const int dtype = c.elem == Elem::f32 ? 0 : 1;
         py::gil_scoped_release nogil;
         pyhessk::cuda::gemm(ta, tb, M, N, K, alpha, a.ptr, lda, b.ptr, ldb, beta, c.ptr, ldc, dtype,
-                            reinterpret_cast<void*>(stream), allow_tf32);
+                            reinterpret_cast<void*>(stream), allow_tf32, batch, sA, sB, sC);
       }, py::arg("ta"), py::arg("tb"), py::arg("M"), py::arg("N"), py::arg("K"), py::arg("alpha"), py::arg("A"),
       py::arg("lda"), py::arg("B"), py::arg("ldb"), py::arg("beta"), py::arg("C"), py::arg("ldc"), py::arg("stream"),
-      py::arg("allow_tf32"), "Row-major C = alpha op(A) op(B) + beta C with cuBLAS on a stream.");
+      py::arg("allow_tf32"), py::arg("batch") = 1, py::arg("sA") = 0, py::arg("sB") = 0, py::arg("sC") = 0,
+      "Row-major C = alpha op(A) op(B) + beta C with cuBLAS on a stream; batch > 1: strided batched, operand b "
+      "starting sA·b, sB·b, sC·b elements on.");
 
   m.def("kernel_names", &pyhessk::cuda::kernel_names, "The kernels this module instantiates.");
   m.def("build_info", [] {

@@ -29,23 +29,28 @@ cublasHandle_t handle_for(int device) {  // caller holds handle_mutex()
 }  // namespace
 
 void gemm(bool ta, bool tb, int M, int N, int K, double alpha, const void* A, int lda, const void* B, int ldb,
-          double beta, void* C, int ldc, int dtype, void* stream, bool allow_tf32) {
-  if (M < 0 || N < 0 || K < 0) throw std::invalid_argument("gemm: negative size");
-  if (M == 0 || N == 0) return;
+          double beta, void* C, int ldc, int dtype, void* stream, bool allow_tf32, int batch, long long sA,
+          long long sB, long long sC) {
+  if (M < 0 || N < 0 || K < 0 || batch < 0) throw std::invalid_argument("gemm: negative size or batch");
+  if (M == 0 || N == 0 || batch == 0) return;
   const int device = current_device();
   std::lock_guard<std::mutex> lock(handle_mutex());
   cublasHandle_t h = handle_for(device);
   PYHESSK_CUBLAS_CHECK(cublasSetStream(h, static_cast<cudaStream_t>(stream)));
   PYHESSK_CUBLAS_CHECK(cublasSetPointerMode(h, CUBLAS_POINTER_MODE_HOST));
   const cublasOperation_t opA = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opB = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-  if (dtype == 0) {
-    const float a = float(alpha), b = float(beta);
-    const cublasComputeType_t compute = allow_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-    PYHESSK_CUBLAS_CHECK(cublasGemmEx(h, opB, opA, N, M, K, &a, B, CUDA_R_32F, ldb, A, CUDA_R_32F, lda, &b, C,
-                                      CUDA_R_32F, ldc, compute, CUBLAS_GEMM_DEFAULT));
+  const float af = float(alpha), bf = float(beta);
+  const void* a = dtype == 0 ? static_cast<const void*>(&af) : static_cast<const void*>(&alpha);
+  const void* b = dtype == 0 ? static_cast<const void*>(&bf) : static_cast<const void*>(&beta);
+  const cudaDataType_t type = dtype == 0 ? CUDA_R_32F : CUDA_R_64F;
+  const cublasComputeType_t compute = dtype != 0 ? CUBLAS_COMPUTE_64F
+                                      : allow_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  if (batch == 1) {
+    PYHESSK_CUBLAS_CHECK(cublasGemmEx(h, opB, opA, N, M, K, a, B, type, ldb, A, type, lda, b, C, type, ldc, compute,
+                                      CUBLAS_GEMM_DEFAULT));
   } else {
-    PYHESSK_CUBLAS_CHECK(cublasGemmEx(h, opB, opA, N, M, K, &alpha, B, CUDA_R_64F, ldb, A, CUDA_R_64F, lda, &beta,
-                                      C, CUDA_R_64F, ldc, CUBLAS_COMPUTE_64F, CUBLAS_GEMM_DEFAULT));
+    PYHESSK_CUBLAS_CHECK(cublasGemmStridedBatchedEx(h, opB, opA, N, M, K, a, B, type, ldb, sB, A, type, lda, sA, b,
+                                                    C, type, ldc, sC, batch, compute, CUBLAS_GEMM_DEFAULT));
   }
 }
 

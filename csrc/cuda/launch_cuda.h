@@ -36,8 +36,11 @@ std::vector<std::string> kernel_names();
 
 // Row-major C (M × N) = alpha op(A) op(B) + beta C through cuBLAS on `stream` (the calling device's handle).
 // dtype 0 float / 1 double; allow_tf32 lets float32 GEMMs use TF32 tensor cores (off: full float32).
+// batch > 1: `batch` such products, operand b starting sA·b, sB·b, sC·b elements on (strided batched;
+// a stride may be 0 to share an operand).
 void gemm(bool ta, bool tb, int M, int N, int K, double alpha, const void* A, int lda, const void* B, int ldb,
-          double beta, void* C, int ldc, int dtype, void* stream, bool allow_tf32);
+          double beta, void* C, int ldc, int dtype, void* stream, bool allow_tf32, int batch = 1,
+          long long sA = 0, long long sB = 0, long long sC = 0);
 
 // Device and pointer checks: the device a pointer belongs to (CudaError if it is not device memory).
 int pointer_device(const void* p);

@@ -101,17 +101,19 @@ class HostProvider:
                                          *cargs)
 
     def gemm(self, ta: bool, tb: bool, M: int, N: int, K: int, alpha: float, A: Any, lda: int, B: Any, ldb: int,
-             beta: float, C: Any, ldc: int) -> None:
-        check_gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc)
-        if M == 0 or N == 0:
+             beta: float, C: Any, ldc: int, batch: int = 1, strides: tuple[int, int, int] = (0, 0, 0)) -> None:
+        check_gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, batch, strides)
+        if M == 0 or N == 0 or batch == 0:
             return
 
-        def mat(x: np.ndarray, rows: int, cols: int, ld: int) -> np.ndarray:
-            return as_strided(x, shape=(rows, cols), strides=(ld * x.itemsize, x.itemsize))
+        def mat(x: np.ndarray, rows: int, cols: int, ld: int, stride: int) -> np.ndarray:
+            """(batch, rows, cols) views of a row-major operand, matrix b starting stride·b elements on."""
+            return as_strided(x, shape=(batch, rows, cols), strides=(stride * x.itemsize, ld * x.itemsize, x.itemsize))
 
-        a = mat(A, K, M, lda).T if ta else mat(A, M, K, lda)
-        b = mat(B, N, K, ldb).T if tb else mat(B, K, N, ldb)
-        c = mat(C, M, N, ldc)
+        sA, sB, sC = strides
+        a = mat(A, K, M, lda, sA).transpose(0, 2, 1) if ta else mat(A, M, K, lda, sA)
+        b = mat(B, N, K, ldb, sB).transpose(0, 2, 1) if tb else mat(B, K, N, ldb, sB)
+        c = mat(C, M, N, ldc, sC)
         prod = alpha * (a @ b)
         if beta == 0:
             c[...] = prod

@@ -451,15 +451,51 @@ class CudaEngine(BackendBase):
         return CudaFactors(lin, S, AT, nu, S_off, AT_off, nu_off)
 
     def gnh_gnvp(self, fac: CudaFactors, V: Any) -> Any:
-        """G V for the factored route of the protocol; on the GPU the plain fused product serves it."""
-        return self.gnvp(fac.lin, V)
+        """G V = s·Ŝᵀ(Ŝ V) + λ P_W V from the stored factors (ALGORITHMS §4.4): per layer the GEMM
+        A_{l−1}V_lᵀ, a batched GEMM over samples contracting it with S_l into u (n, k, d), then per layer
+        the batched GEMM Q_l = u S_lᵀ and the weight-block GEMM of the plain backward pass (its assembly
+        epilogue adds the bias sums and λ P_W V). No R-forward, no backward chain through the weights."""
+        lin = fac.lin
+        Vd, host = self._block_in(lin, V)
+        m, n, dt = lin.model, lin.n, lin.dtype
+        sizes, L, d = m.sizes, m.num_layers, m.sizes[-1]
+        k = Vd.shape[1]
+        out = self.xp.empty_like(Vd)
+        v = Vd.ravel()
+        with lin.lock:
+            ws = self._reserve(lin, k)
+            u = ws["buf_a"][: n * k * d]
+            for l in range(1, L + 1):
+                n_l, n_prev = sizes[l], sizes[l - 1]
+                w0, b0, _ = m.offsets[l - 1]
+                nl = n_l * n_prev
+                P = ws["pack"][: k * nl]
+                self._run("pack_rows_kernel", dt, k * nl, v, w0, k, nl, P)
+                Z = ws["RZ"][l - 1][: n * k * n_l]  # (n, k, n_l) = A_{l−1} V_lᵀ + v_l
+                self._gemm(False, True, n, k * n_l, n_prev, 1.0, lin.A[l - 1], n_prev, P, n_prev, 0.0, Z, k * n_l)
+                if m.bias:
+                    self._run("rforward_kernel", dt, Z.size, k, n_l, v, b0, None, Z, None)
+                # u_s (k × d) += s · Z_s (k × n_l) · S_l[:, s, :] (n_l × d), for every sample s
+                self.provider.gemm(False, False, k, d, n_l, m.scale(n), Z, n_l, self._S(fac, l), n * d,
+                                   0.0 if l == 1 else 1.0, u, d, batch=n, strides=(k * n_l, d, k * d))
+            for l in range(L, 0, -1):
+                n_l = sizes[l]
+                Q = ws["buf_b"][: n * k * n_l]  # Q_s (k × n_l) = u_s (k × d) · S_l[:, s, :]ᵀ
+                self.provider.gemm(False, True, k, n_l, d, 1.0, u, d, self._S(fac, l), n * d, 0.0, Q, n_l,
+                                   batch=n, strides=(k * d, d, k * n_l))
+                self._assemble(lin, l, k, Q, None, v, out.ravel(), ws)
+        return self._out(out, host)
+
+    @staticmethod
+    def _S(fac: CudaFactors, l: int) -> Any:
+        """S_l (n_l, n, d), flat."""
+        lin = fac.lin
+        return fac.S[fac.S_off[l - 1]: fac.S_off[l - 1] + lin.model.sizes[l] * lin.n * lin.model.sizes[-1]]
 
     def gnh_layer_factors(self, fac: CudaFactors, l: int) -> tuple[Any, Any]:
         """Views of S_l as (n_l, n, d) and A_{l−1} as (n, n_{l−1}) (device arrays)."""
         m, n, d = fac.lin.model, fac.lin.n, fac.lin.model.sizes[-1]
-        n_l, n_prev = m.sizes[l], m.sizes[l - 1]
-        S_l = fac.S[fac.S_off[l - 1]: fac.S_off[l - 1] + n_l * n * d].reshape(n_l, n, d)
-        return S_l, fac.lin.A[l - 1].reshape(n, n_prev)
+        return self._S(fac, l).reshape(m.sizes[l], n, d), fac.lin.A[l - 1].reshape(n, m.sizes[l - 1])
 
     def _addresses(self, fac: CudaFactors, idx: np.ndarray) -> tuple[Any, Any, Any, np.ndarray]:
         """Device int64 offsets (into S, AT, nu) of each parameter's factors, and the host weight flags."""

@@ -26,16 +26,20 @@ _POINTER_DTYPES = {"p": None, "I": np.dtype(np.int64), "D": np.dtype(np.float64)
 
 
 def check_gemm(ta: bool, tb: bool, M: int, N: int, K: int, A: Any, lda: int, B: Any, ldb: int, C: Any,
-               ldc: int) -> None:
-    """Row-major C (M × N) = op(A) (M × K) · op(B) (K × N): ``ValueError`` if a buffer is too small or a
-    leading dimension too short (an engine bug, caught before cuBLAS reads out of bounds)."""
-    if min(M, N, K) < 0:
-        raise ValueError(f"gemm: negative size ({M}, {N}, {K})")
-    for label, arr, rows, cols, ld in (("A", A, K if ta else M, M if ta else K, lda),
-                                       ("B", B, N if tb else K, K if tb else N, ldb), ("C", C, M, N, ldc)):
-        if rows and cols and (ld < cols or arr.size < (rows - 1) * ld + cols):
-            raise ValueError(f"gemm: {label} holds {arr.size} elements, too few for {rows} × {cols} with "
-                             f"leading dimension {ld}")
+               ldc: int, batch: int = 1, strides: tuple[int, int, int] = (0, 0, 0)) -> None:
+    """Row-major C (M × N) = op(A) (M × K) · op(B) (K × N), ``batch`` times with operand b starting
+    ``strides``·b elements on: ``ValueError`` if a buffer is too small, a leading dimension too short or a
+    stride negative (an engine bug, caught before cuBLAS reads out of bounds)."""
+    if min(M, N, K, batch) < 0:
+        raise ValueError(f"gemm: negative size ({M}, {N}, {K}) or batch {batch}")
+    for label, arr, rows, cols, ld, stride in (("A", A, K if ta else M, M if ta else K, lda, strides[0]),
+                                               ("B", B, N if tb else K, K if tb else N, ldb, strides[1]),
+                                               ("C", C, M, N, ldc, strides[2])):
+        if stride < 0:
+            raise ValueError(f"gemm: the batch stride of {label} is negative ({stride})")
+        if rows and cols and batch and (ld < cols or arr.size < (batch - 1) * stride + (rows - 1) * ld + cols):
+            raise ValueError(f"gemm: {label} holds {arr.size} elements, too few for {batch} × {rows} × {cols} "
+                             f"with leading dimension {ld} and batch stride {stride}")
     if not (A.dtype == B.dtype == C.dtype):
         raise TypeError(f"gemm: mixed dtypes {A.dtype}, {B.dtype}, {C.dtype}")
 
@@ -153,9 +157,9 @@ class NvrtcProvider(CupyArrays):
         self._function(name, dtype, tag)((blocks,), (threads,), tuple(kargs))
 
     def gemm(self, ta: bool, tb: bool, M: int, N: int, K: int, alpha: float, A: Any, lda: int, B: Any, ldb: int,
-             beta: float, C: Any, ldc: int) -> None:
-        check_gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc)
-        if M == 0 or N == 0:
+             beta: float, C: Any, ldc: int, batch: int = 1, strides: tuple[int, int, int] = (0, 0, 0)) -> None:
+        check_gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, batch, strides)
+        if M == 0 or N == 0 or batch == 0:
             return
         from cupy_backends.cuda.libs import cublas
 
@@ -170,9 +174,15 @@ class NvrtcProvider(CupyArrays):
         cublas.setStream(handle, self.stream_ptr())
         cublas.setPointerMode(handle, cublas.CUBLAS_POINTER_MODE_HOST)
         # Row-major C = op(A) op(B) is column-major Cᵀ = op(B)ᵀ op(A)ᵀ.
-        cublas.gemmEx(handle, _OP_T if tb else _OP_N, _OP_T if ta else _OP_N, N, M, K, a.ctypes.data,
-                      B.data.ptr, dtype_code, ldb, A.data.ptr, dtype_code, lda, b.ctypes.data, C.data.ptr,
-                      dtype_code, ldc, compute, _GEMM_DEFAULT)
+        opB, opA = _OP_T if tb else _OP_N, _OP_T if ta else _OP_N
+        if batch == 1:
+            cublas.gemmEx(handle, opB, opA, N, M, K, a.ctypes.data, B.data.ptr, dtype_code, ldb, A.data.ptr,
+                          dtype_code, lda, b.ctypes.data, C.data.ptr, dtype_code, ldc, compute, _GEMM_DEFAULT)
+        else:
+            sA, sB, sC = strides
+            cublas.gemmStridedBatchedEx(handle, opB, opA, N, M, K, a.ctypes.data, B.data.ptr, dtype_code, ldb, sB,
+                                        A.data.ptr, dtype_code, lda, sA, b.ctypes.data, C.data.ptr, dtype_code,
+                                        ldc, sC, batch, compute, _GEMM_DEFAULT)
 
 
 class CoreProvider(CupyArrays):
@@ -197,9 +207,9 @@ class CoreProvider(CupyArrays):
                          blocks, threads, self.stream_ptr(), kargs)
 
     def gemm(self, ta: bool, tb: bool, M: int, N: int, K: int, alpha: float, A: Any, lda: int, B: Any, ldb: int,
-             beta: float, C: Any, ldc: int) -> None:
-        check_gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc)
-        if M == 0 or N == 0:
+             beta: float, C: Any, ldc: int, batch: int = 1, strides: tuple[int, int, int] = (0, 0, 0)) -> None:
+        check_gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, batch, strides)
+        if M == 0 or N == 0 or batch == 0:
             return
         self.core.gemm(ta, tb, M, N, K, float(alpha), A, lda, B, ldb, float(beta), C, ldc, self.stream_ptr(),
-                       self.allow_tf32)
+                       self.allow_tf32, int(batch), *(int(s) for s in strides))
