@@ -32,6 +32,9 @@ import numpy as np
 
 import pyhessk as hk
 
+# JAX takes 75% of the GPU's memory at its first use unless told not to; the other columns need it too.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
 try:  # python -m bench.bench_gpu, or the bench/ folder on sys.path (pytest)
     from bench.configs import CONFIGS as BENCH_CONFIGS, Config
 except ImportError:  # pragma: no cover
@@ -128,11 +131,24 @@ def torch_peers(p: dict[str, Any], device: str) -> dict[str, Callable[[], Any]]:
         compiled()
         out["torch.compile"] = compiled
     except Exception as exc:  # noqa: BLE001 - a compiler failure is a missing column, reported
-        print(f"torch.compile unavailable: {type(exc).__name__}: {exc}", file=sys.stderr)
+        why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        print(f"torch.compile unavailable: {why}", file=sys.stderr)
+        p["skipped"]["torch.compile"] = why
     return out
 
 
 def jax_peers(p: dict[str, Any], device: str) -> dict[str, Callable[[], Any]]:
+    """JAX's HVPs and cached GGN product in full float32 (matmul precision HIGHEST, as every other column),
+    and the same with JAX's default GPU matmul precision (TF32), labelled so."""
+    import jax
+
+    out = {}
+    for prec, label in ((jax.lax.Precision.HIGHEST, "JAX"), (None, "JAX TF32 (its default)")):
+        out.update(_jax_candidates(p, device, prec, label))
+    return out
+
+
+def _jax_candidates(p: dict[str, Any], device: str, prec: Any, label: str) -> dict[str, Callable[[], Any]]:
     import jax
     import jax.numpy as jnp
 
@@ -147,21 +163,32 @@ def jax_peers(p: dict[str, Any], device: str) -> dict[str, Callable[[], Any]]:
     onehot = put(np.eye(spec.sizes[-1], dtype=p["theta"].dtype)[p["y"]])
     layers = _layers(spec)
 
-    def objective(t: Any) -> Any:
+    def output(t: Any) -> Any:
         a = X
         for i, (w0, b0, end, n_l, n_prev) in enumerate(layers):
-            a = a @ t[w0:b0].reshape(n_l, n_prev).T + t[b0:end]
+            a = jnp.matmul(a, t[w0:b0].reshape(n_l, n_prev).T, precision=prec) + t[b0:end]
             if i < len(layers) - 1:
                 a = act(a)
+        return a
+
+    def head(a: Any) -> Any:
         return jnp.mean(jax.nn.logsumexp(a, axis=1) - jnp.sum(onehot * a, axis=1))
+
+    def objective(t: Any) -> Any:
+        return head(output(t))
 
     fresh = jax.jit(lambda t, u: jax.jvp(jax.grad(objective), (t,), (u,))[1])
     _, lin = jax.linearize(jax.grad(objective), th)
     cached = jax.jit(lin)
+    f, jlin = jax.linearize(output, th)  # the GGN from the linearized network: J u, H_out, Jᵀ
+    jlin_t = jax.linear_transpose(jlin, th)
+    ggn = jax.jit(lambda jl, jt, f, u: jt(jax.jvp(jax.grad(head), (f,), (jl(u),))[1])[0])
     fresh(th, v).block_until_ready()
     cached(v).block_until_ready()
-    return {"JAX jit(jvp(grad))": lambda: fresh(th, v).block_until_ready(),
-            "JAX linearize (cached)": lambda: cached(v).block_until_ready()}
+    ggn(jlin, jlin_t, f, v).block_until_ready()
+    return {f"{label} jit(jvp(grad))": lambda: fresh(th, v).block_until_ready(),
+            f"{label} linearize (cached)": lambda: cached(v).block_until_ready(),
+            f"{label} linearize GGN (cached)": lambda: ggn(jlin, jlin_t, f, v).block_until_ready()}
 
 
 def gemm_ideal(p: dict[str, Any], cupy: Any) -> tuple[Callable[[], Any], float]:
@@ -195,9 +222,11 @@ def run_config(cfg: Config, rounds: int, reps: int, device: str, check_only: boo
     row: dict[str, Any] = {"config": cfg.name, "sizes": list(cfg.sizes), "activation": cfg.activation,
                            "loss": cfg.loss, "n": cfg.n, "N": int(p["theta"].size), "dtype": cfg.dtype,
                            "checks": {}, "results": {}, "skipped": {}}
+    p["skipped"] = row["skipped"]
     ref = hk.MLP(list(cfg.sizes), activation=cfg.activation, loss=cfg.loss, backend="numpy")
-    reference = ref.linearize(p["theta"].astype(np.float64), p["X"].astype(np.float64), p["y"]).hvp(
-        p["V"].astype(np.float64))
+    ref_c = ref.linearize(p["theta"].astype(np.float64), p["X"].astype(np.float64), p["y"])
+    reference = ref_c.hvp(p["V"].astype(np.float64))
+    reference_ggn = ref_c.gnvp(p["V"].astype(np.float64))
     cands: dict[str, Callable[[], Any]] = {}
     if device != "cpu":
         import cupy
@@ -205,22 +234,33 @@ def run_config(cfg: Config, rounds: int, reps: int, device: str, check_only: boo
 
         sync = cupy.cuda.get_current_stream().synchronize
         th, X, V = (cupy.asarray(p[k]) for k in ("theta", "X", "V"))
-        for path in cuda.PATHS:
+        for path, tf32 in [(path, False) for path in cuda.PATHS] + [("nvrtc", True)]:
+            name = f"pyhessk {path}" + (" TF32" if tf32 else "")
             try:
-                engine = cuda.make_engine(path)
+                engine = cuda.make_engine(path, allow_tf32=tf32)
             except RuntimeError as exc:
-                row["skipped"][f"pyhessk {path}"] = str(exc)
+                row["skipped"][name] = str(exc)
                 continue
             net = hk.MLP(list(cfg.sizes), activation=cfg.activation, loss=cfg.loss, backend=engine)
             t0 = time.perf_counter()
             c = net.linearize(th, X, p["y"])
             c.hvp(V), c.gnvp(V)
             sync()
-            row[f"cold_start_s pyhessk {path}"] = time.perf_counter() - t0  # NVRTC compiles land here
-            row["checks"][f"pyhessk {path}"] = rel(cupy.asnumpy(c.hvp(V)), reference)
-            cands[f"pyhessk {path} HVP cached"] = lambda c=c: c.hvp(V)
-            cands[f"pyhessk {path} GGN cached"] = lambda c=c: c.gnvp(V)
-            cands[f"pyhessk {path} HVP fresh"] = lambda net=net: hk.hvp(net, th, X, p["y"], V)
+            row[f"cold_start_s {name}"] = time.perf_counter() - t0  # NVRTC compiles land here
+            row["checks"][f"{name} HVP"] = rel(cupy.asnumpy(c.hvp(V)), reference)
+            cands[f"{name} HVP cached"] = lambda c=c: c.hvp(V)
+            if tf32:
+                continue
+            row["checks"][f"{name} GGN"] = rel(cupy.asnumpy(c.gnvp(V)), reference_ggn)
+            cands[f"{name} GGN cached"] = lambda c=c: c.gnvp(V)
+            cands[f"{name} HVP fresh"] = lambda net=net: hk.hvp(net, th, X, p["y"], V)
+            # the factored GGN product (issue 6) from a second snapshot's stored GNH factors
+            t0 = time.perf_counter()
+            e = net.linearize(th, X, p["y"]).gnh_entries()
+            sync()
+            row[f"gnh_precompute_s {name}"] = time.perf_counter() - t0
+            row["checks"][f"{name} factored GGN"] = rel(cupy.asnumpy(e.gnvp(V)), reference_ggn)
+            cands[f"{name} factored GGN"] = lambda e=e: e.gnvp(V)
         ideal, flops = gemm_ideal(p, cupy)
         ideal()
         cands["cuBLAS GEMM ideal (cached HVP's GEMMs)"] = ideal
@@ -237,7 +277,7 @@ def run_config(cfg: Config, rounds: int, reps: int, device: str, check_only: boo
         for name, fn in peers.items():
             out = fn()
             host = out.detach().cpu().numpy() if hasattr(out, "detach") else np.asarray(out)
-            row["checks"][name] = rel(host, reference)
+            row["checks"][name] = rel(host, reference_ggn if "GGN" in name else reference)
             cands[name] = fn
     if check_only:
         return row
@@ -265,7 +305,10 @@ def run_config(cfg: Config, rounds: int, reps: int, device: str, check_only: boo
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [f"# pyhessk cuda engine on {meta['device']} ({meta['date']})", "",
              "Median ms of one product (float32, k = 1), min over interleaved rounds of per-round medians; "
-             "relative error of each HVP against the NumPy engine in float64 in brackets.", ""]
+             "relative error of each HVP or GGN product against the NumPy engine's in float64 in brackets. "
+             "Every column computes in full float32 except the rows marked TF32 (JAX's default GPU matmul "
+             "precision; pyhessk's `allow_tf32=True`). \"factored GGN\" is `gnh_entries().gnvp` from the stored "
+             "GNH factors (issue 6).", ""]
     names = sorted({k for r in rows for k in r["results"]})
     lines.append("| | " + " | ".join(r["config"] for r in rows) + " |")
     lines.append("|---|" + "---|" * len(rows))
@@ -283,6 +326,11 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         key = f"pyhessk {path} HVP cached"
         lines.append(f"| GEMM ideal / {key} | " + " | ".join(
             f"{r['results'][key]['gemm_fraction']:.2f}" if key in r["results"] else "" for r in rows) + " |")
+    for path in ("core", "nvrtc"):
+        fac, plain = f"pyhessk {path} factored GGN", f"pyhessk {path} GGN cached"
+        lines.append(f"| {fac} / {plain} | " + " | ".join(
+            f"{r['results'][fac]['ms'] / r['results'][plain]['ms']:.2f}"
+            if fac in r["results"] and plain in r["results"] else "" for r in rows) + " |")
     lines += ["", "Skipped: " + "; ".join(f"{r['config']} {k}: {v}" for r in rows for k, v in r["skipped"].items())
               if any(r["skipped"] for r in rows) else "", "", "Versions: " + json.dumps(meta["versions"])]
     return "\n".join(lines) + "\n"
@@ -318,23 +366,41 @@ def main(argv: list[str] | None = None) -> int:
         if why is not None:
             print(f"bench_gpu: no GPU benchmark here: {why}")
             return 0
-    rows = [run_config(CONFIGS[c.strip()], args.rounds, args.reps, args.device, args.check_only)
-            for c in args.configs.split(",") if c.strip()]
+    names = [c.strip() for c in args.configs.split(",") if c.strip()]
     if args.check_only:
+        rows = [run_config(CONFIGS[c], args.rounds, args.reps, args.device, True) for c in names]
         print(json.dumps([{k: r[k] for k in ("config", "checks", "skipped")} for r in rows], indent=1))
-        return 0 if all(v < 1e-3 for r in rows for v in r["checks"].values()) else 1
+        return 0 if all(v < (5e-2 if "TF32" in k else 1e-3) for r in rows for k, v in r["checks"].items()) else 1
     import cupy
 
     props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.runtime.getDevice())
     device = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
     meta = {"device": device, "date": _dt.date.today().isoformat(), "versions": versions(),
-            "argv": sys.argv, "env": {k: v for k, v in os.environ.items() if k.startswith("PYHESSK")}}
+            "argv": sys.argv, "env": {k: v for k, v in os.environ.items() if k.startswith(("PYHESSK", "XLA_"))}}
     stem = Path(args.out) / f"gpu-{device.replace(' ', '_')}-{meta['date']}"
     stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    stem.with_suffix(".md").write_text(markdown(rows, meta))
+    rows = []
+    for c in names:  # the tables are rewritten after each config, so a later failure keeps the earlier rows
+        rows.append(run_config(CONFIGS[c], args.rounds, args.reps, args.device, False))
+        release_device_memory(cupy)
+        stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+        stem.with_suffix(".md").write_text(markdown(rows, meta))
     print(markdown(rows, meta))
     return 0
+
+
+def release_device_memory(cupy: Any) -> None:
+    """Hand the last config's device memory back (CuPy's and PyTorch's caching pools) before the next one."""
+    import gc
+
+    gc.collect()
+    cupy.get_default_memory_pool().free_all_blocks()
+    try:
+        import torch
+
+        torch.cuda.empty_cache()
+    except ImportError:
+        pass
 
 
 if __name__ == "__main__":
