@@ -293,6 +293,8 @@ def run_config(cfg: Config, rounds: int, reps: int, device: str, check_only: boo
             pass
 
     row["results"] = interleaved(cands, full_sync, rounds, reps)
+    if device != "cpu":
+        row["host_device_ms"] = host_and_device_ms({k: f for k, f in cands.items() if k.startswith("pyhessk")}, reps)
     ideal_ms = row["results"].get("cuBLAS GEMM ideal (cached HVP's GEMMs)", {}).get("ms")
     if ideal_ms:
         row["gemm_tflops"] = row["gemm_ideal_flops"] / (ideal_ms * 1e-3) / 1e12
@@ -300,6 +302,19 @@ def run_config(cfg: Config, rounds: int, reps: int, device: str, check_only: boo
             if key.startswith("pyhessk") and "HVP cached" in key:
                 res["gemm_fraction"] = ideal_ms / res["ms"]  # share of the time that is the GEMM ideal
     return row
+
+
+def host_and_device_ms(cands: dict[str, Callable[[], Any]], reps: int) -> dict[str, dict[str, float]]:
+    """Median host time of one call (issuing its launches) and device time between events around it
+    (cupyx.profiler.benchmark): host ≈ device means the GPU waits for the launches (launch-bound); host well
+    under device means the GPU's work sets the time."""
+    from cupyx.profiler import benchmark
+
+    out = {}
+    for name, fn in cands.items():
+        res = benchmark(fn, n_repeat=reps, n_warmup=2)
+        out[name] = {"host_ms": float(np.median(res.cpu_times)) * 1e3, "device_ms": float(np.median(res.gpu_times)) * 1e3}
+    return out
 
 
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
@@ -331,6 +346,14 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         lines.append(f"| {fac} / {plain} | " + " | ".join(
             f"{r['results'][fac]['ms'] / r['results'][plain]['ms']:.2f}"
             if fac in r["results"] and plain in r["results"] else "" for r in rows) + " |")
+    profiled = sorted({k for r in rows for k in r.get("host_device_ms", {})})
+    if profiled:
+        lines += ["", "Host ms (issuing one call) / device ms (events around it), cupyx.profiler.benchmark medians:",
+                  "", "| | " + " | ".join(r["config"] for r in rows) + " |", "|---|" + "---|" * len(rows)]
+        for name in profiled:
+            lines.append(f"| {name} | " + " | ".join(
+                "{host_ms:.3f} / {device_ms:.3f}".format(**r["host_device_ms"][name]) if name in r.get("host_device_ms", {})
+                else "" for r in rows) + " |")
     lines += ["", "Skipped: " + "; ".join(f"{r['config']} {k}: {v}" for r in rows for k, v in r["skipped"].items())
               if any(r["skipped"] for r in rows) else "", "", "Versions: " + json.dumps(meta["versions"])]
     return "\n".join(lines) + "\n"
