@@ -110,17 +110,6 @@ PYHESSK_HD inline void assemble_step(index_t i, index_t k, index_t nl, index_t n
   out[(w0 + e) * k + j] = v;
 }
 
-// The bias block of layer l: out[b_off + r, j] = Σ_s D[s, j, r] for D (n, k, n_l); col = j·n_l + r runs over
-// k·n_l (threads read adjacent columns of each row).
-template <typename T>
-PYHESSK_HD inline void bias_sum_step(index_t col, index_t n, index_t k, index_t n_l, const T* D, index_t b_off,
-                                     T* out) {
-  acc_t<T> sum = 0;
-  const index_t width = k * n_l;
-  for (index_t s = 0; s < n; ++s) sum += D[s * width + col];
-  out[(b_off + col % n_l) * k + col / n_l] = T(sum);
-}
-
 // out[b_off + row / m, row % m] = sc Σ_c X[row, c] for X (rows, width): per-unit sums of the GNH columns
 // and diagonal (m = number of columns).
 template <typename T>
@@ -191,11 +180,6 @@ template <typename T>
 PYHESSK_GLOBAL void assemble_kernel(index_t total, index_t k, index_t nl, index_t n_prev, const T* hw, const T* t2,
                                     const T* V, T lam, index_t w0, T* out) {
   PYHESSK_GRID_STRIDE(i, total) assemble_step<T>(i, k, nl, n_prev, hw, t2, V, lam, w0, out);
-}
-template <typename T>
-PYHESSK_GLOBAL void bias_sum_kernel(index_t total, index_t n, index_t k, index_t n_l, const T* D, index_t b_off,
-                                    T* out) {
-  PYHESSK_GRID_STRIDE(i, total) bias_sum_step<T>(i, n, k, n_l, D, b_off, out);
 }
 template <typename T>
 PYHESSK_GLOBAL void row_sum_kernel(index_t total, index_t width, const T* X, T sc, index_t b_off, index_t m, T* out) {

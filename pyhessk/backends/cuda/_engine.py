@@ -53,6 +53,7 @@ class CudaLin:
     gamma: list[Any] = field(default_factory=list)  # Γ_1..Γ_{L−1}
     ws: dict[str, Any] = field(default_factory=dict)
     ws_k: int = 0
+    ones: Any = None  # n ones: the bias sums over samples are GEMMs against it
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -216,7 +217,7 @@ class CudaEngine(BackendBase):
             if m.l2:
                 self._run("axpy_kernel", dt, gW.size, m.l2, self._W(lin, l), gW)
             if m.bias:
-                self._run("bias_sum_kernel", dt, n_l, n, 1, n_l, D, b0, grad)
+                self._bias_sums(lin, D, 1, n_l, b0, grad)
         lin.grad_dev = grad
 
     # ---- dense matrices --------------------------------------------------------------------------------
@@ -307,7 +308,16 @@ class CudaEngine(BackendBase):
         reg = V is not None and m.l2 != 0
         self._run("assemble_kernel", dt, nl * k, k, nl, n_prev, hw, t2, V if reg else None, m.l2, w0, out)
         if m.bias:
-            self._run("bias_sum_kernel", dt, k * n_l, n, k, n_l, D, b0, out)
+            self._bias_sums(lin, D, k, n_l, b0, out)
+
+    def _bias_sums(self, lin: CudaLin, D: Any, k: int, n_l: int, b0: int, out: Any) -> None:
+        """out[b0 + r, j] = Σ_s D[s, j, r] for D (n, k, n_l) and out (N, k), flat: per direction j one GEMM
+        D_jᵀ·1 against a vector of n ones (a strided batch over the k directions), so the sum over samples is
+        spread over the device rather than looped by one thread per column."""
+        if lin.ones is None:
+            lin.ones = self.xp.ones(lin.n, dtype=lin.dtype)
+        self.provider.gemm(True, False, n_l, 1, lin.n, 1.0, D, k * n_l, lin.ones, 1, 0.0, out[b0 * k:], k,
+                           batch=k, strides=(n_l, 0, 1))
 
     def _gn_backward(self, lin: CudaLin, U: Any, k: int, V: Any, out: Any, ws: dict[str, Any],
                      u_in_buf_a: bool) -> None:
