@@ -144,25 +144,6 @@ def test_batched_gemm_operands_are_checked():
     _providers.check_gemm(False, False, 2, 4, 3, A, 3, B, 4, C, 4, batch=0, strides=(0, 99, 99))  # nothing to do
 
 
-def test_emulated_batched_gemm_matches_einsum():
-    """The host emulation's strided batched GEMM (the factored product's contractions) on interleaved
-    operands: row-major S (m, n, d) read per sample s as an (m × d) matrix of leading dimension n·d."""
-    from pyhessk.backends.cuda._emulation import emulated_engine
-
-    gemm = emulated_engine().provider.gemm
-    rng = np.random.default_rng(0)
-    m, n, d, k = 5, 7, 3, 2
-    S, P = rng.standard_normal((m, n, d)), rng.standard_normal((n, k, m))
-    u = np.full((n, k, d), np.nan)
-    gemm(False, False, k, d, m, 0.5, P.ravel(), m, S.ravel(), n * d, 0.0, u.ravel(), d,
-                      batch=n, strides=(k * m, d, k * d))
-    np.testing.assert_allclose(u, 0.5 * np.einsum("isc,ski->skc", S, P), rtol=1e-13)
-    Q = np.ones((n, k, m))
-    gemm(False, True, k, m, d, 1.0, u.ravel(), d, S.ravel(), n * d, 2.0, Q.ravel(), m,
-                      batch=n, strides=(k * d, d, k * m))
-    np.testing.assert_allclose(Q, 2.0 + np.einsum("isc,skc->ski", S, u), rtol=1e-13)
-
-
 # ---- NVRTC: the CuPy path's source compiles without a GPU ----------------------------------------------------
 def _nvrtc_or_skip() -> None:
     try:

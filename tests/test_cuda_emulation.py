@@ -165,3 +165,18 @@ def test_a_wrong_internal_launch_is_a_python_error(engine):
     with pytest.raises(TypeError, match="hadamard_kernel: argument 2 must be a contiguous float64"):
         engine.provider.launch("hadamard_kernel", np.dtype(np.float64), None, 3, np.zeros(3), np.zeros(3),
                                np.zeros(3, np.float32))
+
+
+def test_emulated_batched_gemm_matches_einsum(engine):
+    """The host emulation's strided batched GEMM (the factored product's contractions) on interleaved
+    operands: row-major S (m, n, d) read per sample s as an (m × d) matrix of leading dimension n·d."""
+    gemm = engine.provider.gemm
+    rng = np.random.default_rng(0)
+    m, n, d, k = 5, 7, 3, 2
+    S, P = rng.standard_normal((m, n, d)), rng.standard_normal((n, k, m))
+    u = np.full((n, k, d), np.nan)
+    gemm(False, False, k, d, m, 0.5, P.ravel(), m, S.ravel(), n * d, 0.0, u.ravel(), d, batch=n, strides=(k * m, d, k * d))
+    np.testing.assert_allclose(u, 0.5 * np.einsum("isc,ski->skc", S, P), rtol=1e-13)
+    Q = np.ones((n, k, m))
+    gemm(False, True, k, m, d, 1.0, u.ravel(), d, S.ravel(), n * d, 2.0, Q.ravel(), m, batch=n, strides=(k * d, d, k * m))
+    np.testing.assert_allclose(Q, 2.0 + np.einsum("isc,skc->ski", S, u), rtol=1e-13)

@@ -106,7 +106,6 @@ void add_dtype(Table& t, int dt) {
   add(t, "pack_rows_kernel", dt, -1, &pack_rows_kernel<T>);
   add(t, "pack_cols_kernel", dt, -1, &pack_cols_kernel<T>);
   add(t, "assemble_kernel", dt, -1, &assemble_kernel<T>);
-  add(t, "row_sum_kernel", dt, -1, &row_sum_kernel<T>);
   add(t, "scale_sensitivity_kernel", dt, -1, &scale_sensitivity_kernel<T>);
   add(t, "column_norm_kernel", dt, -1, &column_norm_kernel<T>);
   add(t, "transpose_kernel", dt, -1, &transpose_kernel<T>);

@@ -73,10 +73,6 @@ void emu_assemble_kernel(int dtype, int, index_t total, index_t kk, index_t nl, 
                          void* V, double lam, index_t w0, void* out) {
   EMU_DTYPE(dtype, LOOP(i, total) k::assemble_step<T>(i, kk, nl, n_prev, CP(hw), CP(t2), CP(V), T(lam), w0, P(out));)
 }
-void emu_row_sum_kernel(int dtype, int, index_t total, index_t width, void* X, double sc, index_t b_off, index_t m,
-                        void* out) {
-  EMU_DTYPE(dtype, LOOP(i, total) k::row_sum_step<T>(i, width, CP(X), T(sc), b_off, m, P(out));)
-}
 void emu_loss_head_kernel(int dtype, int tag, index_t n, index_t d, void* F, void* Y, void* E, void* aux, double sc,
                           void* losses) {
   EMU_DTYPE(dtype, PYHESSK_DISPATCH_LOSS(tag, kLoss, [&] {

@@ -110,15 +110,6 @@ PYHESSK_HD inline void assemble_step(index_t i, index_t k, index_t nl, index_t n
   out[(w0 + e) * k + j] = v;
 }
 
-// out[b_off + row / m, row % m] = sc Σ_c X[row, c] for X (rows, width): per-unit sums of the GNH columns
-// and diagonal (m = number of columns).
-template <typename T>
-PYHESSK_HD inline void row_sum_step(index_t row, index_t width, const T* X, T sc, index_t b_off, index_t m, T* out) {
-  acc_t<T> sum = 0;
-  for (index_t c = 0; c < width; ++c) sum += X[row * width + c];
-  out[(b_off + row / m) * m + row % m] = sc * T(sum);
-}
-
 }  // namespace cuda
 }  // namespace pyhessk
 
@@ -180,10 +171,6 @@ template <typename T>
 PYHESSK_GLOBAL void assemble_kernel(index_t total, index_t k, index_t nl, index_t n_prev, const T* hw, const T* t2,
                                     const T* V, T lam, index_t w0, T* out) {
   PYHESSK_GRID_STRIDE(i, total) assemble_step<T>(i, k, nl, n_prev, hw, t2, V, lam, w0, out);
-}
-template <typename T>
-PYHESSK_GLOBAL void row_sum_kernel(index_t total, index_t width, const T* X, T sc, index_t b_off, index_t m, T* out) {
-  PYHESSK_GRID_STRIDE(i, total) row_sum_step<T>(i, width, X, sc, b_off, m, out);
 }
 
 }  // namespace cuda

@@ -314,10 +314,18 @@ class CudaEngine(BackendBase):
         """out[b0 + r, j] = Σ_s D[s, j, r] for D (n, k, n_l) and out (N, k), flat: per direction j one GEMM
         D_jᵀ·1 against a vector of n ones (a strided batch over the k directions), so the sum over samples is
         spread over the device rather than looped by one thread per column."""
+        self.provider.gemm(True, False, n_l, 1, lin.n, 1.0, D, k * n_l, self._ones(lin), 1, 0.0, out[b0 * k:], k,
+                           batch=k, strides=(n_l, 0, 1))
+
+    def _row_sums(self, lin: CudaLin, X: Any, rows: int, sc: float, out: Any) -> None:
+        """out[r] = sc Σ_s X[r, s] for X (rows, n), flat: one GEMM X·1 (the per-unit bias sums of the GNH
+        columns and diagonal)."""
+        self.provider.gemm(False, False, rows, 1, lin.n, sc, X, lin.n, self._ones(lin), 1, 0.0, out, 1)
+
+    def _ones(self, lin: CudaLin) -> Any:
         if lin.ones is None:
             lin.ones = self.xp.ones(lin.n, dtype=lin.dtype)
-        self.provider.gemm(True, False, n_l, 1, lin.n, 1.0, D, k * n_l, lin.ones, 1, 0.0, out[b0 * k:], k,
-                           batch=k, strides=(n_l, 0, 1))
+        return lin.ones
 
     def _gn_backward(self, lin: CudaLin, U: Any, k: int, V: Any, out: Any, ws: dict[str, Any],
                      u_in_buf_a: bool) -> None:
@@ -571,7 +579,7 @@ class CudaEngine(BackendBase):
             self._gemm(False, False, n_l * m, n_prev, n, sc, Tl, n, lin.A[l - 1], n_prev, 0.0, R, n_prev)
             self._run("scatter_columns_kernel", dt, R.size, m, n_prev, R, w0, out)
             if lin.model.bias:
-                self._run("row_sum_kernel", dt, n_l * m, n, Tl, sc, b0, m, out)
+                self._row_sums(lin, Tl, n_l * m, sc, out[b0 * m:])
         out = out.reshape(lin.model.num_params, m)
         if lin.model.l2:
             is_w = lin.model.decode(J)[2] >= 0
@@ -597,7 +605,7 @@ class CudaEngine(BackendBase):
             if lin.model.l2:
                 self._run("add_scalar_kernel", dt, b0 - w0, lin.model.l2, out[w0:b0])
             if lin.model.bias:
-                self._run("row_sum_kernel", dt, n_l, n, nu2, sc, b0, 1, out)
+                self._row_sums(lin, nu2, n_l, sc, out[b0:])
         return self._out(out, lin.host)
 
     def gnh_sample(self, fac: CudaFactors, rows: np.ndarray, cols: np.ndarray, s: int, seed: int | None) -> Any:

@@ -48,7 +48,6 @@ KERNELS: dict[str, KernelSpec] = {k.name: k for k in (
     KernelSpec("pack_rows_kernel", None, "piiip"),
     KernelSpec("pack_cols_kernel", None, "piiip"),
     KernelSpec("assemble_kernel", None, "iiipppsip"),
-    KernelSpec("row_sum_kernel", None, "ipsiip"),
     KernelSpec("loss_head_kernel", "loss", "ippppsD"),
     KernelSpec("output_hessian_kernel", "loss", "iippsp"),
     KernelSpec("output_factor_kernel", "loss", "iipp"),
