@@ -102,8 +102,8 @@ class CudaEngine(BackendBase):
         self.provider.launch(name, dtype, tag, total, *args)
 
     def _gemm(self, ta: bool, tb: bool, M: int, N: int, K: int, alpha: float, A: Any, lda: int, B: Any, ldb: int,
-              beta: float, C: Any, ldc: int) -> None:
-        self.provider.gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
+              beta: float, C: Any, ldc: int, batch: int = 1, strides: tuple[int, int, int] = (0, 0, 0)) -> None:
+        self.provider.gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, batch, strides)
 
     @staticmethod
     def _W(lin: CudaLin, l: int) -> Any:
@@ -314,13 +314,13 @@ class CudaEngine(BackendBase):
         """out[b0 + r, j] = Σ_s D[s, j, r] for D (n, k, n_l) and out (N, k), flat: per direction j one GEMM
         D_jᵀ·1 against a vector of n ones (a strided batch over the k directions), so the sum over samples is
         spread over the device rather than looped by one thread per column."""
-        self.provider.gemm(True, False, n_l, 1, lin.n, 1.0, D, k * n_l, self._ones(lin), 1, 0.0, out[b0 * k:], k,
-                           batch=k, strides=(n_l, 0, 1))
+        self._gemm(True, False, n_l, 1, lin.n, 1.0, D, k * n_l, self._ones(lin), 1, 0.0, out[b0 * k:], k,
+                   batch=k, strides=(n_l, 0, 1))
 
     def _row_sums(self, lin: CudaLin, X: Any, rows: int, sc: float, out: Any) -> None:
         """out[r] = sc Σ_s X[r, s] for X (rows, n), flat: one GEMM X·1 (the per-unit bias sums of the GNH
         columns and diagonal)."""
-        self.provider.gemm(False, False, rows, 1, lin.n, sc, X, lin.n, self._ones(lin), 1, 0.0, out, 1)
+        self._gemm(False, False, rows, 1, lin.n, sc, X, lin.n, self._ones(lin), 1, 0.0, out, 1)
 
     def _ones(self, lin: CudaLin) -> Any:
         if lin.ones is None:
@@ -450,9 +450,10 @@ class CudaEngine(BackendBase):
         S = xp.empty(s_pos, dtype=dt)
         AT = xp.empty(a_pos, dtype=dt)
         nu = xp.empty(s_pos // d, dtype=dt)
+        fac = CudaFactors(lin, S, AT, nu, S_off, AT_off, nu_off)
 
         def S_l(l: int) -> Any:
-            return S[S_off[l - 1]: S_off[l - 1] + sizes[l] * n * d]
+            return self._S(fac, l)
 
         self._run("output_factor_kernel", dt, d * n * d, n, d, lin.aux, S_l(L), tag=_spec.LOSS_BY_NAME[m.loss].id)
         for l in range(L - 1, 0, -1):
@@ -466,7 +467,7 @@ class CudaEngine(BackendBase):
             self._run("column_norm_kernel", dt, n_l * n, d, S_l(l), nu[nu_off[l - 1]: nu_off[l - 1] + n_l * n])
             self._run("transpose_kernel", dt, n * n_prev, n, n_prev, lin.A[l - 1],
                       AT[AT_off[l - 1]: AT_off[l - 1] + n_prev * n])
-        return CudaFactors(lin, S, AT, nu, S_off, AT_off, nu_off)
+        return fac
 
     def gnh_gnvp(self, fac: CudaFactors, V: Any) -> Any:
         """G V = s·Ŝᵀ(Ŝ V) + λ P_W V from the stored factors (ALGORITHMS §4.4): per layer the GEMM
@@ -494,13 +495,13 @@ class CudaEngine(BackendBase):
                 if m.bias:
                     self._run("rforward_kernel", dt, Z.size, k, n_l, v, b0, None, Z, None)
                 # u_s (k × d) += s · Z_s (k × n_l) · S_l[:, s, :] (n_l × d), for every sample s
-                self.provider.gemm(False, False, k, d, n_l, m.scale(n), Z, n_l, self._S(fac, l), n * d,
-                                   0.0 if l == 1 else 1.0, u, d, batch=n, strides=(k * n_l, d, k * d))
+                self._gemm(False, False, k, d, n_l, m.scale(n), Z, n_l, self._S(fac, l), n * d,
+                           0.0 if l == 1 else 1.0, u, d, batch=n, strides=(k * n_l, d, k * d))
             for l in range(L, 0, -1):
                 n_l = sizes[l]
                 Q = ws["buf_b"][: n * k * n_l]  # Q_s (k × n_l) = u_s (k × d) · S_l[:, s, :]ᵀ
-                self.provider.gemm(False, True, k, n_l, d, 1.0, u, d, self._S(fac, l), n * d, 0.0, Q, n_l,
-                                   batch=n, strides=(k * d, d, k * n_l))
+                self._gemm(False, True, k, n_l, d, 1.0, u, d, self._S(fac, l), n * d, 0.0, Q, n_l,
+                           batch=n, strides=(k * d, d, k * n_l))
                 self._assemble(lin, l, k, Q, None, v, out.ravel(), ws)
         return self._out(out, host)
 
