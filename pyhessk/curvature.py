@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -131,8 +132,10 @@ class Curvature:
         v, single = self._block(V)
         if v.shape[1] == 0:
             return namespace_of(v).empty_like(v)
-        if self._entries is not None and self._entries._factored_pays(v.shape[1]):
-            return self._unblock(self._engine.gnh_gnvp(self._entries._fac, v), single)
+        if self._entries is not None:
+            carry, factored, plain = self._entries._plan(v.shape[1])
+            if factored < plain:
+                return self._unblock(self._engine.gnh_gnvp(self._entries._fac, v, carry), single)
         return self._unblock(self._engine.gnvp(self._lin, v), single)
 
     def jvp(self, V: Any) -> np.ndarray:
@@ -328,17 +331,19 @@ class GnhEntries:
 
         No R-forward and no backward pass: per layer one GEMM A_{l−1}V_lᵀ, a contraction with S_l down to
         (n, k, d), the transposed contraction back, and one GEMM for the weight block (2 layer-GEMMs per
-        layer instead of the plain product's 4), plus one pass over the factors (n·d·Σn_l numbers).
+        layer instead of the plain product's 4), plus one pass over the factors (n·d·Σn_l numbers). A hidden
+        layer l before a narrow one instead takes the R-forward step through W_{l+1} (one GEMM each way
+        rather than two passes over S_l), as ``factored_gnvp_plan`` decides.
         Equals ``Curvature.gnvp`` up to rounding; that method picks this route by itself when faster.
         """
         v, single = self._c._block(V)
         if v.shape[1] == 0:
             return namespace_of(v).empty_like(v)
-        return self._c._unblock(self._engine.gnh_gnvp(self._fac, v), single)
+        return self._c._unblock(self._engine.gnh_gnvp(self._fac, v, self._plan(v.shape[1])[0]), single)
 
-    def _factored_pays(self, k: int) -> bool:
-        """Whether the factored product is predicted faster than the plain one for k vectors."""
-        return factored_gnvp_pays(self._c.net.sizes, self._c.num_samples, k, self._c.dtype.itemsize)
+    def _plan(self, k: int) -> tuple[tuple[bool, ...], float, float]:
+        """The factored product's route for k vectors and its predicted cost against the plain product's."""
+        return factored_gnvp_plan(self._c.net.sizes, self._c.num_samples, k, self._c.dtype.itemsize)
 
     @staticmethod
     def num_samples(eps: float, delta: float, method: str = "mean") -> int:
@@ -422,20 +427,38 @@ class GnhEntries:
         return namespace_of(means).median(means, axis=0).astype(self._c.dtype, copy=False).reshape(shape)
 
 
-def factored_gnvp_pays(sizes: tuple[int, ...], n: int, k: int, itemsize: int) -> bool:
-    """Whether G·V from the GNH factors is predicted faster than the plain product, for k vectors.
+def factored_gnvp_plan(sizes: Sequence[int], n: int, k: int, itemsize: int) -> tuple[tuple[bool, ...], float, float]:
+    """The factored product's route for k vectors: (carry, predicted cost, predicted cost of the plain product).
 
-    GEMM flops: plain 2nk(2n_1n_0 + 4Σ_{l≥2}n_ln_{l−1}), factored 2nk·2Σn_ln_{l−1}; the factored product
-    also streams the factors twice (2·n·d·Σn_l numbers, once for all k vectors; free while they fit in
-    cache) and does 4nkdΣn_l flops of contractions (weighted by √k), both converted to GEMM flops by
-    measured constants.
+    Costs in GEMM flops. Plain: 2nk(2n_1n_0 + 4Σ_{l≥2}n_ln_{l−1}). Factored: 2nk·2Σn_ln_{l−1} for the GEMMs
+    with V and A, and per layer l either its two contractions with S_l (streaming 2·n·d·n_l numbers, free
+    while all factors fit in cache, plus 4nkd·n_l flops weighted by √k) or, for a hidden layer, carrying
+    its R-values on through W_{l+1} (one GEMM each way, 4nk·n_l·n_{l+1} flops, plus two sweeps of nk·n_l):
+    ``carry[l−1]`` says which, the cheaper of the two (the output layer is always contracted). Carrying
+    pays when layer l + 1 is narrow compared with d; with every hidden layer carried the route is the plain
+    product's arithmetic on the factored product's layout.
     """
     d = sizes[-1]
+    L = len(sizes) - 1
     prods = [a * b for a, b in zip(sizes[:-1], sizes[1:])]
     plain = 2 * n * k * (2 * prods[0] + 4 * sum(prods[1:]))
-    units = sum(sizes[1:])
-    factor_bytes = n * d * units * itemsize
-    stream = 2 * factor_bytes if factor_bytes > _CACHED_BYTES else 0
-    contraction = 4 * n * k * d * units * math.sqrt(k)
-    factored = 2 * n * k * 2 * sum(prods) + _FLOPS_PER_BYTE * stream + _CONTRACTION_FLOP * contraction
+    factor_bytes = n * d * sum(sizes[1:]) * itemsize
+    per_byte = _FLOPS_PER_BYTE if factor_bytes > _CACHED_BYTES else 0.0
+
+    def contract(n_l: int) -> float:
+        return per_byte * 2 * n * d * n_l * itemsize + _CONTRACTION_FLOP * 4 * n * k * d * n_l * math.sqrt(k)
+
+    def carried(n_l: int, n_next: int) -> float:
+        return 4 * n * k * n_l * n_next + _CONTRACTION_FLOP * 2 * n * k * n_l
+
+    carry = tuple(l < L and carried(sizes[l], sizes[l + 1]) < contract(sizes[l]) for l in range(1, L + 1))
+    factored = 2 * n * k * 2 * sum(prods) + contract(sizes[L]) + sum(
+        carried(sizes[l], sizes[l + 1]) if carry[l - 1] else contract(sizes[l]) for l in range(1, L))
+    return carry, factored, plain
+
+
+def factored_gnvp_pays(sizes: Sequence[int], n: int, k: int, itemsize: int) -> bool:
+    """Whether G·V from the GNH factors is predicted faster than the plain product, for k vectors (the
+    costs of ``factored_gnvp_plan``)."""
+    _, factored, plain = factored_gnvp_plan(sizes, n, k, itemsize)
     return factored < plain

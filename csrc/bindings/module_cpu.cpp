@@ -198,15 +198,22 @@ void bind_dtype(py::module_& m, const char* suffix) {
         if (l < 1 || l > fac.shape().layers()) throw std::out_of_range("AT: layer out of range");
         return view<T>(self, fac.AT_layer(l), {fac.shape().sizes[l - 1], fac.n()});
       })
-      .def("gnvp", [](Fac& self, const carray<T>& V, carray<T>& out) {
+      .def("gnvp", [](Fac& self, const carray<T>& V, carray<T>& out, const py::array_t<uint8_t, py::array::c_style>& carry) {
             expect_shape(V, {self.num_params(), -1}, "V");
             const int k = int(V.shape(1));
             expect_shape(out, {self.num_params(), k}, "out");
+            const int L = self.shape().layers();
+            const uint8_t* pc = nullptr;
+            if (carry.size() > 0) {
+              expect_shape(carry, {L}, "carry");
+              pc = carry.data();
+              PYHESSK_CHECK(pc[L - 1] == 0, "carry: the output layer cannot be carried");
+            }
             const T* pv = V.data();
             T* po = out.mutable_data();
             py::gil_scoped_release nogil;
-            self.gnvp(pv, k, po);
-          }, py::arg("V").noconvert(), py::arg("out").noconvert())
+            self.gnvp(pv, k, po, pc);
+          }, py::arg("V").noconvert(), py::arg("out").noconvert(), py::arg("carry") = py::array_t<uint8_t>())
       .def("sample", [](const Fac& self, const index_array& rows, const index_array& cols, int64_t s,
                         uint64_t seed, carray<T>& out) {
             PYHESSK_CHECK(rows.ndim() == 1 && cols.ndim() == 1 && rows.size() == cols.size(),

@@ -171,6 +171,18 @@ PYHESSK_CPU_CLONES void contract_in(int m, int d, int k, int n, const T* S, cons
     }
 }
 
+// Σ_s x[s] in acc_t<T>, in eight interleaved partial sums (a fixed order, so the result does not depend on
+// the machine): a single running sum is one dependent add per number, slower than the pass over S it ends.
+template <typename T>
+inline T row_sum(int n, const T* __restrict x) {
+  acc_t<T> part[8] = {};
+  int s = 0;
+  for (; s + 8 <= n; s += 8)
+    for (int t = 0; t < 8; ++t) part[t] += x[s + t];
+  for (; s < n; ++s) part[s % 8] += x[s];
+  return T(((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7])));
+}
+
 // The second contraction, for one layer: Q[i, j, :] = Σ_c S[i, c, :] ⊙ u[j, c, :] → Q (m, k, n), and, when
 // bias_out is given, bias_out[i·k + j] = Σ_s Q[i, j, s] (the bias block of G V).
 template <typename T>
@@ -202,12 +214,35 @@ PYHESSK_CPU_CLONES void contract_out(int m, int d, int k, int n, const T* S, con
           for (int s = s0; s < s1; ++s) q[s] += x0[s] * u0[s] + x1[s] * u1[s];
         });
       }
-      if (bias_out) {
-        acc_t<T> sum = 0;
-        for (int s = 0; s < n; ++s) sum += q[s];
-        bias_out[int64_t(i) * k + j] = T(sum);
-      }
+      if (bias_out) bias_out[int64_t(i) * k + j] = row_sum(n, q);
     }
+}
+
+// A carried layer's R-values before the GEMM with W_{l+1}: P[i, j, :] = f[i, :] ⊙ (P[i, j, :] + v_b[i, j]) for
+// P (m, k, n), f = φ′ᵀ (m, n), vb (m, k) or null.
+template <typename T>
+PYHESSK_CPU_CLONES void carry_rows(int m, int k, int n, const T* vb, const T* f, T* P) {
+  for (int i = 0; i < m; ++i) {
+    const T* __restrict fi = f + int64_t(i) * n;
+    for (int j = 0; j < k; ++j) {
+      T* __restrict p = P + (int64_t(i) * k + j) * n;
+      const T b = vb ? vb[int64_t(i) * k + j] : T(0);
+      for (int s = 0; s < n; ++s) p[s] = fi[s] * (p[s] + b);
+    }
+  }
+}
+
+// Q[i, j, :] *= f[i, :] for Q (m, k, n), f (m, n); and, when bias_out is given, bias_out[i·k + j] = Σ_s Q[i, j, s].
+template <typename T>
+PYHESSK_CPU_CLONES void scale_rows_sum(int m, int k, int n, const T* f, T* Q, T* bias_out) {
+  for (int i = 0; i < m; ++i) {
+    const T* __restrict fi = f + int64_t(i) * n;
+    for (int j = 0; j < k; ++j) {
+      T* __restrict q = Q + (int64_t(i) * k + j) * n;
+      for (int s = 0; s < n; ++s) q[s] *= fi[s];
+      if (bias_out) bias_out[int64_t(i) * k + j] = row_sum(n, q);
+    }
+  }
 }
 
 }  // namespace
@@ -219,6 +254,8 @@ GnhFactors<T>::GnhFactors(const Linearization<T>& lin)
   S_.resize(L_);
   AT_.resize(L_);
   nu_.resize(L_);
+  dT_.resize(L_);
+  W_.resize(L_);
   for (int l = 1; l <= L_; ++l) nu_[l - 1].resize(int64_t(s_.sizes[l]) * n);
   S_[L_ - 1].resize(int64_t(d) * n * d);
   PYHESSK_DISPATCH_LOSS(s_.loss, kLoss, [&] { output_factors<kLoss>(n, d, lin.aux(), S_[L_ - 1].data()); });
@@ -229,9 +266,10 @@ GnhFactors<T>::GnhFactors(const Linearization<T>& lin)
     const T* W = lin.theta() + s_.w_off[l];  // W_{l+1}: (n_{l+1}, n_l)
     S_[l - 1].resize(int64_t(n_l) * n * d);
     gemm<T>(true, false, n_l, n * d, n_next, T(1), W, n_l, S_[l].data(), n * d, T(0), S_[l - 1].data(), n * d);
-    buffer<T> d1t(int64_t(n_l) * n);  // φ′_lᵀ: (n_l, n)
-    transpose<T>(n, n_l, lin.dphi(l), d1t.data());
-    scale_and_norms<T>(n_l, d, n, d1t.data(), S_[l - 1].data(), nu_[l - 1].data());
+    dT_[l - 1].resize(int64_t(n_l) * n);  // φ′_lᵀ: (n_l, n), kept for the carried route of gnvp
+    transpose<T>(n, n_l, lin.dphi(l), dT_[l - 1].data());
+    scale_and_norms<T>(n_l, d, n, dT_[l - 1].data(), S_[l - 1].data(), nu_[l - 1].data());
+    W_[l].assign(W, W + int64_t(n_next) * n_l);
   }
   for (int l = 1; l <= L_; ++l) {
     const int n_prev = s_.sizes[l - 1];
@@ -362,9 +400,10 @@ void GnhFactors<T>::diagonal(T* out) const {
 }
 
 template <typename T>
-void GnhFactors<T>::gnvp(const T* V, int k, T* out) {
+void GnhFactors<T>::gnvp(const T* V, int k, T* out, const uint8_t* carry) {
   std::lock_guard<std::mutex> lock(mutex_);
   const int n = n_, d = d_;
+  auto carried = [&](int l) { return carry && l < L_ && carry[l - 1]; };
   int max_nl = 0;
   int64_t max_w = 0;
   for (int l = 1; l <= L_; ++l) {
@@ -372,14 +411,18 @@ void GnhFactors<T>::gnvp(const T* V, int k, T* out) {
     max_w = std::max(max_w, int64_t(s_.sizes[l]) * s_.sizes[l - 1]);
   }
   u_.assign(int64_t(n) * k * d, T(0));
-  if (P_.size() < size_t(k) * max_nl * n) P_.resize(size_t(k) * max_nl * n);
+  if (P_.size() < size_t(k) * max_nl * n) P_.resize(size_t(k) * max_nl * n), R_.resize(size_t(k) * max_nl * n);
   if (k > 1 && pack_.size() < size_t(k * max_w)) pack_.resize(size_t(k * max_w)), hw_.resize(size_t(k * max_w));
   T* u = u_.data();  // (k, d, n)
   T* P = P_.data();  // (n_l, k, n): rows (unit, vector), samples fastest, so both contractions stream S_l
+  T* R = R_.data();  // a carried layer's R-values, the same layout
   // Two passes over the factors, one per contraction. Fusing them over chunks of samples (S read once)
   // was measured slower: a chunk's factor rows are short strided segments that the prefetchers miss.
 
-  // u_s = s Σ_l S_{l,s}ᵀ (V_l a_{l−1,s} + v_l): per layer one GEMM and one pass over S_l.
+  // u_s = s Σ_l S_{l,s}ᵀ r_{l,s}, r_l = V_l a_{l−1} + v_l: per layer one GEMM and one pass over S_l. A carried
+  // layer l skips S_l: since S_l = Φ′_l W_{l+1}ᵀ S_{l+1}, it adds W_{l+1}(φ′_l ⊙ r_l) to r_{l+1} instead (the
+  // R-forward step, one GEMM with n_{l+1} rows), cheaper than streaming S_l when layer l+1 is narrow.
+  bool from_below = false;  // whether R holds the carried (φ′ ⊙ r) of layer l − 1
   for (int l = 1; l <= L_; ++l) {
     const int n_l = s_.sizes[l], n_prev = s_.sizes[l - 1];
     const int64_t w0 = s_.w_off[l - 1];
@@ -389,24 +432,43 @@ void GnhFactors<T>::gnvp(const T* V, int k, T* out) {
       swap_outer<T>(n_l, n_prev, k, V + w0 * k, pack_.data());
       gemm<T>(true, false, n_l * k, n, n_prev, T(1), pack_.data(), n_l * k, AT_[l - 1].data(), n, T(0), P, n);
     }
-    contract_in<T>(n_l, d, k, n, S_[l - 1].data(), s_.bias ? V + s_.b_off[l - 1] * k : nullptr, P, u);
+    if (from_below)  // P (n_l × k·n) += W_l R (n_{l−1} × k·n)
+      gemm<T>(false, false, n_l, k * n, n_prev, T(1), W_[l - 1].data(), n_prev, R, k * n, T(1), P, k * n);
+    const T* vb = s_.bias ? V + s_.b_off[l - 1] * k : nullptr;
+    from_below = carried(l);
+    if (from_below) {
+      carry_rows<T>(n_l, k, n, vb, dT_[l - 1].data(), P);
+      std::swap(P, R);
+    } else {
+      contract_in<T>(n_l, d, k, n, S_[l - 1].data(), vb, P, u);
+    }
   }
   for (int64_t i = 0; i < int64_t(n) * k * d; ++i) u[i] *= scale_;
 
-  // Per layer Q_l = S_l u (the transposed pass over S_l) and one GEMM Q_l A_{l−1} for the weight block.
+  // Per layer, from the top, Q_l = S_l u (the transposed pass over S_l) or, for a carried layer, Q_l =
+  // φ′_l ⊙ (W_{l+1}ᵀ Q_{l+1}), then one GEMM Q_l A_{l−1} for the weight block.
   const T lam = T(s_.l2);
-  for (int l = 1; l <= L_; ++l) {
+  T* Q = P;
+  T* above = R;  // Q_{l+1}
+  for (int l = L_; l >= 1; --l) {
     const int n_l = s_.sizes[l], n_prev = s_.sizes[l - 1];
     const int64_t w0 = s_.w_off[l - 1], nl = int64_t(n_l) * n_prev;
-    contract_out<T>(n_l, d, k, n, S_[l - 1].data(), u, P, s_.bias ? out + s_.b_off[l - 1] * k : nullptr);
+    T* bias_out = s_.bias ? out + s_.b_off[l - 1] * k : nullptr;
+    if (carried(l)) {
+      gemm<T>(true, false, n_l, k * n, s_.sizes[l + 1], T(1), W_[l].data(), n_l, above, k * n, T(0), Q, k * n);
+      scale_rows_sum<T>(n_l, k, n, dT_[l - 1].data(), Q, bias_out);
+    } else {
+      contract_out<T>(n_l, d, k, n, S_[l - 1].data(), u, Q, bias_out);
+    }
     if (k == 1) {  // weight block (n_l × n_{l−1}) = Q_l A_{l−1}, straight into out
-      gemm<T>(false, true, n_l, n_prev, n, T(1), P, n, AT_[l - 1].data(), n, T(0), out + w0, n_prev);
+      gemm<T>(false, true, n_l, n_prev, n, T(1), Q, n, AT_[l - 1].data(), n, T(0), out + w0, n_prev);
       if (lam != T(0))
         for (int64_t i = 0; i < nl; ++i) out[w0 + i] += lam * V[w0 + i];
     } else {  // rows (unit, vector); out wants (unit, input, vector)
-      gemm<T>(false, true, k * n_l, n_prev, n, T(1), P, n, AT_[l - 1].data(), n, T(0), hw_.data(), n_prev);
+      gemm<T>(false, true, k * n_l, n_prev, n, T(1), Q, n, AT_[l - 1].data(), n, T(0), hw_.data(), n_prev);
       unpack_rows<T>(n_l, n_prev, k, hw_.data(), lam, V + w0 * k, out + w0 * k);
     }
+    std::swap(Q, above);
   }
 }
 

@@ -38,8 +38,10 @@ class GnhFactors {
   void diagonal(scalar_t* out) const;
   // G V for a block V (N, k) → out (N, k), from the factors alone (no forward or backward pass): per layer
   // one GEMM P_l = A_{l−1} V_lᵀ and its contraction with S_l into u (n, k, d); then per layer the
-  // transposed contraction Q_l = S_l u and one GEMM Q_lᵀ A_{l−1}. Includes λ P_W V.
-  void gnvp(const scalar_t* V, int k, scalar_t* out);
+  // transposed contraction Q_l = S_l u and one GEMM Q_lᵀ A_{l−1}. Includes λ P_W V. `carry` (L flags, or
+  // null for none) marks hidden layers l whose R-values go on through W_{l+1} instead of meeting S_l (one
+  // GEMM each way instead of two passes over S_l: the cheaper route when layer l + 1 is narrow).
+  void gnvp(const scalar_t* V, int k, scalar_t* out, const uint8_t* carry = nullptr);
   // Importance-sampled estimates (π_k ∝ ‖x_k‖‖y_k‖): `groups` independent means of s draws each per entry
   // → out (groups, m), entry t's distribution built once for all groups. Entry t draws from its own
   // stream derived from (seed, t), so results do not depend on threads. A draw reads the d factor values
@@ -66,13 +68,15 @@ class GnhFactors {
   int n_, d_, L_;
   scalar_t scale_;
   std::vector<buffer<scalar_t>> S_, AT_, nu_;
+  // for the carried route of gnvp: φ′_lᵀ (n_l, n) of the hidden layers and copies of W_l (n_l, n_{l−1}), l ≥ 2
+  std::vector<buffer<scalar_t>> dT_, W_;
   // S_l sample-major, (n_l, n, d): Sk_l[i, k, :] = S_l[i, :, k]; made by the first sample() call
   mutable std::once_flag sk_once_;
   mutable std::vector<buffer<scalar_t>> Sk_;
 
   // Workspace of gnvp, sized for the largest k seen and reused; the mutex serialises products.
   std::mutex mutex_;
-  buffer<scalar_t> u_, P_, pack_, hw_;
+  buffer<scalar_t> u_, P_, R_, pack_, hw_;
 };
 
 extern template class GnhFactors<float>;

@@ -10,6 +10,7 @@ Shapes used below: n samples, d = sizes[-1] outputs, N parameters, k vectors in 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Protocol
@@ -203,8 +204,12 @@ class Backend(Protocol):
         """Exact diag(G) → (N,), from the norms ν only."""
         ...
 
-    def gnh_gnvp(self, fac: GnhFactors, V: Array) -> Array:
-        """G V (N, k) → (N, k) from the stored factors alone (2 layer-GEMMs per layer), including λ P_W V."""
+    def gnh_gnvp(self, fac: GnhFactors, V: Array, carry: Sequence[bool] | None = None) -> Array:
+        """G V (N, k) → (N, k) from the stored factors alone (2 layer-GEMMs per layer), including λ P_W V.
+
+        ``carry`` (L flags, the last False; None: none) marks hidden layers l whose R-values take the
+        R-forward step through W_{l+1} instead of the two passes over S_l (``curvature.factored_gnvp_plan``
+        picks them); the result is the same G V up to rounding."""
         ...
 
     def gnh_layer_factors(self, fac: GnhFactors, l: int) -> tuple[Array, Array]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,9 +152,9 @@ class CppBackend(BackendBase):
         S.flags.writeable = AT.flags.writeable = False  # views of engine memory
         return S.transpose(0, 2, 1), AT.T
 
-    def gnh_gnvp(self, fac: CppFactors, V: Array) -> Array:
+    def gnh_gnvp(self, fac: CppFactors, V: Array, carry: Sequence[bool] | None = None) -> Array:
         out = np.empty_like(V)
-        fac.core.gnvp(V, out)
+        fac.core.gnvp(V, out, np.asarray(carry if carry else (), dtype=np.uint8))
         return out
 
     def gnh_sample(self, fac: CppFactors, rows: Array, cols: Array, s: int, seed: int | None) -> Array:

@@ -13,6 +13,7 @@ here synchronizes the device except where a Python value must be returned (the l
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -469,11 +470,13 @@ class CudaEngine(BackendBase):
                       AT[AT_off[l - 1]: AT_off[l - 1] + n_prev * n])
         return fac
 
-    def gnh_gnvp(self, fac: CudaFactors, V: Any) -> Any:
+    def gnh_gnvp(self, fac: CudaFactors, V: Any, carry: Sequence[bool] | None = None) -> Any:
         """G V = s·Ŝᵀ(Ŝ V) + λ P_W V from the stored factors (ALGORITHMS §4.4): per layer the GEMM
         A_{l−1}V_lᵀ, a batched GEMM over samples contracting it with S_l into u (n, k, d), then per layer
         the batched GEMM Q_l = u S_lᵀ and the weight-block GEMM of the plain backward pass (its assembly
-        epilogue adds the bias sums and λ P_W V). No R-forward, no backward chain through the weights."""
+        epilogue adds the bias sums and λ P_W V). No R-forward, no backward chain through the weights, except
+        for the hidden layers flagged in ``carry``: their R-values take the R-forward step through W_{l+1}
+        (and Q_l = φ′_l ⊙ Q_{l+1} W_{l+1} on the way back) instead of meeting S_l."""
         lin = fac.lin
         Vd, host = self._block_in(lin, V)
         m, n, dt = lin.model, lin.n, lin.dtype
@@ -481,27 +484,46 @@ class CudaEngine(BackendBase):
         k = Vd.shape[1]
         out = self.xp.empty_like(Vd)
         v = Vd.ravel()
+
+        def carried(l: int) -> bool:
+            return bool(carry) and l < L and bool(carry[l - 1])
+
         with lin.lock:
             ws = self._reserve(lin, k)
             u = ws["buf_a"][: n * k * d]
+            first = True  # the first contraction into u overwrites it
             for l in range(1, L + 1):
                 n_l, n_prev = sizes[l], sizes[l - 1]
                 w0, b0, _ = m.offsets[l - 1]
                 nl = n_l * n_prev
                 P = ws["pack"][: k * nl]
                 self._run("pack_rows_kernel", dt, k * nl, v, w0, k, nl, P)
-                Z = ws["RZ"][l - 1][: n * k * n_l]  # (n, k, n_l) = A_{l−1} V_lᵀ + v_l
+                Z = ws["RZ"][l - 1][: n * k * n_l]  # (n, k, n_l) = A_{l−1} V_lᵀ + v_l (+ the carried layer below)
                 self._gemm(False, True, n, k * n_l, n_prev, 1.0, lin.A[l - 1], n_prev, P, n_prev, 0.0, Z, k * n_l)
+                if carried(l - 1):  # + (φ′_{l−1} ⊙ Z_{l−1}) W_lᵀ over n·k rows
+                    self._gemm(False, True, n * k, n_l, n_prev, 1.0, ws["RA"][l - 2][: n * k * n_prev], n_prev,
+                               self._W(lin, l), n_prev, 1.0, Z, n_l)
+                if carried(l):  # Z += v_l, and RA_l = φ′_l ⊙ Z for the layer above
+                    self._run("rforward_kernel", dt, Z.size, k, n_l, v if m.bias else None, b0, lin.dphi[l - 1], Z,
+                              ws["RA"][l - 1][: n * k * n_l])
+                    continue
                 if m.bias:
                     self._run("rforward_kernel", dt, Z.size, k, n_l, v, b0, None, Z, None)
                 # u_s (k × d) += s · Z_s (k × n_l) · S_l[:, s, :] (n_l × d), for every sample s
                 self._gemm(False, False, k, d, n_l, m.scale(n), Z, n_l, self._S(fac, l), n * d,
-                           0.0 if l == 1 else 1.0, u, d, batch=n, strides=(k * n_l, d, k * d))
+                           0.0 if first else 1.0, u, d, batch=n, strides=(k * n_l, d, k * d))
+                first = False
             for l in range(L, 0, -1):
                 n_l = sizes[l]
-                Q = ws["buf_b"][: n * k * n_l]  # Q_s (k × n_l) = u_s (k × d) · S_l[:, s, :]ᵀ
-                self._gemm(False, True, k, n_l, d, 1.0, u, d, self._S(fac, l), n * d, 0.0, Q, n_l,
-                           batch=n, strides=(k * d, d, k * n_l))
+                Q = ws["RZ"][l - 1][: n * k * n_l]  # Q_l (n, k, n_l); Q_{l+1} is kept in RZ[l] for a carried layer
+                if carried(l):  # Q_l = φ′_l ⊙ Q_{l+1} W_{l+1}
+                    n_next = sizes[l + 1]
+                    self._gemm(False, False, n * k, n_l, n_next, 1.0, ws["RZ"][l][: n * k * n_next], n_next,
+                               self._W(lin, l + 1), n_l, 0.0, Q, n_l)
+                    self._run("scale_rows_kernel", dt, Q.size, k, n_l, lin.dphi[l - 1], Q)
+                else:  # Q_s (k × n_l) = u_s (k × d) · S_l[:, s, :]ᵀ
+                    self._gemm(False, True, k, n_l, d, 1.0, u, d, self._S(fac, l), n * d, 0.0, Q, n_l,
+                               batch=n, strides=(k * d, d, k * n_l))
                 self._assemble(lin, l, k, Q, None, v, out.ravel(), ws)
         return self._out(out, host)
 

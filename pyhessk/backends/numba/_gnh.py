@@ -61,8 +61,9 @@ def _scale_rows(Sl: Any, G: Any, NU: Any) -> None:
 
 
 @jit
-def precompute(theta: Any, sizes: Any, woff: Any, loss: int, acts: Any, d1: Any, aux: Any) -> tuple[Any, Any, Any]:
-    """(S, nu, AT): S_L = Cᵀ from the loss head; S_l = (W_{l+1}ᵀ S_{l+1}) ⊙ φ′_l, one GEMM per layer l < L."""
+def precompute(theta: Any, sizes: Any, woff: Any, loss: int, acts: Any, d1: Any, aux: Any) -> tuple[Any, Any, Any, Any]:
+    """(S, nu, AT, DT): S_L = Cᵀ from the loss head; S_l = (W_{l+1}ᵀ S_{l+1}) ⊙ φ′_l, one GEMM per layer l < L;
+    DT holds φ′_lᵀ (n_l, n) of the hidden layers at n·(cum[l] − cum[1]), for the carried layers of ``gnvp``."""
     L = sizes.size - 1
     cum = prefix(sizes)
     n, d = aux.shape
@@ -70,11 +71,12 @@ def precompute(theta: Any, sizes: Any, woff: Any, loss: int, acts: Any, d1: Any,
     nu = np.empty(n * (cum[L + 1] - cum[1]), acts.dtype)
     AT = np.empty(n * cum[L], acts.dtype)
     G = np.empty(n * np.max(sizes), acts.dtype)
+    DT = np.empty(n * (cum[L] - cum[1]), acts.dtype)
     losses.factor(loss, aux, mat3(S, n * d * (cum[L] - cum[1]), d, d, n))
     for l in range(L, 0, -1):
         n_l = sizes[l]
         Sl = mat3(S, n * d * (cum[l] - cum[1]), n_l, d, n)
-        Gl = mat(G, 0, n_l, n)
+        Gl = mat(DT, n * (cum[l] - cum[1]), n_l, n) if l < L else mat(G, 0, n_l, n)
         if l < L:  # W_{l+1}ᵀ S_{l+1}: (n_l, n_{l+1}) @ (n_{l+1}, n·d), then the rows times φ′_l
             gemm(weights(theta, sizes, woff, l + 1).T,
                    mat(S, n * d * (cum[l + 1] - cum[1]), sizes[l + 1], n * d), Sl.reshape((n_l, n * d)))
@@ -86,7 +88,7 @@ def precompute(theta: Any, sizes: Any, woff: Any, loss: int, acts: Any, d1: Any,
         _scale_rows(Sl, Gl, mat(nu, n * (cum[l] - cum[1]), n_l, n))
     for l in range(L):
         transpose(mat(acts, n * cum[l], n, sizes[l]), mat(AT, n * cum[l], sizes[l], n))
-    return S, nu, AT
+    return S, nu, AT, DT
 
 
 @jit
@@ -314,11 +316,11 @@ def sample(S: Any, nu: Any, AT: Any, sizes: Any, woff: Any, rows: Any, cols: Any
 # ---- G V from the factors alone (no forward or backward pass): 2 layer-GEMMs per layer ------------------------
 @jit
 def gnvp_space(sizes: Any, n: int, d: int, k: int) -> int:
-    """Length of the flat workspace of ``gnvp`` on k directions: Vp and P (N·k each), T, u."""
+    """Length of the flat workspace of ``gnvp`` on k directions: Vp and P (N·k each), T and X, u."""
     N = 0
     for l in range(1, sizes.size):
         N += sizes[l] * (sizes[l - 1] + 1)  # an upper bound without biases too
-    return 2 * N * k + n * k * np.max(sizes[1:]) + n * k * d
+    return 2 * N * k + 2 * n * k * np.max(sizes[1:]) + n * k * d
 
 
 @jit
@@ -378,14 +380,35 @@ def _row_sums_into(T: Any, P: Any, start: int) -> None:
 
 
 @jit
-def gnvp(S: Any, AT: Any, sizes: Any, woff: Any, boff: Any, n: int, d: int, scale: float, l2: float, V: Any,
-         ws: Any) -> Any:
+def _carry_rows(T: Any, DT: Any, X: Any) -> None:
+    """X[j·n_l + i, :] = φ′_lᵀ[i, :] ⊙ T[j·n_l + i, :] for T, X (k·n_l, n), DT (n_l, n)."""
+    n_l, n = DT.shape
+    for r in range(T.shape[0]):
+        f = DT[r % n_l]
+        for s in range(n):
+            X[r, s] = f[s] * T[r, s]
+
+
+@jit
+def _scale_rows_by(T: Any, DT: Any) -> None:
+    """T[j·n_l + i, :] *= φ′_lᵀ[i, :] for T (k·n_l, n), DT (n_l, n)."""
+    n_l, n = DT.shape
+    for r in range(T.shape[0]):
+        f = DT[r % n_l]
+        for s in range(n):
+            T[r, s] *= f[s]
+
+
+@jit
+def gnvp(S: Any, AT: Any, DT: Any, theta: Any, sizes: Any, woff: Any, boff: Any, n: int, d: int, scale: float,
+         l2: float, V: Any, carry: Any, ws: Any) -> Any:
     """G V (N, k) = s·Ŝᵀ(Ŝ V) (+ λ P_W V) from the factors; scratch from ``ws`` (``gnvp_space``).
 
     Per layer one GEMM Tᵀ_l = [V_l^(1); …; V_l^(k)] A_{l−1}ᵀ (k·n_l, n), plus the bias part, and its
     contraction with S_l into u (k, d, n); u *= s; then per layer the transposed contraction T_l = S_l·u and
     one GEMM T_l A_{l−1} for the weight block of every direction, the bias block being the sums of T_l over
-    the samples.
+    the samples. A hidden layer with carry[l − 1] set skips S_l: its φ′_l ⊙ T_l goes on through W_{l+1} into
+    T_{l+1} (and on the way back T_l = φ′_l ⊙ W_{l+1}ᵀ T_{l+1}), since S_l = Φ′_l W_{l+1}ᵀ S_{l+1}.
     """
     L = sizes.size - 1
     cum = prefix(sizes)
@@ -394,9 +417,11 @@ def gnvp(S: Any, AT: Any, sizes: Any, woff: Any, boff: Any, n: int, d: int, scal
     pos = np.zeros(1, np.int64)
     Vp, P = take(ws, pos, N * k), take(ws, pos, N * k)
     T = take(ws, pos, n * k * width)
+    X = take(ws, pos, n * k * width)
     u = take(ws, pos, n * k * d).reshape((k, d, n))
     pack(sizes, woff, boff, V, Vp, Vp[:0])
     u[:] = 0.0
+    below = False  # whether X holds the carried φ′ ⊙ T of the layer below
     for l in range(1, L + 1):
         n_l, n_p = sizes[l], sizes[l - 1]
         Tl = mat(T, 0, k * n_l, n)
@@ -405,18 +430,33 @@ def gnvp(S: Any, AT: Any, sizes: Any, woff: Any, boff: Any, n: int, d: int, scal
         gemm(mat(Vp, k * woff[l - 1], k * n_l, n_p), A_T, Tl)
         if boff[l - 1] >= 0:
             _add_bias_rows(Tl, mat(Vp, k * boff[l - 1], k, n_l))
-        _contract_in(mat3(S, n * d * (cum[l] - cum[1]), n_l, d, n), Tl, u)
+        if below:  # + W_l (φ′_{l−1} ⊙ T_{l−1}) for every direction
+            for j in range(k):
+                gemm(weights(theta, sizes, woff, l), mat(X, j * n_p * n, n_p, n), Tl[j * n_l:(j + 1) * n_l], 1.0)
+        below = l < L and carry[l - 1] != 0
+        if below:
+            _carry_rows(Tl, mat(DT, n * (cum[l] - cum[1]), n_l, n), mat(X, 0, k * n_l, n))
+        else:
+            _contract_in(mat3(S, n * d * (cum[l] - cum[1]), n_l, d, n), Tl, u)
     for j in range(k):
         for c in range(d):
             for s in range(n):
                 u[j, c, s] *= scale
-    for l in range(1, L + 1):
+    cur, other = T, X  # T_l is built in cur; other holds T_{l+1}
+    for l in range(L, 0, -1):
         n_l, n_p = sizes[l], sizes[l - 1]
-        Tl = mat(T, 0, k * n_l, n)
+        Tl = mat(cur, 0, k * n_l, n)
         A_T = mat(AT, n * cum[l - 1], n_p, n)
-        _contract_out(mat3(S, n * d * (cum[l] - cum[1]), n_l, d, n), u, Tl)
+        if l < L and carry[l - 1] != 0:
+            n_x = sizes[l + 1]
+            for j in range(k):
+                gemm(weights(theta, sizes, woff, l + 1).T, mat(other, j * n_x * n, n_x, n), Tl[j * n_l:(j + 1) * n_l])
+            _scale_rows_by(Tl, mat(DT, n * (cum[l] - cum[1]), n_l, n))
+        else:
+            _contract_out(mat3(S, n * d * (cum[l] - cum[1]), n_l, d, n), u, Tl)
         # T_l A_{l−1}: (k·n_l, n) @ (n, n_{l−1}), the weight block of every direction
         gemm(Tl, A_T.T, mat(P, k * woff[l - 1], k * n_l, n_p))
         if boff[l - 1] >= 0:
             _row_sums_into(Tl, P, k * boff[l - 1])
+        cur, other = other, cur
     return unpack(sizes, woff, boff, k, P, P[:0], V, l2)

@@ -14,7 +14,7 @@ registry id inside the kernels.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -141,6 +141,8 @@ class Factors:
     S: Array
     nu: Array
     AT: Array
+    DT: Array  # φ′_lᵀ of the hidden layers and θ (the linearization's): for the carried layers of gnvp
+    theta: Array
     scale: float
     n: int
     d: int
@@ -284,8 +286,8 @@ class NumbaBackend(BackendBase):
 
     def gnh_precompute(self, lin: Lin) -> Factors:
         g = lin.geo
-        S, nu, AT = _gnh.precompute(lin.theta, g.sizes, g.woff, g.loss, lin.acts, lin.d1, lin.aux)
-        return Factors(lin.model, g, S, nu, AT, lin.scale, lin.n, lin.model.sizes[-1])
+        S, nu, AT, DT = _gnh.precompute(lin.theta, g.sizes, g.woff, g.loss, lin.acts, lin.d1, lin.aux)
+        return Factors(lin.model, g, S, nu, AT, DT, lin.theta, lin.scale, lin.n, lin.model.sizes[-1])
 
     def gnh_entries(self, fac: Factors, rows: Array, cols: Array) -> Array:
         g = fac.geo
@@ -311,12 +313,15 @@ class NumbaBackend(BackendBase):
         S.flags.writeable = AT.flags.writeable = False  # views of the engine's buffers
         return S, AT.T
 
-    def gnh_gnvp(self, fac: Factors, V: Array) -> Array:
+    def gnh_gnvp(self, fac: Factors, V: Array, carry: Sequence[bool] | None = None) -> Array:
         g = fac.geo
+        flags = np.zeros(g.sizes.size - 1, np.uint8)
+        if carry:
+            flags[:] = carry
         with fac.ws.lock:
             ws = fac.ws.get(0, V.shape[1], lambda: _gnh.gnvp_space(g.sizes, fac.n, fac.d, V.shape[1]))
-            return _gnh.gnvp(fac.S, fac.AT, g.sizes, g.woff, g.boff, fac.n, fac.d, fac.scale, float(fac.model.l2),
-                             _writable(V), ws)
+            return _gnh.gnvp(fac.S, fac.AT, fac.DT, fac.theta, g.sizes, g.woff, g.boff, fac.n, fac.d, fac.scale,
+                             float(fac.model.l2), _writable(V), flags, ws)
 
     def gnh_diagonal(self, fac: Factors) -> Array:
         g = fac.geo

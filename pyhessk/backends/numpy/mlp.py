@@ -9,6 +9,7 @@ those of ALGORITHMS.md §10.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,6 +66,8 @@ class Factors:
     scale: float
     n: int
     d: int
+    Ws: list[Array]  # W_l, l = 1..L, and φ′_l, l = 1..L−1 (n, n_l): the linearization's, for carried layers
+    dphi: list[Array]
 
     @property
     def dtype(self) -> np.dtype:
@@ -91,35 +94,59 @@ def _blocks_t(model: ModelSpec, VT: Array, l: int) -> tuple[Array, Array | None]
     return VW, (VT[:, b0:end] if model.bias else None)
 
 
-def factor_forward(model: ModelSpec, layers: list[tuple[Array, Array]], VT: Array) -> Array:
+#: For each layer l = 1..L, None (its R-values meet S_l) or (W_{l+1}, φ′_l (n, n_l)): layer l is carried, its
+#: R-values go on through W_{l+1} instead (ALGORITHMS §4.4 with S_l = Φ′_l W_{l+1}ᵀ S_{l+1} unrolled once).
+Links = Sequence["tuple[Array, Array] | None"]
+
+
+def factor_forward(model: ModelSpec, layers: list[tuple[Array, Array]], VT: Array, links: Links | None = None) -> Array:
     """Ŝ V / √s from stored GNH factors: u_k = Σ_l S_{l,k}(V_l a_{l−1,k} + v_l) for VT (k, N) → (n, k, d).
 
     ``layers[l−1]`` = (S_l as (n_l, n, d), A_{l−1} as (n, n_{l−1})), any strides. Per layer one GEMM
-    P_l = A_{l−1} V_lᵀ and one contraction with S_l.
+    P_l = A_{l−1} V_lᵀ and one contraction with S_l; a carried layer (``links``) adds (P_l ⊙ φ′_l) W_{l+1}ᵀ to
+    P_{l+1} instead.
     """
     k = VT.shape[0]
     S0, A0 = layers[0]
     u = np.zeros((A0.shape[0], k, S0.shape[2]), dtype=np.result_type(VT, S0))
+    below = None  # the carried (n, k, n_l) of the layer below
     for l, (S, A) in enumerate(layers, start=1):
         VW, vb = _blocks_t(model, VT, l)
         P = (A @ VW.reshape(k * S.shape[0], -1).T).reshape(A.shape[0], k, S.shape[0])  # A_{l−1} V_lᵀ
         if vb is not None:
             P += vb
-        u += np.einsum("isc,ski->skc", S, P, optimize=True)
+        if below is not None:
+            P += below
+        link = links[l - 1] if links else None
+        if link is None:
+            u += np.einsum("isc,ski->skc", S, P, optimize=True)
+            below = None
+        else:
+            W_next, dphi = link
+            below = (P * dphi[:, None, :]) @ W_next.T
     return u
 
 
-def factor_backward(model: ModelSpec, layers: list[tuple[Array, Array]], u: Array) -> Array:
+def factor_backward(model: ModelSpec, layers: list[tuple[Array, Array]], u: Array, links: Links | None = None) -> Array:
     """Ŝᵀ U / √s from stored GNH factors for u (n, k, d) → (k, N): per layer the contraction Q_l = S_l u
-    and one GEMM Q_lᵀ A_{l−1} for the weight block (the bias block sums Q_l over samples)."""
+    (for a carried layer Q_l = φ′_l ⊙ Q_{l+1} W_{l+1}) and one GEMM Q_lᵀ A_{l−1} for the weight block (the bias
+    block sums Q_l over samples)."""
     n, k, _ = u.shape
     outT = np.empty((k, model.num_params), dtype=np.result_type(u, layers[0][0]))
-    for l, (S, A) in enumerate(layers, start=1):
+    above = None  # Q_{l+1}
+    for l in range(len(layers), 0, -1):
+        S, A = layers[l - 1]
         GW, gb = _blocks_t(model, outT, l)
-        Q = np.einsum("isc,skc->ski", S, u, optimize=True)  # (n, k, n_l)
+        link = links[l - 1] if links else None
+        if link is None:
+            Q = np.einsum("isc,skc->ski", S, u, optimize=True)  # (n, k, n_l)
+        else:
+            W_next, dphi = link
+            Q = (above @ W_next) * dphi[:, None, :]
         GW[...] = (Q.reshape(n, k * S.shape[0]).T @ A).reshape(GW.shape)
         if gb is not None:
             gb[...] = Q.sum(axis=0)
+        above = Q
     return outT
 
 
@@ -299,7 +326,7 @@ class NumpyBackend(BackendBase):
             S[l - 1] = S_l
         nu = [np.sqrt(np.einsum("ikd,ikd->ik", S_l, S_l)) for S_l in S]
         AT = [np.ascontiguousarray(A.T) for A in lin.A]
-        return Factors(model, AT, S, nu, lin.scale, n, d)
+        return Factors(model, AT, S, nu, lin.scale, n, d, lin.Ws, lin.dphi)
 
     @staticmethod
     def _gather(fac: Factors, idx: Array) -> Array:
@@ -378,13 +405,16 @@ class NumpyBackend(BackendBase):
     def gnh_layer_factors(self, fac: Factors, l: int) -> tuple[Array, Array]:
         return fac.S[l - 1], fac.AT[l - 1].T
 
-    def gnh_gnvp(self, fac: Factors, V: Array) -> Array:
-        """G V from the stored factors: s·Ŝᵀ(Ŝ V) (+ λ P_W V), 2 layer-GEMMs per layer (ALGORITHMS §4.4)."""
-        layers = [(fac.S[l], fac.AT[l].T) for l in range(fac.model.num_layers)]
+    def gnh_gnvp(self, fac: Factors, V: Array, carry: Sequence[bool] | None = None) -> Array:
+        """G V from the stored factors: s·Ŝᵀ(Ŝ V) (+ λ P_W V), 2 layer-GEMMs per layer (ALGORITHMS §4.4);
+        the hidden layers flagged in ``carry`` take the R-forward step through W_{l+1} instead of S_l."""
+        L = fac.model.num_layers
+        layers = [(fac.S[l], fac.AT[l].T) for l in range(L)]
+        links = [(fac.Ws[l], fac.dphi[l - 1]) if carry and l < L and carry[l - 1] else None for l in range(1, L + 1)]
         VT = np.ascontiguousarray(V.T)
-        u = factor_forward(fac.model, layers, VT)
+        u = factor_forward(fac.model, layers, VT, links)
         u *= u.dtype.type(fac.scale)
-        out = np.ascontiguousarray(factor_backward(fac.model, layers, u).T)
+        out = np.ascontiguousarray(factor_backward(fac.model, layers, u, links).T)
         if fac.model.l2:
             out += fac.model.l2 * fac.model.weight_mask(out.dtype)[:, None] * V
         return out
