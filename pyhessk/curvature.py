@@ -291,6 +291,7 @@ class GnhEntries:
         self._engine = curvature._engine
         self._fac = factors
         self._N = curvature.num_params
+        self._plans: dict[int, tuple[tuple[bool, ...], float, float]] = {}
 
     def _pair(self, rows: Any, cols: Any) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
         r, c = as_index(rows, "rows", self._N), as_index(cols, "cols", self._N)
@@ -343,7 +344,11 @@ class GnhEntries:
 
     def _plan(self, k: int) -> tuple[tuple[bool, ...], float, float]:
         """The factored product's route for k vectors and its predicted cost against the plain product's."""
-        return factored_gnvp_plan(self._c.net.sizes, self._c.num_samples, k, self._c.dtype.itemsize)
+        plan = self._plans.get(k)
+        if plan is None:  # computed once per k: a product on a small net takes a few microseconds
+            plan = self._plans[k] = factored_gnvp_plan(self._c.net.sizes, self._c.num_samples, k,
+                                                       self._c.dtype.itemsize)
+        return plan
 
     @staticmethod
     def num_samples(eps: float, delta: float, method: str = "mean") -> int:
