@@ -121,7 +121,10 @@ def main() -> None:
              "- **Method**: the three products of one row run round-robin in the same rounds (`interleaved_many`: "
              "each time is the minimum over rounds of the per-round medians), so their ratio is not moved by the "
              "machine's drift between tests; the range is that of the per-round ratios. Float32 except S-f64. "
-             "Every result is checked against the plain product (relative error in the JSON).",
+             "Every result is checked against the plain product (relative error in the JSON). Each call follows "
+             "the previous one of the round (plain, factored, contracted, plain, …), so it starts with the caches "
+             "the previous call left; the contracted row calls the engine directly, without `e.gnvp`'s argument "
+             "checks.",
              "- **GEMM floor**: the factored route's GEMM flops over the plain product's (first layer 2 GEMMs on "
              "both routes, every other layer 2 instead of 4, plus a carried layer's 2 with W_{l+1}).", "",
              *table(rows), ""]

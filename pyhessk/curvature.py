@@ -24,6 +24,10 @@ _MAX_SAMPLES = 2**63 - 1
 _FLOPS_PER_BYTE = 8.0
 _CONTRACTION_FLOP = 1.5
 _CACHED_BYTES = 1 << 20
+#: The narrowest GEMM the route model prices by its flops: a carried layer l with n_{l+1} below it costs what
+#: n_{l+1} = 8 would (BLAS kernels work in tiles about 8 wide; measured: carrying into P's and S's 1-unit
+#: output layer was 4–13% slower than contracting, bench/results/factored-routes-*).
+_MIN_GEMM_WIDTH = 8
 _SAMPLING_METHODS = ("mean", "median_of_means")
 #: ``estimate`` returns exact entries when they are predicted cheaper than sampling. Costs in units of one
 #: sample's share of building the sampling distribution (n of them per entry): an exact entry costs
@@ -438,7 +442,8 @@ def factored_gnvp_plan(sizes: Sequence[int], n: int, k: int, itemsize: int) -> t
     Costs in GEMM flops. Plain: 2nk(2n_1n_0 + 4Σ_{l≥2}n_ln_{l−1}). Factored: 2nk·2Σn_ln_{l−1} for the GEMMs
     with V and A, and per layer l either its two contractions with S_l (streaming 2·n·d·n_l numbers, free
     while all factors fit in cache, plus 4nkd·n_l flops weighted by √k) or, for a hidden layer, carrying
-    its R-values on through W_{l+1} (one GEMM each way, 4nk·n_l·n_{l+1} flops, plus two sweeps of nk·n_l):
+    its R-values on through W_{l+1} (one GEMM each way, 4nk·n_l·max(n_{l+1}, 8) flops, plus two sweeps of nk·n_l
+    and two reads of φ′_l):
     ``carry[l−1]`` says which, the cheaper of the two (the output layer is always contracted). Carrying
     pays when layer l + 1 is narrow compared with d; with every hidden layer carried the route is the plain
     product's arithmetic on the factored product's layout.
@@ -454,7 +459,10 @@ def factored_gnvp_plan(sizes: Sequence[int], n: int, k: int, itemsize: int) -> t
         return per_byte * 2 * n * d * n_l * itemsize + _CONTRACTION_FLOP * 4 * n * k * d * n_l * math.sqrt(k)
 
     def carried(n_l: int, n_next: int) -> float:
-        return 4 * n * k * n_l * n_next + _CONTRACTION_FLOP * 2 * n * k * n_l
+        # a GEMM narrower than a micro-kernel runs no faster than one _MIN_GEMM_WIDTH wide; φ′_l is read once
+        # per pass, as S_l would be
+        gemm = 4 * n * k * n_l * max(n_next, _MIN_GEMM_WIDTH)
+        return gemm + per_byte * 2 * n * n_l * itemsize + _CONTRACTION_FLOP * 2 * n * k * n_l
 
     carry = tuple(l < L and carried(sizes[l], sizes[l + 1]) < contract(sizes[l]) for l in range(1, L + 1))
     factored = 2 * n * k * 2 * sum(prods) + contract(sizes[L]) + sum(

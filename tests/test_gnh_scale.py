@@ -107,7 +107,8 @@ MEASURED_ROUTES = [
 MEASURED_CARRIES = [
     ((784, 256, 256, 10), 1024, 1, 4, (2,)),  # M: carrying layer 2 6.83 ms, none 7.18, layers 1–2 7.52
     ((1024, 1024, 1024, 1024, 10), 512, 1, 4, (3,)),  # W: layer 3 33.5 ms, none 34.4, layers 2–3 42.8
-    ((2, 50, 50, 50, 1), 4096, 1, 4, (3,)),  # P: layer 3 1.29 ms, none 1.37, layers 2–3 1.53
+    ((2, 50, 50, 50, 1), 4096, 1, 4, ()),  # P: none 1.46 ms, layer 3 (into the 1-unit output) 1.55, same rounds
+    ((10, 32, 32, 1), 256, 16, 4, ()),  # S, k = 16: none 0.342 ms, layer 2 0.356, same rounds
     ((64,) + (64,) * 10 + (10,), 512, 16, 4, tuple(range(1, 11))),  # D, k = 16: all 16.7 ms, none 21.4
 ]
 
