@@ -13,7 +13,9 @@ nor G is ever formed: K is assembled layer by layer from S_l and A_{l−1},
 
 in O(n²d²Σn_l + n²Σn_{l−1}) flops, and Ŝ·, Ŝᵀ· are the two halves of the factored product.
 Everything here runs in float64 (the Gram's condition number is up to 1 + ‖G‖/δ), whatever the
-network's dtype; results are returned in the network's dtype.
+network's dtype; results are returned in the network's dtype. The arrays' library decides where: NumPy and
+SciPy on the host, CuPy (``cupy.linalg.cholesky``, ``cupyx.scipy.linalg.solve_triangular``) on the device
+for a snapshot of GPU arrays, so the factors never leave it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 
-from ._arrays import to_host
+from ._arrays import namespace_of, to_host
 from .backends._base import ModelSpec
 from .backends.numpy.mlp import factor_backward, factor_forward
 
@@ -42,20 +44,26 @@ class WoodburySolver:
     """A factorised I + K for one damping δ, reused by every right-hand side."""
 
     model: ModelSpec
-    layers: list[tuple[np.ndarray, np.ndarray]]  # (S_l (n_l, n, d), A_{l−1} (n, n_{l−1})) per layer
+    layers: list[tuple[Any, Any]]  # (S_l (n_l, n, d), A_{l−1} (n, n_{l−1})) per layer, host or device
     scale: float
-    dinv: np.ndarray  # D⁻¹ (N,)
-    chol: np.ndarray  # lower Cholesky factor of I + K, (n·d, n·d)
+    dinv: Any  # D⁻¹ (N,)
+    chol: Any  # lower Cholesky factor of I + K, (n·d, n·d)
 
-    def solve(self, B: np.ndarray) -> np.ndarray:
-        """(G + δI)⁻¹ B for B (N, k) → (N, k) float64."""
+    def solve(self, B: Any) -> Any:
+        """(G + δI)⁻¹ B for B (N, k) float64, in the factors' library → (N, k) float64."""
+        xp = namespace_of(self.chol)
         n, d = self.layers[0][1].shape[0], self.layers[0][0].shape[2]
         k = B.shape[1]
         Y = B * self.dinv[:, None]  # D⁻¹ B
-        u = factor_forward(self.model, self.layers, np.ascontiguousarray(Y.T))  # Ŝ D⁻¹ B: (n, k, d)
+        u = factor_forward(self.model, self.layers, xp.ascontiguousarray(Y.T))  # Ŝ D⁻¹ B: (n, k, d)
         T = u.transpose(0, 2, 1).reshape(n * d, k)
-        Z = scipy.linalg.cho_solve((self.chol, True), T, check_finite=False)
-        Z = np.ascontiguousarray(Z.reshape(n, d, k).transpose(0, 2, 1))
+        if xp is np:
+            Z = scipy.linalg.cho_solve((self.chol, True), T, check_finite=False)
+        else:  # L Lᵀ Z = T as two triangular solves
+            from cupyx.scipy.linalg import solve_triangular
+
+            Z = solve_triangular(self.chol, solve_triangular(self.chol, T, lower=True), trans="T", lower=True)
+        Z = xp.ascontiguousarray(Z.reshape(n, d, k).transpose(0, 2, 1))
         correction = factor_backward(self.model, self.layers, Z).T  # Ŝᵀ Z: (N, k)
         return Y - self.scale * self.dinv[:, None] * correction
 
@@ -65,17 +73,18 @@ def diagonal_shift(model: ModelSpec, damping: float) -> tuple[float, float]:
     return damping + model.l2, damping
 
 
-def sample_gram(model: ModelSpec, layers: list[tuple[np.ndarray, np.ndarray]], scale: float, dw: float,
-                db: float, chunk_size: int) -> np.ndarray:
+def sample_gram(model: ModelSpec, layers: list[tuple[Any, Any]], scale: float, dw: float,
+                db: float, chunk_size: int) -> Any:
     """K = s·Ŝ D⁻¹ Ŝᵀ (n·d, n·d) in float64, rows ordered (sample, output); built ``chunk_size`` samples
     of rows at a time, so that the working memory beyond K is chunk_size·d·n·d numbers."""
     A0, S0 = layers[0][1], layers[0][0]
+    xp = namespace_of(S0)
     n, d = A0.shape[0], S0.shape[2]
-    K = np.zeros((n * d, n * d))
+    K = xp.zeros((n * d, n * d), dtype=xp.float64)
     for S, A in layers:
         n_l = S.shape[0]
-        St = np.ascontiguousarray(S.transpose(1, 2, 0), dtype=np.float64).reshape(n * d, n_l)  # rows (k, c)
-        A64 = np.asarray(A, dtype=np.float64)
+        St = xp.ascontiguousarray(S.transpose(1, 2, 0), dtype=xp.float64).reshape(n * d, n_l)  # rows (k, c)
+        A64 = xp.asarray(A, dtype=xp.float64)
         F = A64 @ A64.T  # a_{l−1,k}·a_{l−1,k'}: (n, n)
         F /= dw
         if model.bias:
@@ -90,14 +99,21 @@ def sample_gram(model: ModelSpec, layers: list[tuple[np.ndarray, np.ndarray]], s
     return K
 
 
-def factorise(model: ModelSpec, layers: list[tuple[np.ndarray, np.ndarray]], scale: float, damping: float,
+def factorise(model: ModelSpec, layers: list[tuple[Any, Any]], scale: float, damping: float,
               chunk_size: int) -> WoodburySolver:
-    """Build the Gram for δ = ``damping`` and its Cholesky factor (I + K is SPD: K is PSD)."""
+    """Build the Gram for δ = ``damping`` and its Cholesky factor (I + K is SPD: K is PSD), where the
+    factors live (on the device, ``cupy.linalg.cholesky`` needs a second n·d × n·d array)."""
     dw, db = diagonal_shift(model, damping)
     K = sample_gram(model, layers, scale, dw, db, chunk_size)
-    K[np.diag_indices_from(K)] += 1.0
-    chol = scipy.linalg.cholesky(K, lower=True, overwrite_a=True, check_finite=False)
-    mask = model.weight_mask(np.float64)
+    xp = namespace_of(K)
+    diag = xp.arange(K.shape[0])
+    K[diag, diag] += 1.0
+    if xp is np:
+        chol = scipy.linalg.cholesky(K, lower=True, overwrite_a=True, check_finite=False)
+    else:
+        chol = xp.linalg.cholesky(K)
+        del K
+    mask = xp.asarray(model.weight_mask(np.float64))
     dinv = 1.0 / (db + (dw - db) * mask)
     return WoodburySolver(model, layers, scale, dinv, chol)
 
@@ -107,6 +123,9 @@ def default_chunk(n: int, d: int, budget: int = 1 << 25) -> int:
     return max(1, min(n, budget // max(1, d * n * d)))
 
 
-def as_layers(engine: Any, fac: Any, model: ModelSpec) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(S_l, A_{l−1}) of every layer as host arrays (copied from the device on the cuda engine)."""
-    return [tuple(to_host(a) for a in engine.gnh_layer_factors(fac, l)) for l in range(1, model.num_layers + 1)]
+def as_layers(engine: Any, fac: Any, model: ModelSpec, xp: Any = np) -> list[tuple[Any, Any]]:
+    """(S_l, A_{l−1}) of every layer as arrays of ``xp``: the engine's own (device views on the cuda engine
+    for CuPy), or host arrays for NumPy (copied from the device where they live there)."""
+    if xp is np:
+        return [tuple(to_host(a) for a in engine.gnh_layer_factors(fac, l)) for l in range(1, model.num_layers + 1)]
+    return [tuple(xp.asarray(a) for a in engine.gnh_layer_factors(fac, l)) for l in range(1, model.num_layers + 1)]

@@ -234,7 +234,8 @@ class Curvature:
         from the stored GNH factors (``gnh_entries()`` runs first if needed), one Cholesky factorisation,
         then per right-hand side a factored product. J and G are never formed. Costs
         O(n²d²Σn_l + (nd)³/3) once per damping (the factorisation is kept for the last damping used),
-        then O(n·N + (nd)²) per column. Computed in float64, returned in the network's dtype.
+        then O(n·N + (nd)²) per column. Computed in float64, returned in the network's dtype and in B's
+        array library; on the cuda engine with a snapshot of GPU arrays all of it runs on the device.
 
         Args:
             B: right-hand sides, (N,) or (N, k).
@@ -268,11 +269,13 @@ class Curvature:
         xp = namespace_of(v)
         if v.shape[1] == 0:
             return self._unblock(xp.empty_like(v), single)
+        home = self._home()  # where the factors live: the Gram, its factorisation and the solve stay there
         if self._solver is None or self._solver[0] != damping:
-            layers = _gram.as_layers(self._engine, self.gnh_entries()._fac, model)
+            layers = _gram.as_layers(self._engine, self.gnh_entries()._fac, model, home)
             self._solver = (damping, _gram.factorise(model, layers, model.scale(n), damping, chunk))
-        out = self._solver[1].solve(to_host(v).astype(np.float64, copy=False))  # on the host, in float64
-        return self._unblock(xp.asarray(out.astype(self._dtype, copy=False)), single)
+        rhs = to_host(v) if home is np else home.asarray(v)
+        out = self._solver[1].solve(rhs.astype(np.float64, copy=False)).astype(self._dtype, copy=False)
+        return self._unblock(to_host(out) if xp is np else xp.asarray(out), single)
 
     # ---- entrywise Gauss–Newton ----------------------------------------------------------------------
     def gnh_entries(self) -> GnhEntries:

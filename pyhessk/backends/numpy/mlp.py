@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ... import _spec
+from ..._arrays import namespace_of
 from .._base import BackendBase, ModelSpec
 from .activations import ACTIVATIONS
 from .dense import dense_curvature
@@ -106,9 +107,10 @@ def factor_forward(model: ModelSpec, layers: list[tuple[Array, Array]], VT: Arra
     P_l = A_{l−1} V_lᵀ and one contraction with S_l; a carried layer (``links``) adds (P_l ⊙ φ′_l) W_{l+1}ᵀ to
     P_{l+1} instead.
     """
+    xp = namespace_of(VT)  # NumPy, or CuPy for the Woodbury solve on a device snapshot
     k = VT.shape[0]
     S0, A0 = layers[0]
-    u = np.zeros((A0.shape[0], k, S0.shape[2]), dtype=np.result_type(VT, S0))
+    u = xp.zeros((A0.shape[0], k, S0.shape[2]), dtype=xp.result_type(VT.dtype, S0.dtype))
     below = None  # the carried (n, k, n_l) of the layer below
     for l, (S, A) in enumerate(layers, start=1):
         VW, vb = _blocks_t(model, VT, l)
@@ -119,7 +121,7 @@ def factor_forward(model: ModelSpec, layers: list[tuple[Array, Array]], VT: Arra
             P += below
         link = links[l - 1] if links else None
         if link is None:
-            u += np.einsum("isc,ski->skc", S, P, optimize=True)
+            u += xp.einsum("isc,ski->skc", S, P, optimize=True)
             below = None
         else:
             W_next, dphi = link
@@ -131,15 +133,16 @@ def factor_backward(model: ModelSpec, layers: list[tuple[Array, Array]], u: Arra
     """Ŝᵀ U / √s from stored GNH factors for u (n, k, d) → (k, N): per layer the contraction Q_l = S_l u
     (for a carried layer Q_l = φ′_l ⊙ Q_{l+1} W_{l+1}) and one GEMM Q_lᵀ A_{l−1} for the weight block (the bias
     block sums Q_l over samples)."""
+    xp = namespace_of(u)
     n, k, _ = u.shape
-    outT = np.empty((k, model.num_params), dtype=np.result_type(u, layers[0][0]))
+    outT = xp.empty((k, model.num_params), dtype=xp.result_type(u.dtype, layers[0][0].dtype))
     above = None  # Q_{l+1}
     for l in range(len(layers), 0, -1):
         S, A = layers[l - 1]
         GW, gb = _blocks_t(model, outT, l)
         link = links[l - 1] if links else None
         if link is None:
-            Q = np.einsum("isc,skc->ski", S, u, optimize=True)  # (n, k, n_l)
+            Q = xp.einsum("isc,skc->ski", S, u, optimize=True)  # (n, k, n_l)
         else:
             W_next, dphi = link
             Q = (above @ W_next) * dphi[:, None, :]
