@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -298,7 +299,6 @@ class GnhEntries:
         self._engine = curvature._engine
         self._fac = factors
         self._N = curvature.num_params
-        self._plans: dict[int, tuple[tuple[bool, ...], float, float]] = {}
 
     def _pair(self, rows: Any, cols: Any) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
         r, c = as_index(rows, "rows", self._N), as_index(cols, "cols", self._N)
@@ -351,11 +351,7 @@ class GnhEntries:
 
     def _plan(self, k: int) -> tuple[tuple[bool, ...], float, float]:
         """The factored product's route for k vectors and its predicted cost against the plain product's."""
-        plan = self._plans.get(k)
-        if plan is None:  # computed once per k: a product on a small net takes a few microseconds
-            plan = self._plans[k] = factored_gnvp_plan(self._c.net.sizes, self._c.num_samples, k,
-                                                       self._c.dtype.itemsize)
-        return plan
+        return factored_gnvp_plan(self._c.net.sizes, self._c.num_samples, k, self._c.dtype.itemsize)
 
     @staticmethod
     def num_samples(eps: float, delta: float, method: str = "mean") -> int:
@@ -440,6 +436,13 @@ class GnhEntries:
 
 
 def factored_gnvp_plan(sizes: Sequence[int], n: int, k: int, itemsize: int) -> tuple[tuple[bool, ...], float, float]:
+    """The factored product's route for k vectors (see ``_route``), remembered per architecture and k: a product
+    on a small net takes a few microseconds, as long as pricing it."""
+    return _route(tuple(int(w) for w in sizes), int(n), int(k), int(itemsize))
+
+
+@functools.lru_cache(maxsize=256)
+def _route(sizes: tuple[int, ...], n: int, k: int, itemsize: int) -> tuple[tuple[bool, ...], float, float]:
     """The factored product's route for k vectors: (carry, predicted cost, predicted cost of the plain product).
 
     Costs in GEMM flops. Plain: 2nk(2n_1n_0 + 4Σ_{l≥2}n_ln_{l−1}). Factored: 2nk·2Σn_ln_{l−1} for the GEMMs

@@ -218,8 +218,8 @@ PYHESSK_CPU_CLONES void contract_out(int m, int d, int k, int n, const T* S, con
     }
 }
 
-// A carried layer's R-values before the GEMM with W_{l+1}: P[i, j, :] = f[i, :] ⊙ (P[i, j, :] + v_b[i, j]) for
-// P (m, k, n), f = φ′ᵀ (m, n), vb (m, k) or null.
+// A carried layer's rows times φ′: P[i, j, :] = f[i, :] ⊙ (P[i, j, :] + v_b[i, j]) for P (m, k, n), f = φ′ᵀ
+// (m, n), vb (m, k) or null: the R-values before the GEMM with W_{l+1}, and Q_l after the one with W_{l+1}ᵀ.
 template <typename T>
 PYHESSK_CPU_CLONES void carry_rows(int m, int k, int n, const T* vb, const T* f, T* P) {
   for (int i = 0; i < m; ++i) {
@@ -228,19 +228,6 @@ PYHESSK_CPU_CLONES void carry_rows(int m, int k, int n, const T* vb, const T* f,
       T* __restrict p = P + (int64_t(i) * k + j) * n;
       const T b = vb ? vb[int64_t(i) * k + j] : T(0);
       for (int s = 0; s < n; ++s) p[s] = fi[s] * (p[s] + b);
-    }
-  }
-}
-
-// Q[i, j, :] *= f[i, :] for Q (m, k, n), f (m, n); and, when bias_out is given, bias_out[i·k + j] = Σ_s Q[i, j, s].
-template <typename T>
-PYHESSK_CPU_CLONES void scale_rows_sum(int m, int k, int n, const T* f, T* Q, T* bias_out) {
-  for (int i = 0; i < m; ++i) {
-    const T* __restrict fi = f + int64_t(i) * n;
-    for (int j = 0; j < k; ++j) {
-      T* __restrict q = Q + (int64_t(i) * k + j) * n;
-      for (int s = 0; s < n; ++s) q[s] *= fi[s];
-      if (bias_out) bias_out[int64_t(i) * k + j] = row_sum(n, q);
     }
   }
 }
@@ -456,7 +443,9 @@ void GnhFactors<T>::gnvp(const T* V, int k, T* out, const uint8_t* carry) {
     T* bias_out = s_.bias ? out + s_.b_off[l - 1] * k : nullptr;
     if (carried(l)) {
       gemm<T>(true, false, n_l, k * n, s_.sizes[l + 1], T(1), W_[l].data(), n_l, above, k * n, T(0), Q, k * n);
-      scale_rows_sum<T>(n_l, k, n, dT_[l - 1].data(), Q, bias_out);
+      carry_rows<T>(n_l, k, n, nullptr, dT_[l - 1].data(), Q);  // Q_l = φ′_l ⊙ W_{l+1}ᵀ Q_{l+1}
+      if (bias_out)
+        for (int64_t r = 0; r < int64_t(n_l) * k; ++r) bias_out[r] = row_sum(n, Q + r * n);
     } else {
       contract_out<T>(n_l, d, k, n, S_[l - 1].data(), u, Q, bias_out);
     }

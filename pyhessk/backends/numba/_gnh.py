@@ -381,22 +381,12 @@ def _row_sums_into(T: Any, P: Any, start: int) -> None:
 
 @jit
 def _carry_rows(T: Any, DT: Any, X: Any) -> None:
-    """X[j·n_l + i, :] = φ′_lᵀ[i, :] ⊙ T[j·n_l + i, :] for T, X (k·n_l, n), DT (n_l, n)."""
+    """X[j·n_l + i, :] = φ′_lᵀ[i, :] ⊙ T[j·n_l + i, :] for T, X (k·n_l, n), DT (n_l, n); X may be T."""
     n_l, n = DT.shape
     for r in range(T.shape[0]):
         f = DT[r % n_l]
         for s in range(n):
             X[r, s] = f[s] * T[r, s]
-
-
-@jit
-def _scale_rows_by(T: Any, DT: Any) -> None:
-    """T[j·n_l + i, :] *= φ′_lᵀ[i, :] for T (k·n_l, n), DT (n_l, n)."""
-    n_l, n = DT.shape
-    for r in range(T.shape[0]):
-        f = DT[r % n_l]
-        for s in range(n):
-            T[r, s] *= f[s]
 
 
 @jit
@@ -451,7 +441,7 @@ def gnvp(S: Any, AT: Any, DT: Any, theta: Any, sizes: Any, woff: Any, boff: Any,
             n_x = sizes[l + 1]
             for j in range(k):
                 gemm(weights(theta, sizes, woff, l + 1).T, mat(other, j * n_x * n, n_x, n), Tl[j * n_l:(j + 1) * n_l])
-            _scale_rows_by(Tl, mat(DT, n * (cum[l] - cum[1]), n_l, n))
+            _carry_rows(Tl, mat(DT, n * (cum[l] - cum[1]), n_l, n), Tl)
         else:
             _contract_out(mat3(S, n * d * (cum[l] - cum[1]), n_l, d, n), u, Tl)
         # T_l A_{l−1}: (k·n_l, n) @ (n, n_{l−1}), the weight block of every direction
