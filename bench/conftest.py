@@ -16,13 +16,14 @@ import sys
 
 THREADS = int(os.environ.get("PYHESSK_BENCH_THREADS", "2"))
 _NUMPY_PRELOADED = "numpy" in sys.modules
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
-             "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "NUMBA_NUM_THREADS"):
-    os.environ[_var] = str(THREADS)
+
+from . import sysinfo  # noqa: E402  (imports no NumPy)
+
+sysinfo.pin_thread_env(THREADS)
 
 import pytest  # noqa: E402  (after the thread variables on purpose)
 
-from . import configs, sysinfo  # noqa: E402
+from . import configs  # noqa: E402
 
 _THREAD_CONTROL = sysinfo.limit_blas_threads(THREADS)
 MALLOC = os.environ.get("PYHESSK_BENCH_MALLOC", "warm")

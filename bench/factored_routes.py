@@ -21,10 +21,10 @@ from __future__ import annotations
 import os
 import sys
 
+from . import sysinfo  # imports no NumPy
+
 THREADS = int(os.environ.get("PYHESSK_BENCH_THREADS", "2"))
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
-             "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "NUMBA_NUM_THREADS"):
-    os.environ.setdefault(_var, str(THREADS))
+sysinfo.pin_thread_env(THREADS)
 
 import argparse  # noqa: E402  (after the thread variables on purpose, as in conftest.py)
 import datetime as _dt  # noqa: E402
@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 from pyhessk._bench.timing import interleaved_many  # noqa: E402
 from pyhessk.curvature import factored_gnvp_plan  # noqa: E402
 
-from . import configs, sysinfo  # noqa: E402
+from . import configs  # noqa: E402
 
 
 def gemm_flops(sizes: tuple[int, ...], n: int, k: int, carry: tuple[bool, ...] | None) -> tuple[float, float]:

@@ -12,6 +12,16 @@ from typing import Any
 
 _limiter: Any = None  # keeps a threadpoolctl limit alive for the whole session
 
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+               "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
+def pin_thread_env(n: int) -> None:
+    """Set every thread-count variable OpenBLAS/OpenMP/MKL/Numba read when their libraries initialise: call
+    before NumPy is imported (``limit_blas_threads`` covers a NumPy that is already loaded)."""
+    for var in THREAD_VARS:
+        os.environ[var] = str(n)
+
 
 def _openblas_lib() -> Any:
     """NumPy's bundled OpenBLAS (scipy-openblas wheels) through ctypes, or None."""

@@ -126,6 +126,5 @@ def default_chunk(n: int, d: int, budget: int = 1 << 25) -> int:
 def as_layers(engine: Any, fac: Any, model: ModelSpec, xp: Any = np) -> list[tuple[Any, Any]]:
     """(S_l, A_{l−1}) of every layer as arrays of ``xp``: the engine's own (device views on the cuda engine
     for CuPy), or host arrays for NumPy (copied from the device where they live there)."""
-    if xp is np:
-        return [tuple(to_host(a) for a in engine.gnh_layer_factors(fac, l)) for l in range(1, model.num_layers + 1)]
-    return [tuple(xp.asarray(a) for a in engine.gnh_layer_factors(fac, l)) for l in range(1, model.num_layers + 1)]
+    move = to_host if xp is np else xp.asarray
+    return [tuple(move(a) for a in engine.gnh_layer_factors(fac, l)) for l in range(1, model.num_layers + 1)]

@@ -474,10 +474,3 @@ def _route(sizes: tuple[int, ...], n: int, k: int, itemsize: int) -> tuple[tuple
     factored = 2 * n * k * 2 * sum(prods) + contract(sizes[L]) + sum(
         carried(sizes[l], sizes[l + 1]) if carry[l - 1] else contract(sizes[l]) for l in range(1, L))
     return carry, factored, plain
-
-
-def factored_gnvp_pays(sizes: Sequence[int], n: int, k: int, itemsize: int) -> bool:
-    """Whether G·V from the GNH factors is predicted faster than the plain product, for k vectors (the
-    costs of ``factored_gnvp_plan``)."""
-    _, factored, plain = factored_gnvp_plan(sizes, n, k, itemsize)
-    return factored < plain
