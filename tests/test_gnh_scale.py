@@ -3,6 +3,7 @@ sample-space Gram, and the median-of-means sampler, against the explicit Jᵀ H_
 
 from __future__ import annotations
 
+import gc
 import itertools
 from functools import cache
 
@@ -74,6 +75,24 @@ def test_every_carried_route_equals_the_plain_product(case, backend, dtype):
             got = c._engine.gnh_gnvp(e._fac, V, carry)
             assert got.dtype == dtype and got.shape == V.shape
             assert rel_err(to_host(got), to_host(plain)) < tol, (k, carry)
+
+
+def test_carried_route_outlives_every_python_reference_to_the_linearization(backend):
+    """The carried route reads W_{l+1} and φ′_l from the linearization (the C++ factors keep a pointer, not
+    a copy): with the factors the last Python reference, a carried product still gives the plain one."""
+    case = CASES[2]
+    c = curvature_for(case, backend, np.float64)
+    engine, lin = c._engine, c._lin
+    fac = engine.gnh_precompute(lin)
+    V = np.random.default_rng(9).standard_normal((c.num_params, 2))
+    plain = to_host(engine.gnvp(lin, V))
+    carry = (True,) * (len(case.sizes) - 2) + (False,)
+    del c, lin
+    gc.collect()
+    th, X, Y = case.data("float64")
+    for t in range(3):  # other linearizations, which would reuse a freed one's memory
+        case.net(backend).linearize(th * (t + 2), X, Y).gnvp(V)
+    assert rel_err(to_host(engine.gnh_gnvp(fac, V, carry)), plain) < 1e-12
 
 
 def test_factored_gnvp_leaves_its_input_alone(backend):

@@ -153,7 +153,7 @@ void bind_dtype(py::module_& m, const char* suffix) {
       .def(py::init([](const Lin& lin) {
              py::gil_scoped_release nogil;
              return std::make_unique<Fac>(lin);
-           }), py::arg("lin"))
+           }), py::arg("lin"), py::keep_alive<1, 2>())  // gnvp's carried route reads W_l and φ′_l from lin
       .def("entries", [](const Fac& self, const index_array& rows, const index_array& cols, carray<T>& out) {
             PYHESSK_CHECK(rows.ndim() == 1 && cols.ndim() == 1 && rows.size() == cols.size(),
                           "rows and cols must be 1-D index arrays of equal length");

@@ -236,13 +236,13 @@ PYHESSK_CPU_CLONES void carry_rows(int m, int k, int n, const T* vb, const T* f,
 
 template <typename T>
 GnhFactors<T>::GnhFactors(const Linearization<T>& lin)
-    : s_(lin.shape()), n_(lin.n()), d_(lin.d()), L_(lin.shape().layers()), scale_(T(lin.scale())) {
+    : s_(lin.shape()), n_(lin.n()), d_(lin.d()), L_(lin.shape().layers()), scale_(T(lin.scale())), lin_(&lin) {
   const int n = n_, d = d_;
   S_.resize(L_);
   AT_.resize(L_);
   nu_.resize(L_);
   dT_.resize(L_);
-  W_.resize(L_);
+  buffer<T> f;  // φ′_lᵀ of the layer in hand
   for (int l = 1; l <= L_; ++l) nu_[l - 1].resize(int64_t(s_.sizes[l]) * n);
   S_[L_ - 1].resize(int64_t(d) * n * d);
   PYHESSK_DISPATCH_LOSS(s_.loss, kLoss, [&] { output_factors<kLoss>(n, d, lin.aux(), S_[L_ - 1].data()); });
@@ -250,13 +250,12 @@ GnhFactors<T>::GnhFactors(const Linearization<T>& lin)
   for (int l = L_ - 1; l >= 1; --l) {
     // S_l = D_l W_{l+1}ᵀ S_{l+1}: one GEMM (n_l × n_{l+1}) · (n_{l+1} × n·d), then D_l and the norms in one pass
     const int n_l = s_.sizes[l], n_next = s_.sizes[l + 1];
-    const T* W = lin.theta() + s_.w_off[l];  // W_{l+1}: (n_{l+1}, n_l)
+    const T* W = lin.W(l + 1);  // (n_{l+1}, n_l)
     S_[l - 1].resize(int64_t(n_l) * n * d);
     gemm<T>(true, false, n_l, n * d, n_next, T(1), W, n_l, S_[l].data(), n * d, T(0), S_[l - 1].data(), n * d);
-    dT_[l - 1].resize(int64_t(n_l) * n);  // φ′_lᵀ: (n_l, n), kept for the carried route of gnvp
-    transpose<T>(n, n_l, lin.dphi(l), dT_[l - 1].data());
-    scale_and_norms<T>(n_l, d, n, dT_[l - 1].data(), S_[l - 1].data(), nu_[l - 1].data());
-    W_[l].assign(W, W + int64_t(n_next) * n_l);
+    f.resize(int64_t(n_l) * n);
+    transpose<T>(n, n_l, lin.dphi(l), f.data());
+    scale_and_norms<T>(n_l, d, n, f.data(), S_[l - 1].data(), nu_[l - 1].data());
   }
   for (int l = 1; l <= L_; ++l) {
     const int n_prev = s_.sizes[l - 1];
@@ -387,6 +386,16 @@ void GnhFactors<T>::diagonal(T* out) const {
 }
 
 template <typename T>
+const T* GnhFactors<T>::dphiT(int l) {
+  buffer<T>& f = dT_[l - 1];
+  if (f.empty()) {
+    f.resize(int64_t(s_.sizes[l]) * n_);
+    transpose<T>(n_, s_.sizes[l], lin_->dphi(l), f.data());
+  }
+  return f.data();
+}
+
+template <typename T>
 void GnhFactors<T>::gnvp(const T* V, int k, T* out, const uint8_t* carry) {
   std::lock_guard<std::mutex> lock(mutex_);
   const int n = n_, d = d_;
@@ -420,11 +429,11 @@ void GnhFactors<T>::gnvp(const T* V, int k, T* out, const uint8_t* carry) {
       gemm<T>(true, false, n_l * k, n, n_prev, T(1), pack_.data(), n_l * k, AT_[l - 1].data(), n, T(0), P, n);
     }
     if (from_below)  // P (n_l × k·n) += W_l R (n_{l−1} × k·n)
-      gemm<T>(false, false, n_l, k * n, n_prev, T(1), W_[l - 1].data(), n_prev, R, k * n, T(1), P, k * n);
+      gemm<T>(false, false, n_l, k * n, n_prev, T(1), lin_->W(l), n_prev, R, k * n, T(1), P, k * n);
     const T* vb = s_.bias ? V + s_.b_off[l - 1] * k : nullptr;
     from_below = carried(l);
     if (from_below) {
-      carry_rows<T>(n_l, k, n, vb, dT_[l - 1].data(), P);
+      carry_rows<T>(n_l, k, n, vb, dphiT(l), P);
       std::swap(P, R);
     } else {
       contract_in<T>(n_l, d, k, n, S_[l - 1].data(), vb, P, u);
@@ -442,8 +451,8 @@ void GnhFactors<T>::gnvp(const T* V, int k, T* out, const uint8_t* carry) {
     const int64_t w0 = s_.w_off[l - 1], nl = int64_t(n_l) * n_prev;
     T* bias_out = s_.bias ? out + s_.b_off[l - 1] * k : nullptr;
     if (carried(l)) {
-      gemm<T>(true, false, n_l, k * n, s_.sizes[l + 1], T(1), W_[l].data(), n_l, above, k * n, T(0), Q, k * n);
-      carry_rows<T>(n_l, k, n, nullptr, dT_[l - 1].data(), Q);  // Q_l = φ′_l ⊙ W_{l+1}ᵀ Q_{l+1}
+      gemm<T>(true, false, n_l, k * n, s_.sizes[l + 1], T(1), lin_->W(l + 1), n_l, above, k * n, T(0), Q, k * n);
+      carry_rows<T>(n_l, k, n, nullptr, dphiT(l), Q);  // Q_l = φ′_l ⊙ W_{l+1}ᵀ Q_{l+1}
       if (bias_out)
         for (int64_t r = 0; r < int64_t(n_l) * k; ++r) bias_out[r] = row_sum(n, Q + r * n);
     } else {

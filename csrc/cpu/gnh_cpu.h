@@ -19,6 +19,7 @@ namespace pyhessk::cpu {
 template <typename scalar_t>
 class GnhFactors {
  public:
+  // Reads `lin` and keeps a pointer to it for gnvp's carried route: `lin` must outlive the factors.
   explicit GnhFactors(const Linearization<scalar_t>& lin);
 
   int64_t num_params() const { return s_.num_params; }
@@ -68,8 +69,12 @@ class GnhFactors {
   int n_, d_, L_;
   scalar_t scale_;
   std::vector<buffer<scalar_t>> S_, AT_, nu_;
-  // for the carried route of gnvp: φ′_lᵀ (n_l, n) of the hidden layers and copies of W_l (n_l, n_{l−1}), l ≥ 2
-  std::vector<buffer<scalar_t>> dT_, W_;
+  // The carried route of gnvp reads W_{l+1} and φ′_l from the linearization, which must outlive the factors
+  // (the binding keeps it alive), and keeps φ′_lᵀ (n_l, n) of the layers it has carried, transposed on first
+  // use: no memory for a route that never carries.
+  const Linearization<scalar_t>* lin_;
+  std::vector<buffer<scalar_t>> dT_;
+  const scalar_t* dphiT(int l);  // φ′_lᵀ, under mutex_
   // S_l sample-major, (n_l, n, d): Sk_l[i, k, :] = S_l[i, :, k]; made by the first sample() call
   mutable std::once_flag sk_once_;
   mutable std::vector<buffer<scalar_t>> Sk_;

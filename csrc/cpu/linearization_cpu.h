@@ -39,6 +39,7 @@ class Linearization {
 
   // The caches, for the GNH precomputation and for inspection (valid while this object lives).
   const scalar_t* theta() const { return theta_.data(); }
+  const scalar_t* W(int l) const { return theta_.data() + s_.w_off[l - 1]; }  // W_l, l = 1..L: (n_l, n_{l−1})
   const scalar_t* grad() const { return grad_.data(); }
   const scalar_t* act(int l) const { return A_[l].data(); }       // A_l, l = 0..L−1: (n, n_l)
   const scalar_t* dphi(int l) const { return dphi_[l - 1].data(); }  // φ′_l, l = 1..L−1: (n, n_l)
@@ -46,7 +47,6 @@ class Linearization {
   const scalar_t* aux() const { return aux_.data(); }             // the loss head's H_out data: (n, d)
 
  private:
-  const scalar_t* W(int l) const { return theta_.data() + s_.w_off[l - 1]; }
   const scalar_t* b(int l) const { return s_.bias ? theta_.data() + s_.b_off[l - 1] : nullptr; }
   void backward_locked();
   void deltas_locked();  // Δ_l and Γ_l only: what the Hessian product needs (no weight-gradient GEMMs)
