@@ -34,7 +34,8 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pyhessk._bench.timing import interleaved_many  # noqa: E402
-from pyhessk.curvature import factored_gnvp_plan  # noqa: E402
+from pyhessk._blasinfo import blas_report, describe  # noqa: E402
+from pyhessk.curvature import blas_flops_per_byte, factored_gnvp_plan  # noqa: E402
 
 from . import configs  # noqa: E402
 
@@ -55,7 +56,7 @@ def measure(cfg: configs.Config, engine: str) -> list[dict]:
     rows = []
     for k in (1, cfg.block_k):
         V = np.ascontiguousarray(p.V[:, :k]) if k > 1 else p.v
-        carry, _, _ = factored_gnvp_plan(cfg.sizes, cfg.n, k, np.dtype(cfg.dtype).itemsize)
+        carry, fac_cost, plain_cost = factored_gnvp_plan(cfg.sizes, cfg.n, k, np.dtype(cfg.dtype).itemsize)
         Vb = V.reshape(-1, k)
         calls = {
             "plain": lambda: plain_c.gnvp(V),
@@ -76,6 +77,7 @@ def measure(cfg: configs.Config, engine: str) -> list[dict]:
             "factored_over_plain_rounds": res.round_ratios("factored", "plain"),
             "contracted_over_plain": res.ratio("contracted", "plain"),
             "gemm_floor": fac_flops / plain_flops, "gemm_floor_contracted": con_flops / plain_flops,
+            "c_gnvp_takes": "factored" if fac_cost < plain_cost else "plain",
             "rel_err_vs_plain": errs,
         })
         print(f"{cfg.id} k={k}: " + ", ".join(f"{n} {t:.3f} ms" for n, t in res.ms.items())
@@ -86,14 +88,15 @@ def measure(cfg: configs.Config, engine: str) -> list[dict]:
 
 def table(rows: list[dict]) -> list[str]:
     out = ["| config | k | carried layers | plain ms | factored ms | factored ÷ plain (rounds: min–max) | GEMM floor "
-           "| every layer contracted: ms, ÷ plain | its GEMM floor |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "| every layer contracted: ms, ÷ plain | its GEMM floor | `c.gnvp` takes |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         rr = r["factored_over_plain_rounds"]
         carried = ", ".join(map(str, r["carried"])) or "none"
         out.append(f"| {r['config']} | {r['k']} | {carried} | {r['ms']['plain']:.3g} | {r['ms']['factored']:.3g} "
                    f"| **{r['factored_over_plain']:.3f}** ({min(rr):.2f}–{max(rr):.2f}) | {r['gemm_floor']:.3f} "
-                   f"| {r['ms']['contracted']:.3g}, {r['contracted_over_plain']:.3f} | {r['gemm_floor_contracted']:.3f} |")
+                   f"| {r['ms']['contracted']:.3g}, {r['contracted_over_plain']:.3f} | {r['gemm_floor_contracted']:.3f} "
+                   f"| {r['c_gnvp_takes']} |")
     return out
 
 
@@ -112,12 +115,20 @@ def main() -> None:
     stem = args.out / f"factored-routes-{args.engine}-{args.machine}-{date}"
     args.out.mkdir(parents=True, exist_ok=True)
     info = sysinfo.collect()
-    command = "python -m bench.factored_routes " + " ".join(sys.argv[1:])
+    blas = blas_report()
+    coretype = os.environ.get("OPENBLAS_CORETYPE")
+    command = (f"OPENBLAS_CORETYPE={coretype} " if coretype else "") + "python -m bench.factored_routes " + " ".join(
+        sys.argv[1:])
     stem.with_suffix(".json").write_text(json.dumps({"machine": info, "threads": THREADS, "thread_control": control,
-                                                     "malloc": malloc, "command": command, "rows": rows}, indent=1))
+                                                     "malloc": malloc, "command": command, "blas": blas,
+                                                     "flops_per_byte": blas_flops_per_byte(), "rows": rows},
+                                                    indent=1))
     lines = [f"# Factored ÷ plain Gauss–Newton product, engine `{args.engine}` ({args.machine}, {date})", "",
              f"- **Command**: `{command}`",
              f"- **Machine**: {info.get('cpu_model', '?')}, {THREADS} threads ({control}); allocator: {malloc}",
+             f"- **BLAS**: {describe(blas)}; the route model prices a streamed byte at {blas_flops_per_byte():g} "
+             "GEMM flops (`blas_flops_per_byte`), which decides the last column (`c.gnvp` takes the factored "
+             "route when it predicts it faster)",
              "- **Method**: the three products of one row run round-robin in the same rounds (`interleaved_many`: "
              "each time is the minimum over rounds of the per-round medians), so their ratio is not moved by the "
              "machine's drift between tests; the range is that of the per-round ratios. Float32 except S-f64. "

@@ -26,6 +26,9 @@ PRE_AVX512_CORES: frozenset[str] = frozenset({
     "piledriver", "haswell", "steamroller", "excavator", "zen",
 })
 
+#: OpenBLAS's x86-64 cores with AVX-512 kernels
+AVX512_CORES: frozenset[str] = frozenset({"skylakex", "cooperlake", "sapphirerapids"})
+
 # (prefix, suffix) of OpenBLAS's C API names, in the order they are tried: scipy-openblas64 (NumPy 2),
 # scipy-openblas32, openblas64_ (NumPy 1), plain openblas
 _API_NAMES = (("scipy_openblas", "64_"), ("scipy_openblas", ""), ("openblas", "64_"), ("openblas", ""))
@@ -142,6 +145,11 @@ def blas_report() -> dict:
     info["cpu_avx512"] = None if flags is None else len(flags) == len(AVX512_FLAGS)
     info["hint"] = coretype_hint(info["library"], info["core"], info["coretype_env"], flags)
     return info
+
+
+def runs_avx512_kernels(info: dict) -> bool:
+    """Whether the BLAS of ``blas_report`` is an OpenBLAS running one of its AVX-512 cores (``AVX512_CORES``)."""
+    return "openblas" in str(info.get("library")).lower() and str(info.get("core")).strip().lower() in AVX512_CORES
 
 
 def describe(info: dict) -> str:

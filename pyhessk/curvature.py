@@ -21,8 +21,13 @@ _MAX_SAMPLES = 2**63 - 1
 #: of the (vectorized, not blocked) contractions with them, times √k: a block's GEMMs run faster per flop
 #: than a single vector's, its contractions do not. Fitted to the C++ engine's measurements of both routes
 #: on the BENCH.md configs, k = 1 and blocks (bench/results/cpp-*: the rows "GGN product …"); a heuristic
-#: for one machine, pinned by tests/test_gnh_scale.py.
+#: for one machine, pinned by tests/test_gnh_scale.py. _FLOPS_PER_BYTE holds for BLAS kernels of AVX2 width
+#: (OpenBLAS's Haswell core); where NumPy's OpenBLAS runs AVX-512 kernels, the same machine's GEMMs ran 1.56×
+#: faster (M's four layer GEMMs: 212 → 330 GFLOP/s) and its streams no faster, so a byte is priced
+#: _FLOPS_PER_BYTE_AVX512 (bench/results/factored-routes-cpp-skx-*). The cuda engine is priced as the AVX2
+#: CPU until it is measured.
 _FLOPS_PER_BYTE = 8.0
+_FLOPS_PER_BYTE_AVX512 = 12.5
 _CONTRACTION_FLOP = 1.5
 _CACHED_BYTES = 1 << 20
 #: The narrowest GEMM the route model prices by its flops: a carried layer l with n_{l+1} below it costs what
@@ -351,7 +356,8 @@ class GnhEntries:
 
     def _plan(self, k: int) -> tuple[tuple[bool, ...], float, float]:
         """The factored product's route for k vectors and its predicted cost against the plain product's."""
-        return factored_gnvp_plan(self._c.net.sizes, self._c.num_samples, k, self._c.dtype.itemsize)
+        per_byte = _FLOPS_PER_BYTE if self._engine.name == "cuda" else None
+        return factored_gnvp_plan(self._c.net.sizes, self._c.num_samples, k, self._c.dtype.itemsize, per_byte)
 
     @staticmethod
     def num_samples(eps: float, delta: float, method: str = "mean") -> int:
@@ -435,14 +441,32 @@ class GnhEntries:
         return namespace_of(means).median(means, axis=0).astype(self._c.dtype, copy=False).reshape(shape)
 
 
-def factored_gnvp_plan(sizes: Sequence[int], n: int, k: int, itemsize: int) -> tuple[tuple[bool, ...], float, float]:
+def factored_gnvp_plan(sizes: Sequence[int], n: int, k: int, itemsize: int,
+                       flops_per_byte: float | None = None) -> tuple[tuple[bool, ...], float, float]:
     """The factored product's route for k vectors (see ``_route``), remembered per architecture and k: a product
-    on a small net takes a few microseconds, as long as pricing it."""
-    return _route(tuple(int(w) for w in sizes), int(n), int(k), int(itemsize))
+    on a small net takes a few microseconds, as long as pricing it. ``flops_per_byte``: the GEMM flops one
+    byte of streamed factors costs; None: ``blas_flops_per_byte()``, that of the BLAS this process runs."""
+    per_byte = blas_flops_per_byte() if flops_per_byte is None else float(flops_per_byte)
+    return _route(tuple(int(w) for w in sizes), int(n), int(k), int(itemsize), per_byte)
+
+
+@functools.cache
+def blas_flops_per_byte() -> float:
+    """The route model's price of a streamed byte for NumPy's BLAS in this process: _FLOPS_PER_BYTE_AVX512
+    when it is an OpenBLAS running AVX-512 kernels, else _FLOPS_PER_BYTE (read once: the kernels are chosen
+    when the library loads)."""
+    from ._blasinfo import blas_report, runs_avx512_kernels
+
+    try:
+        avx512 = runs_avx512_kernels(blas_report())
+    except Exception:  # noqa: BLE001 - an unreadable BLAS keeps the AVX2 price
+        avx512 = False
+    return _FLOPS_PER_BYTE_AVX512 if avx512 else _FLOPS_PER_BYTE
 
 
 @functools.lru_cache(maxsize=256)
-def _route(sizes: tuple[int, ...], n: int, k: int, itemsize: int) -> tuple[tuple[bool, ...], float, float]:
+def _route(sizes: tuple[int, ...], n: int, k: int, itemsize: int,
+           flops_per_byte: float) -> tuple[tuple[bool, ...], float, float]:
     """The factored product's route for k vectors: (carry, predicted cost, predicted cost of the plain product).
 
     Costs in GEMM flops. Plain: 2nk(2n_1n_0 + 4Σ_{l≥2}n_ln_{l−1}). Factored: 2nk·2Σn_ln_{l−1} for the GEMMs
@@ -459,7 +483,7 @@ def _route(sizes: tuple[int, ...], n: int, k: int, itemsize: int) -> tuple[tuple
     prods = [a * b for a, b in zip(sizes[:-1], sizes[1:])]
     plain = 2 * n * k * (2 * prods[0] + 4 * sum(prods[1:]))
     factor_bytes = n * d * sum(sizes[1:]) * itemsize
-    per_byte = _FLOPS_PER_BYTE if factor_bytes > _CACHED_BYTES else 0.0
+    per_byte = flops_per_byte if factor_bytes > _CACHED_BYTES else 0.0
 
     def contract(n_l: int) -> float:
         return per_byte * 2 * n * d * n_l * itemsize + _CONTRACTION_FLOP * 4 * n * k * d * n_l * math.sqrt(k)

@@ -132,21 +132,84 @@ MEASURED_CARRIES = [
 ]
 
 
+# The same machine with OpenBLAS's AVX-512 kernels (OPENBLAS_CORETYPE=SkylakeX), priced at
+# _FLOPS_PER_BYTE_AVX512: bench/results/factored-routes-cpp-epyc2c-skx-2026-11-22.md, factored vs plain ms in
+# the same rounds. Its GEMMs ran 1.56× faster and its passes over the factors did not, which turns M, k = 1.
+MEASURED_ROUTES_AVX512 = [
+    ((10, 32, 32, 1), 256, 1, 4, "factored"),  # S: 0.020 vs 0.027
+    ((10, 32, 32, 1), 256, 16, 8, "factored"),  # S-f64, k = 16: 0.379 vs 0.652
+    ((2, 50, 50, 50, 1), 4096, 1, 4, "factored"),  # P: 0.883 vs 1.20
+    ((2, 50, 50, 50, 1), 4096, 16, 4, "factored"),  # P, k = 16: 12.2 vs 14.6
+    ((784, 256, 256, 10), 1024, 1, 4, "plain"),  # M: 4.40 vs 4.07 (0.805 of the GEMM flops)
+    ((784, 256, 256, 10), 1024, 16, 4, "factored"),  # M, k = 16: 62.6 vs 73.3
+    ((1024, 1024, 1024, 1024, 10), 512, 1, 4, "factored"),  # W: 20.6 vs 28.9
+    ((1024, 1024, 1024, 1024, 10), 512, 4, 4, "factored"),  # W, k = 4: 97.8 vs 135
+    ((64,) + (64,) * 10 + (10,), 512, 1, 4, "plain"),  # D: 0.862 vs 0.857
+]
+
+
 @pytest.mark.parametrize("sizes,n,k,itemsize,faster", MEASURED_ROUTES)
 def test_the_route_model_picks_the_measured_faster_route(sizes, n, k, itemsize, faster):
-    from pyhessk.curvature import factored_gnvp_plan
+    from pyhessk.curvature import _FLOPS_PER_BYTE, factored_gnvp_plan
 
-    _, factored, plain = factored_gnvp_plan(sizes, n, k, itemsize)
+    _, factored, plain = factored_gnvp_plan(sizes, n, k, itemsize, _FLOPS_PER_BYTE)
+    assert (factored < plain) == (faster == "factored")
+
+
+@pytest.mark.parametrize("sizes,n,k,itemsize,faster", MEASURED_ROUTES_AVX512)
+def test_the_route_model_picks_the_measured_faster_route_with_avx512_kernels(sizes, n, k, itemsize, faster):
+    from pyhessk.curvature import _FLOPS_PER_BYTE_AVX512, factored_gnvp_plan
+
+    _, factored, plain = factored_gnvp_plan(sizes, n, k, itemsize, _FLOPS_PER_BYTE_AVX512)
     assert (factored < plain) == (faster == "factored")
 
 
 @pytest.mark.parametrize("sizes,n,k,itemsize,carried", MEASURED_CARRIES)
 def test_the_route_model_carries_the_measured_layers(sizes, n, k, itemsize, carried):
-    from pyhessk.curvature import factored_gnvp_plan
+    from pyhessk.curvature import _FLOPS_PER_BYTE, factored_gnvp_plan
 
-    carry, _, _ = factored_gnvp_plan(sizes, n, k, itemsize)
+    carry, _, _ = factored_gnvp_plan(sizes, n, k, itemsize, _FLOPS_PER_BYTE)
     assert len(carry) == len(sizes) - 1 and not carry[-1]
     assert tuple(l for l in range(1, len(sizes)) if carry[l - 1]) == carried
+
+
+@pytest.mark.parametrize("library,core,avx512", [
+    ("openblas", "SkylakeX", True), ("OpenBLAS", "sapphirerapids", True), ("openblas", "Cooperlake ", True),
+    ("openblas", "Haswell", False), ("openblas", "Zen", False), ("mkl", "SkylakeX", False),
+    ("openblas", "unknown", False), ("unknown", "unknown", False),
+])
+def test_the_byte_price_follows_the_blas_kernels(monkeypatch, library, core, avx512):
+    """A process whose OpenBLAS runs AVX-512 kernels prices a streamed byte at _FLOPS_PER_BYTE_AVX512, any
+    other BLAS at _FLOPS_PER_BYTE; the default plan uses that price, an explicit one overrides it."""
+    import pyhessk._blasinfo as blasinfo
+    from pyhessk import curvature as cv
+
+    monkeypatch.setattr(blasinfo, "blas_report", lambda: {"library": library, "core": core})
+    cv.blas_flops_per_byte.cache_clear()
+    try:
+        price = cv.blas_flops_per_byte()
+        assert price == (cv._FLOPS_PER_BYTE_AVX512 if avx512 else cv._FLOPS_PER_BYTE)
+        M = ((784, 256, 256, 10), 1024, 1, 4)
+        assert cv.factored_gnvp_plan(*M) == cv.factored_gnvp_plan(*M, price)
+        faster = cv.factored_gnvp_plan(*M)[1] < cv.factored_gnvp_plan(*M)[2]
+        assert faster == (not avx512)  # the measured turn of M, k = 1 (MEASURED_ROUTES*)
+    finally:
+        cv.blas_flops_per_byte.cache_clear()
+
+
+def test_an_unreadable_blas_keeps_the_avx2_price(monkeypatch):
+    import pyhessk._blasinfo as blasinfo
+    from pyhessk import curvature as cv
+
+    def broken():
+        raise OSError("no BLAS")
+
+    monkeypatch.setattr(blasinfo, "blas_report", broken)
+    cv.blas_flops_per_byte.cache_clear()
+    try:
+        assert cv.blas_flops_per_byte() == cv._FLOPS_PER_BYTE
+    finally:
+        cv.blas_flops_per_byte.cache_clear()
 
 
 def test_factored_gnvp_rejects_bad_vectors(backend):
