@@ -21,7 +21,9 @@ for a snapshot of GPU arrays, so the factors never leave it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import math
 from typing import Any
+import warnings
 
 import numpy as np
 import scipy.linalg
@@ -99,20 +101,56 @@ def sample_gram(model: ModelSpec, layers: list[tuple[Any, Any]], scale: float, d
     return K
 
 
+#: Condition numbers of G + δI above which ``factorise`` warns (a float64 solve may then have lost half of
+#: its 16 digits), and the one a too-small damping is advised to come back under.
+ILL_CONDITIONED = 1e8
+_ADVISED_CONDITION = 1e12
+
+
+def _too_small(damping: float, cond: float | None) -> ValueError:
+    """The error for a damping at which G + δI is numerically singular in float64."""
+    if cond is None:
+        why = "the sample-space Gram overflows float64"
+        advice = "raise damping by many orders of magnitude"
+    else:
+        why = f"its condition number is at least {cond:.1e}, past 1/ε = {1 / np.finfo(np.float64).eps:.1e} of float64"
+        advice = f"use damping of at least about {damping * cond / _ADVISED_CONDITION:.1e}"
+    return ValueError(f"damping={damping!r} is too small for G: G + damping·I is numerically singular ({why}); "
+                      f"{advice}, or solve the undamped problem another way (e.g. least squares)")
+
+
 def factorise(model: ModelSpec, layers: list[tuple[Any, Any]], scale: float, damping: float,
               chunk_size: int) -> WoodburySolver:
     """Build the Gram for δ = ``damping`` and its Cholesky factor (I + K is SPD: K is PSD), where the
-    factors live (on the device, ``cupy.linalg.cholesky`` needs a second n·d × n·d array)."""
+    factors live (on the device, ``cupy.linalg.cholesky`` needs a second n·d × n·d array).
+
+    cond(G + δI) = 1 + λ_max(K) ≥ 1 + max_i K_ii (the nonzero eigenvalues of K are those of D^{-1/2} G
+    D^{-1/2}). Past 1/ε of float64 the factorisation fails or the Gram overflows: ValueError naming the
+    damping. Past ``ILL_CONDITIONED`` it warns (``scipy.linalg.LinAlgWarning``)."""
     dw, db = diagonal_shift(model, damping)
-    K = sample_gram(model, layers, scale, dw, db, chunk_size)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # overflow is reported below
+        K = sample_gram(model, layers, scale, dw, db, chunk_size)
     xp = namespace_of(K)
     diag = xp.arange(K.shape[0])
+    peak = float(xp.max(K[diag, diag])) if K.shape[0] else 0.0
+    if not math.isfinite(peak) or not bool(xp.isfinite(K).all()):
+        raise _too_small(damping, None)
+    cond = 1.0 + max(peak, 0.0)
     K[diag, diag] += 1.0
-    if xp is np:
-        chol = scipy.linalg.cholesky(K, lower=True, overwrite_a=True, check_finite=False)
-    else:
-        chol = xp.linalg.cholesky(K)
-        del K
+    try:
+        if xp is np:
+            chol = scipy.linalg.cholesky(K, lower=True, overwrite_a=True, check_finite=False)
+        else:
+            chol = xp.linalg.cholesky(K)  # CuPy leaves NaN where the factorisation fails
+            del K
+            if not bool(xp.isfinite(chol).all()):
+                raise np.linalg.LinAlgError("not positive definite")
+    except np.linalg.LinAlgError:
+        raise _too_small(damping, cond) from None
+    if cond > ILL_CONDITIONED:
+        warnings.warn(scipy.linalg.LinAlgWarning(
+            f"G + damping·I is ill-conditioned at damping={damping!r} (condition number at least {cond:.1e}): "
+            f"the solution may have lost about {math.log10(cond):.0f} of float64's 16 digits"), stacklevel=3)
     mask = xp.asarray(model.weight_mask(np.float64))
     dinv = 1.0 / (db + (dw - db) * mask)
     return WoodburySolver(model, layers, scale, dinv, chol)

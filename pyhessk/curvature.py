@@ -250,6 +250,11 @@ class Curvature:
                 chunk_size·d·n·d numbers); default about 2²⁵ numbers per block.
             max_size: the largest n·d allowed (default 16384: a 2 GiB Gram); larger raises ValueError
                 stating the memory needed.
+
+        The condition number of G + δI is 1 + ‖G‖/δ (G is singular); its lower bound 1 + max diag of the
+        Gram is checked when the factorisation is made. Past 1e8 a ``scipy.linalg.LinAlgWarning`` says so;
+        where the damped matrix is numerically singular in float64 (the Cholesky factorisation fails or the
+        Gram overflows), ValueError names the damping and the smallest one advised.
         """
         from . import _gram
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gc
 import itertools
+import re
+import warnings
 from functools import cache
 
 import numpy as np
@@ -298,6 +300,39 @@ def test_gnh_solve_rejects_bad_input(backend):
         c.gnh_solve(np.ones(N), 1.0, chunk_size=0)
     with pytest.raises(ValueError, match=r"GiB.*max_size=5"):
         c.gnh_solve(np.ones(N), 1.0, max_size=5)
+
+
+@pytest.mark.parametrize("damping", [1e-20, 1e-300, 5e-324])
+def test_gnh_solve_names_a_damping_too_small_for_float64(backend, damping):
+    """Below about ε·‖G‖ the damped G is numerically singular in float64 (the Gram's Cholesky fails, or the
+    Gram overflows): a ValueError naming the damping, never a LinAlgError from inside or a NaN answer."""
+    c = curvature_for(SOLVE_CASES[1], backend)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warnings on the way to the error either
+        with pytest.raises(ValueError, match=rf"damping={damping!r} is too small for G: .*numerically singular"):
+            c.gnh_solve(np.ones(c.num_params), damping)
+
+
+def test_gnh_solve_warns_when_ill_conditioned(backend):
+    """cond(G + δI) = 1 + ‖G‖/δ for a singular G: past 1e8 the solve warns with its lower bound, which the
+    dense matrix's condition number must not undercut; at a moderate damping it stays silent."""
+    from scipy.linalg import LinAlgWarning
+
+    case = SOLVE_CASES[1]
+    c = curvature_for(case, backend)
+    N = c.num_params
+    G = c.gnh()
+    damping = np.linalg.eigvalsh(G)[-1] * 1e-10  # condition number about 1e10
+    b = np.random.default_rng(12).standard_normal(N)
+    with pytest.warns(LinAlgWarning, match=r"ill-conditioned .*condition number at least") as rec:
+        x = c.gnh_solve(b, damping)
+    bound = float(re.search(r"at least ([0-9.e+]+)", str(rec[0].message)).group(1))
+    assert bound <= np.linalg.cond(G + damping * np.eye(N)) * 1.01
+    assert np.isfinite(x).all()
+    assert rel_err((G + damping * np.eye(N)) @ x, b) < 1e-4  # backward stable: a small residual still
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        c.gnh_solve(b, 1e-3)
 
 
 # ---- the sampler: median of means --------------------------------------------------------------------------
