@@ -5,6 +5,7 @@
 // directions, and assembles the dense H and G against block products. See the README for the command.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <random>
 #include <vector>
@@ -89,15 +90,20 @@ int run(int act, int loss, unsigned seed) {
     fac.entries(idx.data(), idx.data(), N, ent.data());
     fac.sample(idx.data(), idx.data(), N, 5, 42u, est.data());
     // the factored product on the first direction and on a block of 3 agrees with the plain one
-    for (int k : {1, 3}) {
-      lin.gnvp(V.data(), k, out.data());
-      fac.gnvp(V.data(), k, out2.data());
-      for (int64_t i = 0; i < N * k; ++i)
-        if (std::fabs(double(out[i]) - out2[i]) > tol * 100 * (1 + std::fabs(double(out[i])))) {
-          std::printf("factored gnvp mismatch: act %d loss %d k %d at %ld\n", act, loss, k, long(i));
-          return 1;
-        }
-    }
+    // with no layer carried, then with every hidden layer carried (W_{l+1} and φ′_l read from lin)
+    std::vector<uint8_t> all(lin.shape().layers(), 1);
+    all.back() = 0;
+    for (const uint8_t* carry : {static_cast<const uint8_t*>(nullptr), static_cast<const uint8_t*>(all.data())})
+      for (int k : {1, 3}) {
+        lin.gnvp(V.data(), k, out.data());
+        fac.gnvp(V.data(), k, out2.data(), carry);
+        for (int64_t i = 0; i < N * k; ++i)
+          if (std::fabs(double(out[i]) - out2[i]) > tol * 100 * (1 + std::fabs(double(out[i])))) {
+            std::printf("factored gnvp mismatch: act %d loss %d k %d carry %d at %ld\n", act, loss, k, carry != nullptr,
+                        long(i));
+            return 1;
+          }
+      }
     double gmax = 0;
     for (auto g : blk) gmax = std::max(gmax, std::fabs(double(g)));
     for (int64_t i = 0; i < N; ++i) {
