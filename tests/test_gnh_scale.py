@@ -138,15 +138,15 @@ MEASURED_CARRIES = [
 # _FLOPS_PER_BYTE_AVX512: bench/results/factored-routes-cpp-epyc2c-skx-2026-11-22.md, factored vs plain ms in
 # the same rounds. Its GEMMs ran 1.56× faster and its passes over the factors did not, which turns M, k = 1.
 MEASURED_ROUTES_AVX512 = [
-    ((10, 32, 32, 1), 256, 1, 4, "factored"),  # S: 0.020 vs 0.027
-    ((10, 32, 32, 1), 256, 16, 8, "factored"),  # S-f64, k = 16: 0.379 vs 0.652
-    ((2, 50, 50, 50, 1), 4096, 1, 4, "factored"),  # P: 0.883 vs 1.20
-    ((2, 50, 50, 50, 1), 4096, 16, 4, "factored"),  # P, k = 16: 12.2 vs 14.6
-    ((784, 256, 256, 10), 1024, 1, 4, "plain"),  # M: 4.40 vs 4.07 (0.805 of the GEMM flops)
-    ((784, 256, 256, 10), 1024, 16, 4, "factored"),  # M, k = 16: 62.6 vs 73.3
-    ((1024, 1024, 1024, 1024, 10), 512, 1, 4, "factored"),  # W: 20.6 vs 28.9
-    ((1024, 1024, 1024, 1024, 10), 512, 4, 4, "factored"),  # W, k = 4: 97.8 vs 135
-    ((64,) + (64,) * 10 + (10,), 512, 1, 4, "plain"),  # D: 0.862 vs 0.857
+    ((10, 32, 32, 1), 256, 1, 4, "factored"),  # S: 0.030 vs 0.040
+    ((10, 32, 32, 1), 256, 16, 8, "factored"),  # S-f64, k = 16: 0.614 vs 1.15
+    ((2, 50, 50, 50, 1), 4096, 1, 4, "factored"),  # P: 1.36 vs 1.90
+    ((2, 50, 50, 50, 1), 4096, 16, 4, "factored"),  # P, k = 16: 15.4 vs 22.6
+    ((784, 256, 256, 10), 1024, 1, 4, "plain"),  # M: 5.22 vs 4.66 (0.805 of the GEMM flops)
+    ((784, 256, 256, 10), 1024, 16, 4, "factored"),  # M, k = 16: 66.0 vs 77.7
+    ((1024, 1024, 1024, 1024, 10), 512, 1, 4, "factored"),  # W: 22.3 vs 33.8
+    ((1024, 1024, 1024, 1024, 10), 512, 4, 4, "factored"),  # W, k = 4: 101 vs 144
+    ((64,) + (64,) * 10 + (10,), 512, 1, 4, "plain"),  # D: 1.56 vs 1.33
 ]
 
 
