@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._arrays import as_float, as_index, as_int, as_real, namespace_of, to_host
+from .backends._base import FLOPS_PER_BYTE, FLOPS_PER_BYTE_AVX512
 
 if TYPE_CHECKING:
     from .mlp import MLP
@@ -24,10 +25,10 @@ _MAX_SAMPLES = 2**63 - 1
 #: for one machine, pinned by tests/test_gnh_scale.py. _FLOPS_PER_BYTE holds for BLAS kernels of AVX2 width
 #: (OpenBLAS's Haswell core); where NumPy's OpenBLAS runs AVX-512 kernels, the same machine's GEMMs ran 1.56×
 #: faster (M's four layer GEMMs: 212 → 330 GFLOP/s) and its streams no faster, so a byte is priced
-#: _FLOPS_PER_BYTE_AVX512 (bench/results/factored-routes-cpp-skx-*). The cuda engine is priced as the AVX2
-#: CPU until it is measured.
-_FLOPS_PER_BYTE = 8.0
-_FLOPS_PER_BYTE_AVX512 = 12.5
+#: _FLOPS_PER_BYTE_AVX512 (bench/results/factored-routes-cpp-epyc2c-skx-*). An engine may declare its own
+#: price (``factor_byte_flops``; the cuda engine does).
+_FLOPS_PER_BYTE = FLOPS_PER_BYTE
+_FLOPS_PER_BYTE_AVX512 = FLOPS_PER_BYTE_AVX512
 _CONTRACTION_FLOP = 1.5
 _CACHED_BYTES = 1 << 20
 #: The narrowest GEMM the route model prices by its flops: a carried layer l with n_{l+1} below it costs what
@@ -361,8 +362,8 @@ class GnhEntries:
 
     def _plan(self, k: int) -> tuple[tuple[bool, ...], float, float]:
         """The factored product's route for k vectors and its predicted cost against the plain product's."""
-        per_byte = _FLOPS_PER_BYTE if self._engine.name == "cuda" else None
-        return factored_gnvp_plan(self._c.net.sizes, self._c.num_samples, k, self._c.dtype.itemsize, per_byte)
+        return factored_gnvp_plan(self._c.net.sizes, self._c.num_samples, k, self._c.dtype.itemsize,
+                                  getattr(self._engine, "factor_byte_flops", None))
 
     @staticmethod
     def num_samples(eps: float, delta: float, method: str = "mean") -> int:

@@ -229,12 +229,23 @@ class Backend(Protocol):
         ...
 
 
+#: The factored product's route model (``curvature.factored_gnvp_plan``) prices one byte of GNH factors
+#: streamed from memory in GEMM flops: FLOPS_PER_BYTE for BLAS kernels of AVX2 width, FLOPS_PER_BYTE_AVX512
+#: where OpenBLAS runs AVX-512 ones (GEMMs measured 1.56× faster on the same machine, streams no faster).
+FLOPS_PER_BYTE = 8.0
+FLOPS_PER_BYTE_AVX512 = 12.5
+
+
 class BackendBase:
     """Composite products built from the primitives; an engine may override any of them with a fused pass.
 
     The API layer calls these four, so an engine that fuses (e.g. a compiled R-forward + R-backward that
     keeps the R-quantities in its own workspace) replaces one method without changing the API.
     """
+
+    #: GEMM flops per streamed byte of GNH factors in the factored product's route model; None: the price
+    #: of the host BLAS this process runs (``curvature.blas_flops_per_byte``), right for the CPU engines.
+    factor_byte_flops: float | None = None
 
     def hvp(self, lin: Linearization, V: Array) -> Array:
         """H V for V (N, k) → (N, k): R-forward then R-backward (6 layer-GEMMs per layer, 2 for the first)."""

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ... import _spec
-from .._base import BackendBase, ModelSpec
+from .._base import FLOPS_PER_BYTE, BackendBase, ModelSpec
 from ..numpy.dense import dense_curvature
 
 
@@ -87,6 +87,8 @@ class CudaEngine(BackendBase):
 
     name = "cuda"
     description = ""  # which path and device, for show_config
+    #: not yet measured on a GPU: the route model prices the factors as for the AVX2 CPU until a run fits it
+    factor_byte_flops = FLOPS_PER_BYTE
 
     def __init__(self, provider: Any) -> None:
         self.provider = provider
