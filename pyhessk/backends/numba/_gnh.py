@@ -23,7 +23,7 @@ import numpy as np
 from . import losses
 from ._blas import gemm
 from ._jit import jit
-from ._passes import mat, mat3, pack, prefix, take, unpack, weights
+from ._passes import add_weight_decay, mat, mat3, pack, prefix, take, unpack, weights
 
 
 @jit
@@ -223,10 +223,19 @@ def columns(S: Any, AT: Any, sizes: Any, woff: Any, boff: Any, J: Any, n: int, d
 
 @jit
 def _row_sum(X: Any, r: int) -> float:
-    acc = 0.0
-    for c in range(X.shape[1]):
-        acc += float(X[r, c])
-    return acc
+    """Σ_c X[r, c] in float64, in eight interleaved partial sums (a fixed order): one running sum is one
+    dependent add per number, slower than the pass that wrote the row."""
+    x = X[r]
+    m = x.size
+    part = np.zeros(8, np.float64)
+    c = 0
+    while c + 8 <= m:
+        for t in range(8):
+            part[t] += float(x[c + t])
+        c += 8
+    for t in range(m - c):
+        part[t] += float(x[c + t])
+    return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]))
 
 
 @jit
@@ -316,60 +325,66 @@ def sample(S: Any, nu: Any, AT: Any, sizes: Any, woff: Any, rows: Any, cols: Any
 # ---- G V from the factors alone (no forward or backward pass): 2 layer-GEMMs per layer ------------------------
 @jit
 def gnvp_space(sizes: Any, n: int, d: int, k: int) -> int:
-    """Length of the flat workspace of ``gnvp`` on k directions: Vp and P (N·k each), T and X, u."""
+    """Length of the flat workspace of ``gnvp`` on k directions: the packed V and P (N·k each, for k > 1 only),
+    T and X, u."""
     N = 0
     for l in range(1, sizes.size):
         N += sizes[l] * (sizes[l - 1] + 1)  # an upper bound without biases too
-    return 2 * N * k + 2 * n * k * np.max(sizes[1:]) + n * k * d
+    return (2 * N * k if k > 1 else 0) + 2 * n * k * np.max(sizes[1:]) + n * k * d
 
 
 @jit
-def _contract_in(Sl: Any, T: Any, u: Any) -> None:
-    """u[j, c, s] += Σ_i S_l[i, c, s] T[j·n_l + i, s] for S_l (n_l, d, n), T (k·n_l, n), u (k, d, n).
+def _contract_in(Sl: Any, T: Any, vb: Any, u: Any) -> None:
+    """u[j, c, s] += Σ_i S_l[i, c, s] (T[i·k + j, s] + v_b[i, j]) for S_l (n_l, d, n), T (n_l·k, n), u (k, d, n);
+    v_b (n_l, k) is the bias part (empty without biases).
 
-    Every row of S_l is read once for all k directions; the innermost sweep runs over contiguous samples
-    (it vectorizes), and sample s only ever writes u[:, :, s], so the sweep may be split among threads.
+    The rows of S_l are read once for all k directions, two at a time; the innermost sweep runs over
+    contiguous samples (it vectorizes).
     """
     n_l, d, n = Sl.shape
     k = u.shape[0]
+    has_b = vb.size > 0
     for i in range(n_l):
-        for c in range(d):
-            x = Sl[i, c]
-            for j in range(k):
-                t = T[j * n_l + i]
-                uc = u[j, c]
+        for j in range(k):
+            t = T[i * k + j]
+            if has_b:
+                b = vb[i, j]
                 for s in range(n):
-                    uc[s] += x[s] * t[s]
+                    t[s] += b
+            for c in range(0, d - 1, 2):
+                x0, x1, u0, u1 = Sl[i, c], Sl[i, c + 1], u[j, c], u[j, c + 1]
+                for s in range(n):
+                    u0[s] += x0[s] * t[s]
+                    u1[s] += x1[s] * t[s]
+            if d % 2:
+                x0, u0 = Sl[i, d - 1], u[j, d - 1]
+                for s in range(n):
+                    u0[s] += x0[s] * t[s]
 
 
 @jit
 def _contract_out(Sl: Any, u: Any, T: Any) -> None:
-    """T[j·n_l + i, s] = Σ_c S_l[i, c, s] u[j, c, s] for S_l (n_l, d, n), u (k, d, n), T (k·n_l, n); sweeps
-    over contiguous samples as in ``_contract_in``."""
+    """T[i·k + j, s] = Σ_c S_l[i, c, s] u[j, c, s] for S_l (n_l, d, n), u (k, d, n), T (n_l·k, n); two rows
+    of S_l at a time, sweeping contiguous samples as in ``_contract_in``."""
     n_l, d, n = Sl.shape
     k = u.shape[0]
     for i in range(n_l):
         for j in range(k):
-            t = T[j * n_l + i]
-            x, uc = Sl[i, 0], u[j, 0]
-            for s in range(n):
-                t[s] = x[s] * uc[s]
-            for c in range(1, d):
-                x, uc = Sl[i, c], u[j, c]
+            t = T[i * k + j]
+            c0 = d % 2
+            if c0:
+                x0, u0 = Sl[i, 0], u[j, 0]
                 for s in range(n):
-                    t[s] += x[s] * uc[s]
-
-
-@jit
-def _add_bias_rows(T: Any, vb: Any) -> None:
-    """T[j·n_l + i, :] += v_b[j, i] for T (k·n_l, n), v_b (k, n_l)."""
-    k, n_l = vb.shape
-    for j in range(k):
-        for i in range(n_l):
-            b = vb[j, i]
-            row = j * n_l + i
-            for s in range(T.shape[1]):
-                T[row, s] += b
+                    t[s] = x0[s] * u0[s]
+            else:
+                x0, x1, u0, u1 = Sl[i, 0], Sl[i, 1], u[j, 0], u[j, 1]
+                for s in range(n):
+                    t[s] = x0[s] * u0[s] + x1[s] * u1[s]
+                c0 = 2
+            for c in range(c0, d, 2):
+                x0, x1, u0, u1 = Sl[i, c], Sl[i, c + 1], u[j, c], u[j, c + 1]
+                for s in range(n):
+                    t[s] += x0[s] * u0[s] + x1[s] * u1[s]
 
 
 @jit
@@ -380,54 +395,67 @@ def _row_sums_into(T: Any, P: Any, start: int) -> None:
 
 
 @jit
-def _carry_rows(T: Any, DT: Any, X: Any) -> None:
-    """X[j·n_l + i, :] = φ′_lᵀ[i, :] ⊙ T[j·n_l + i, :] for T, X (k·n_l, n), DT (n_l, n); X may be T."""
+def _carry_rows(T: Any, vb: Any, DT: Any, X: Any) -> None:
+    """X[i·k + j, :] = φ′_lᵀ[i, :] ⊙ (T[i·k + j, :] + v_b[i, j]) for T, X (n_l·k, n), DT (n_l, n), v_b (n_l, k)
+    or empty; X may be T."""
     n_l, n = DT.shape
+    k = T.shape[0] // n_l
+    has_b = vb.size > 0
     for r in range(T.shape[0]):
-        f = DT[r % n_l]
-        for s in range(n):
-            X[r, s] = f[s] * T[r, s]
+        f = DT[r // k]
+        if has_b:
+            b = vb[r // k, r % k]
+            for s in range(n):
+                X[r, s] = f[s] * (T[r, s] + b)
+        else:
+            for s in range(n):
+                X[r, s] = f[s] * T[r, s]
 
 
 @jit
 def gnvp(S: Any, AT: Any, DT: Any, theta: Any, sizes: Any, woff: Any, boff: Any, n: int, d: int, scale: float,
-         l2: float, V: Any, carry: Any, ws: Any) -> Any:
-    """G V (N, k) = s·Ŝᵀ(Ŝ V) (+ λ P_W V) from the factors; scratch from ``ws`` (``gnvp_space``).
+         l2: float, V: Any, Vflat: Any, carry: Any, ws: Any) -> Any:
+    """G V (N, k) = s·Ŝᵀ(Ŝ V) (+ λ P_W V) from the factors, V C-contiguous and ``Vflat`` its flat view;
+    scratch from ``ws`` (``gnvp_space``).
 
-    Per layer one GEMM Tᵀ_l = [V_l^(1); …; V_l^(k)] A_{l−1}ᵀ (k·n_l, n), plus the bias part, and its
-    contraction with S_l into u (k, d, n); u *= s; then per layer the transposed contraction T_l = S_l·u and
-    one GEMM T_l A_{l−1} for the weight block of every direction, the bias block being the sums of T_l over
-    the samples. A hidden layer with carry[l − 1] set skips S_l: its φ′_l ⊙ T_l goes on through W_{l+1} into
-    T_{l+1} (and on the way back T_l = φ′_l ⊙ W_{l+1}ᵀ T_{l+1}), since S_l = Φ′_l W_{l+1}ᵀ S_{l+1}.
+    Blocks are unit-major: T_l is (n_l·k, n), row i·k + j holding unit i of direction j, so that a carried
+    layer's GEMM with W takes all k directions at once. Per layer one GEMM T_l = [V_l rows, unit-major]
+    A_{l−1}ᵀ, plus the bias part, and its contraction with S_l into u (k, d, n); u *= s; then per layer the
+    transposed contraction T_l = S_l·u and one GEMM T_l A_{l−1} for the weight block of every direction, the
+    bias block being the sums of T_l over the samples. A hidden layer with carry[l − 1] set skips S_l: its
+    φ′_l ⊙ T_l goes on through W_{l+1} into T_{l+1} (and on the way back T_l = φ′_l ⊙ W_{l+1}ᵀ T_{l+1}), since
+    S_l = Φ′_l W_{l+1}ᵀ S_{l+1}. For one vector the unit-major layout is V's own: the GEMMs read V and write the
+    result in place, with no packing.
     """
     L = sizes.size - 1
     cum = prefix(sizes)
     N, k = V.shape
     width = np.max(sizes[1:])
     pos = np.zeros(1, np.int64)
-    Vp, P = take(ws, pos, N * k), take(ws, pos, N * k)
+    out = np.empty((N if k == 1 else 0, k), V.dtype)
+    if k == 1:
+        Vq, P = Vflat, out.reshape(N)
+    else:
+        Vq, P = take(ws, pos, N * k), take(ws, pos, N * k)
+        pack(sizes, woff, boff, V, Vq[:0], Vq)
     T = take(ws, pos, n * k * width)
     X = take(ws, pos, n * k * width)
     u = take(ws, pos, n * k * d).reshape((k, d, n))
-    pack(sizes, woff, boff, V, Vp, Vp[:0])
     u[:] = 0.0
     below = False  # whether X holds the carried φ′ ⊙ T of the layer below
     for l in range(1, L + 1):
         n_l, n_p = sizes[l], sizes[l - 1]
-        Tl = mat(T, 0, k * n_l, n)
+        Tl = mat(T, 0, n_l * k, n)
         A_T = mat(AT, n * cum[l - 1], n_p, n)
-        # [V_l^(1); …; V_l^(k)] A_{l−1}ᵀ: (k·n_l, n_{l−1}) @ (n_{l−1}, n)
-        gemm(mat(Vp, k * woff[l - 1], k * n_l, n_p), A_T, Tl)
-        if boff[l - 1] >= 0:
-            _add_bias_rows(Tl, mat(Vp, k * boff[l - 1], k, n_l))
-        if below:  # + W_l (φ′_{l−1} ⊙ T_{l−1}) for every direction
-            for j in range(k):
-                gemm(weights(theta, sizes, woff, l), mat(X, j * n_p * n, n_p, n), Tl[j * n_l:(j + 1) * n_l], 1.0)
+        gemm(mat(Vq, k * woff[l - 1], n_l * k, n_p), A_T, Tl)  # (n_l·k, n_{l−1}) @ (n_{l−1}, n)
+        if below:  # + W_l (φ′_{l−1} ⊙ T_{l−1}): (n_l, n_{l−1}) @ (n_{l−1}, k·n), every direction at once
+            gemm(weights(theta, sizes, woff, l), mat(X, 0, n_p, k * n), mat(T, 0, n_l, k * n), 1.0)
+        vb = mat(Vq, k * boff[l - 1], n_l, k) if boff[l - 1] >= 0 else mat(Vq, 0, 0, k)
         below = l < L and carry[l - 1] != 0
         if below:
-            _carry_rows(Tl, mat(DT, n * (cum[l] - cum[1]), n_l, n), mat(X, 0, k * n_l, n))
+            _carry_rows(Tl, vb, mat(DT, n * (cum[l] - cum[1]), n_l, n), mat(X, 0, n_l * k, n))
         else:
-            _contract_in(mat3(S, n * d * (cum[l] - cum[1]), n_l, d, n), Tl, u)
+            _contract_in(mat3(S, n * d * (cum[l] - cum[1]), n_l, d, n), Tl, vb, u)
     for j in range(k):
         for c in range(d):
             for s in range(n):
@@ -435,18 +463,21 @@ def gnvp(S: Any, AT: Any, DT: Any, theta: Any, sizes: Any, woff: Any, boff: Any,
     cur, other = T, X  # T_l is built in cur; other holds T_{l+1}
     for l in range(L, 0, -1):
         n_l, n_p = sizes[l], sizes[l - 1]
-        Tl = mat(cur, 0, k * n_l, n)
+        Tl = mat(cur, 0, n_l * k, n)
         A_T = mat(AT, n * cum[l - 1], n_p, n)
         if l < L and carry[l - 1] != 0:
             n_x = sizes[l + 1]
-            for j in range(k):
-                gemm(weights(theta, sizes, woff, l + 1).T, mat(other, j * n_x * n, n_x, n), Tl[j * n_l:(j + 1) * n_l])
-            _carry_rows(Tl, mat(DT, n * (cum[l] - cum[1]), n_l, n), Tl)
+            gemm(weights(theta, sizes, woff, l + 1).T, mat(other, 0, n_x, k * n), mat(cur, 0, n_l, k * n))
+            _carry_rows(Tl, mat(Vq, 0, 0, k), mat(DT, n * (cum[l] - cum[1]), n_l, n), Tl)
         else:
             _contract_out(mat3(S, n * d * (cum[l] - cum[1]), n_l, d, n), u, Tl)
-        # T_l A_{l−1}: (k·n_l, n) @ (n, n_{l−1}), the weight block of every direction
-        gemm(Tl, A_T.T, mat(P, k * woff[l - 1], k * n_l, n_p))
+        # T_l A_{l−1}: (n_l·k, n) @ (n, n_{l−1}), the weight block of every direction
+        gemm(Tl, A_T.T, mat(P, k * woff[l - 1], n_l * k, n_p))
         if boff[l - 1] >= 0:
             _row_sums_into(Tl, P, k * boff[l - 1])
         cur, other = other, cur
-    return unpack(sizes, woff, boff, k, P, P[:0], V, l2)
+    if k > 1:
+        return unpack(sizes, woff, boff, k, P, P[:0], V, l2, True)
+    if l2 != 0.0:
+        add_weight_decay(sizes, woff, l2, V, out)
+    return out

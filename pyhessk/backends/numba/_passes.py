@@ -195,50 +195,74 @@ def take(ws: Any, pos: Any, size: int) -> Any:
 # ---- blocks of directions: packing and unpacking ------------------------------------------------------------
 @jit
 def pack(sizes: Any, woff: Any, boff: Any, V: Any, Vp: Any, Vq: Any) -> None:
-    """V (N, k) → Vp (and Vq, unless it is empty) per layer: V_l^(j)[i, c] at Vp[k·w0 + (j·n_l + i)·n_p + c]
-    and Vq[k·w0 + (i·k + j)·n_p + c]; b_l^(j)[i] at Vp[k·b0 + j·n_l + i]."""
+    """V (N, k) → Vp direction-major and Vq unit-major, each unless it is empty, per layer: V_l^(j)[i, c] at
+    Vp[k·w0 + (j·n_l + i)·n_p + c] and Vq[k·w0 + (i·k + j)·n_p + c]; b_l^(j)[i] at Vp[k·b0 + j·n_l + i] and
+    Vq[k·b0 + i·k + j]. Every inner sweep writes contiguous memory; for one vector both layouts are V's."""
     k = V.shape[1]
-    want_q = Vq.size > 0
+    if k == 1:
+        for buf in (Vp, Vq):
+            if buf.size > 0:
+                buf[:] = V[:, 0]
+        return
     for l in range(1, sizes.size):
-        n_l, n_p, w0 = sizes[l], sizes[l - 1], woff[l - 1]
+        n_l, n_p, w0, b0 = sizes[l], sizes[l - 1], woff[l - 1], boff[l - 1]
         for i in range(n_l):
-            for c in range(n_p):
-                row = w0 + i * n_p + c
-                for j in range(k):
-                    Vp[k * w0 + (j * n_l + i) * n_p + c] = V[row, j]
-                    if want_q:
-                        Vq[k * w0 + (i * k + j) * n_p + c] = V[row, j]
-        b0 = boff[l - 1]
-        if b0 >= 0:
-            for i in range(n_l):
-                for j in range(k):
+            src = w0 + i * n_p
+            for j in range(k):
+                if Vp.size > 0:
+                    dst = Vp[k * w0 + (j * n_l + i) * n_p:]
+                    for c in range(n_p):
+                        dst[c] = V[src + c, j]
+                if Vq.size > 0:
+                    dst = Vq[k * w0 + (i * k + j) * n_p:]
+                    for c in range(n_p):
+                        dst[c] = V[src + c, j]
+                if b0 >= 0 and Vp.size > 0:
                     Vp[k * b0 + j * n_l + i] = V[b0 + i, j]
+                if b0 >= 0 and Vq.size > 0:
+                    Vq[k * b0 + i * k + j] = V[b0 + i, j]
 
 
 @jit
-def unpack(sizes: Any, woff: Any, boff: Any, k: int, P: Any, Q: Any, V: Any, l2: float) -> Any:
-    """The result (N, k) from P (and Q, where it is not empty) in the packed layouts, plus l2·P_W·V."""
+def add_weight_decay(sizes: Any, woff: Any, l2: float, V: Any, out: Any) -> None:
+    """out[r, :] += l2·V[r, :] for every weight row r (the biases carry no decay), for V and out (N, k)."""
+    for l in range(1, sizes.size):
+        for r in range(woff[l - 1], woff[l - 1] + sizes[l] * sizes[l - 1]):
+            for j in range(V.shape[1]):
+                out[r, j] += l2 * V[r, j]
+
+
+@jit
+def unpack(sizes: Any, woff: Any, boff: Any, k: int, P: Any, Q: Any, V: Any, l2: float, unit_major: bool) -> Any:
+    """The result (N, k) from P (direction-major, or unit-major when ``unit_major``) plus Q (unit-major, layers
+    2..L), where Q is not empty, plus l2·P_W·V; the layouts are those of ``pack``. Every inner sweep reads
+    contiguous memory."""
     N = woff[-1] + sizes[-1] * sizes[-2] + (sizes[-1] if boff[-1] >= 0 else 0)
     out = np.empty((N, k), P.dtype)
-    use_q, use_v = Q.size > 0, l2 != 0.0 and V.size > 0
+    use_v = l2 != 0.0 and V.size > 0
+    if k == 1 and Q.size == 0:  # one vector: P is already in V's layout
+        out[:, 0] = P[:N]
+        if use_v:
+            add_weight_decay(sizes, woff, l2, V, out)
+        return out
     for l in range(1, sizes.size):
-        n_l, n_p, w0 = sizes[l], sizes[l - 1], woff[l - 1]
-        q = use_q and l > 1
+        n_l, n_p, w0, b0 = sizes[l], sizes[l - 1], woff[l - 1], boff[l - 1]
         for i in range(n_l):
-            for c in range(n_p):
-                row = w0 + i * n_p + c
-                for j in range(k):
-                    v = P[k * w0 + (j * n_l + i) * n_p + c]
-                    if q:
-                        v += Q[k * w0 + (i * k + j) * n_p + c]
-                    if use_v:
-                        v += l2 * V[row, j]
-                    out[row, j] = v
-        b0 = boff[l - 1]
-        if b0 >= 0:
-            for i in range(n_l):
-                for j in range(k):
-                    out[b0 + i, j] = P[k * b0 + j * n_l + i]
+            dst = w0 + i * n_p
+            for j in range(k):
+                unit = k * w0 + (i * k + j) * n_p
+                src = P[unit if unit_major else k * w0 + (j * n_l + i) * n_p:]
+                for c in range(n_p):
+                    out[dst + c, j] = src[c]
+                if Q.size > 0 and l > 1:
+                    src = Q[unit:]
+                    for c in range(n_p):
+                        out[dst + c, j] += src[c]
+                if use_v:
+                    for c in range(n_p):
+                        out[dst + c, j] += l2 * V[dst + c, j]
+                if b0 >= 0:
+                    out[b0 + i, j] = P[k * b0 + (i * k + j if unit_major else j * n_l + i)]
     return out
 
 
@@ -404,7 +428,7 @@ def hvp(theta: Any, sizes: Any, woff: Any, boff: Any, modes: Any, loss: int, act
     r_forward(theta, sizes, woff, boff, acts, d1, Vp, k, True, rz, ra)
     losses.hout(loss, aux, mat3(rz, n * k * (cum[L] - cum[1]), n, k, d), RD, scale)
     r_backward(theta, sizes, woff, boff, modes, acts, d1, d2g, delta, rz, ra, Vq, RD, P, Q, bufs)
-    return unpack(sizes, woff, boff, k, P, Q, V, l2)
+    return unpack(sizes, woff, boff, k, P, Q, V, l2, False)
 
 
 @jit
@@ -423,7 +447,7 @@ def gnvp(theta: Any, sizes: Any, woff: Any, boff: Any, loss: int, acts: Any, d1:
     r_forward(theta, sizes, woff, boff, acts, d1, Vp, k, False, rz, ra)
     losses.hout(loss, aux, mat3(rz, 0, n, k, d), U, scale)
     gn_backward(theta, sizes, woff, boff, acts, d1, U, P, bufs)
-    return unpack(sizes, woff, boff, k, P, P[:0], V, l2)
+    return unpack(sizes, woff, boff, k, P, P[:0], V, l2, False)
 
 
 @jit
@@ -449,4 +473,4 @@ def vjp(theta: Any, sizes: Any, woff: Any, boff: Any, acts: Any, d1: Any, U: Any
     pos = np.zeros(1, np.int64)
     P, bufs = take(ws, pos, N * k), take(ws, pos, 2 * n * k * width)
     gn_backward(theta, sizes, woff, boff, acts, d1, U, P, bufs)
-    return unpack(sizes, woff, boff, k, P, P[:0], np.empty((0, 0), P.dtype), 0.0)
+    return unpack(sizes, woff, boff, k, P, P[:0], np.empty((0, 0), P.dtype), 0.0, False)

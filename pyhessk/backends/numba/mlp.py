@@ -225,7 +225,7 @@ class NumbaBackend(BackendBase):
         bufs = np.empty(2 * lin.n * k * self._width(lin), dtype=lin.dtype)
         _passes.r_backward(lin.theta, g.sizes, g.woff, g.boff, g.modes, lin.acts, lin.d1, lin.d2, lin.delta, rf.rz,
                            rf.ra, rf.Vq, RD, P, Q, bufs)
-        return _passes.unpack(g.sizes, g.woff, g.boff, k, P, Q, _writable(V), float(lin.model.l2))
+        return _passes.unpack(g.sizes, g.woff, g.boff, k, P, Q, _writable(V), float(lin.model.l2), False)
 
     def gn_backward(self, lin: Lin, U: Array, V: Array | None = None) -> Array:
         g = lin.geo
@@ -236,7 +236,7 @@ class NumbaBackend(BackendBase):
         _passes.gn_backward(lin.theta, g.sizes, g.woff, g.boff, lin.acts, lin.d1, U, P, bufs)
         l2 = float(lin.model.l2) if V is not None else 0.0
         V = _writable(V) if V is not None else np.empty((0, 0), dtype=P.dtype)
-        return _passes.unpack(g.sizes, g.woff, g.boff, k, P, P[:0], V, l2)
+        return _passes.unpack(g.sizes, g.woff, g.boff, k, P, P[:0], V, l2, False)
 
     # ---- the four products: one compiled call each, over the linearization's workspace ---------------------
     def hvp(self, lin: Lin, V: Array) -> Array:
@@ -318,10 +318,11 @@ class NumbaBackend(BackendBase):
         flags = np.zeros(g.sizes.size - 1, np.uint8)
         if carry:
             flags[:] = carry
+        V = _writable(np.ascontiguousarray(V))
         with fac.ws.lock:
             ws = fac.ws.get(0, V.shape[1], lambda: _gnh.gnvp_space(g.sizes, fac.n, fac.d, V.shape[1]))
             return _gnh.gnvp(fac.S, fac.AT, fac.DT, fac.theta, g.sizes, g.woff, g.boff, fac.n, fac.d, fac.scale,
-                             float(fac.model.l2), _writable(V), flags, ws)
+                             float(fac.model.l2), V, V.reshape(-1), flags, ws)
 
     def gnh_diagonal(self, fac: Factors) -> Array:
         g = fac.geo
