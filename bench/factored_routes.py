@@ -4,8 +4,8 @@ For each BENCH.md config and k (one vector, and the config's block), three calls
 (A B C A B C …, ``interleaved_many``), so the machine's drift cancels in their ratios:
 
 - plain: ``c.gnvp(V)`` on a linearization without GNH factors (R-forward, H_out, GN backward);
-- factored: ``e.gnvp(V)``, the route ``factored_gnvp_plan`` picks (hidden layers before a narrow one carried
-  through W_{l+1}, the others contracted with their factor S_l);
+- factored: ``e.gnvp(V)``, the route ``factored_gnvp_plan`` picks for the engine (hidden layers before a
+  narrow one carried through W_{l+1}, the others contracted with their factor S_l);
 - contracted: the same product with every layer contracted with S_l (no layer carried).
 
 The table also gives the GEMM-flop floor of factored ÷ plain: the ratio of the two routes' GEMM flops alone
@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 
 from pyhessk._bench.timing import interleaved_many  # noqa: E402
 from pyhessk._blasinfo import blas_report, describe  # noqa: E402
-from pyhessk.curvature import blas_flops_per_byte, factored_gnvp_plan  # noqa: E402
+from pyhessk.curvature import blas_flops_per_byte  # noqa: E402
 
 from . import configs  # noqa: E402
 
@@ -56,12 +56,12 @@ def measure(cfg: configs.Config, engine: str) -> list[dict]:
     rows = []
     for k in (1, cfg.block_k):
         V = np.ascontiguousarray(p.V[:, :k]) if k > 1 else p.v
-        carry, fac_cost, plain_cost = factored_gnvp_plan(cfg.sizes, cfg.n, k, np.dtype(cfg.dtype).itemsize)
+        carry, fac_cost, plain_cost = e._plan(k)  # the route and prices e.gnvp and c.gnvp use
         Vb = V.reshape(-1, k)
         calls = {
-            "plain": lambda: plain_c.gnvp(V),
-            "factored": lambda: e.gnvp(V),
-            "contracted": lambda: c._engine.gnh_gnvp(e._fac, Vb, None),
+            "plain": lambda V=V: plain_c.gnvp(V),
+            "factored": lambda V=V: e.gnvp(V),
+            "contracted": lambda Vb=Vb: c._engine.gnh_gnvp(e._fac, Vb, None),
         }
         ref = plain_c.gnvp(V).reshape(-1, k)
         errs = {name: float(np.linalg.norm(np.asarray(f()).reshape(-1, k) - ref) / np.linalg.norm(ref))
@@ -78,6 +78,7 @@ def measure(cfg: configs.Config, engine: str) -> list[dict]:
             "contracted_over_plain": res.ratio("contracted", "plain"),
             "gemm_floor": fac_flops / plain_flops, "gemm_floor_contracted": con_flops / plain_flops,
             "c_gnvp_takes": "factored" if fac_cost < plain_cost else "plain",
+            "pass_cost": c._engine.factor_pass_cost,
             "rel_err_vs_plain": errs,
         })
         print(f"{cfg.id} k={k}: " + ", ".join(f"{n} {t:.3f} ms" for n, t in res.ms.items())
@@ -127,8 +128,9 @@ def main() -> None:
              f"- **Command**: `{command}`",
              f"- **Machine**: {info.get('cpu_model', '?')}, {THREADS} threads ({control}); allocator: {malloc}",
              f"- **BLAS**: {describe(blas)}; the route model prices a streamed byte at {blas_flops_per_byte():g} "
-             "GEMM flops (`blas_flops_per_byte`), which decides the last column (`c.gnvp` takes the factored "
-             "route when it predicts it faster)",
+             f"GEMM flops (`blas_flops_per_byte`) and this engine's passes over the factors at "
+             f"{rows[0]['pass_cost']:g}× the C++ kernels' (`factor_pass_cost`), which decides the last column "
+             "(`c.gnvp` takes the factored route when it predicts it faster)",
              "- **Method**: the three products of one row run round-robin in the same rounds (`interleaved_many`: "
              "each time is the minimum over rounds of the per-round medians), so their ratio is not moved by the "
              "machine's drift between tests; the range is that of the per-round ratios. Float32 except S-f64. "

@@ -363,7 +363,8 @@ class GnhEntries:
     def _plan(self, k: int) -> tuple[tuple[bool, ...], float, float]:
         """The factored product's route for k vectors and its predicted cost against the plain product's."""
         return factored_gnvp_plan(self._c.net.sizes, self._c.num_samples, k, self._c.dtype.itemsize,
-                                  getattr(self._engine, "factor_byte_flops", None))
+                                  getattr(self._engine, "factor_byte_flops", None),
+                                  getattr(self._engine, "factor_pass_cost", 1.0))
 
     @staticmethod
     def num_samples(eps: float, delta: float, method: str = "mean") -> int:
@@ -447,13 +448,14 @@ class GnhEntries:
         return namespace_of(means).median(means, axis=0).astype(self._c.dtype, copy=False).reshape(shape)
 
 
-def factored_gnvp_plan(sizes: Sequence[int], n: int, k: int, itemsize: int,
-                       flops_per_byte: float | None = None) -> tuple[tuple[bool, ...], float, float]:
+def factored_gnvp_plan(sizes: Sequence[int], n: int, k: int, itemsize: int, flops_per_byte: float | None = None,
+                       pass_cost: float = 1.0) -> tuple[tuple[bool, ...], float, float]:
     """The factored product's route for k vectors (see ``_route``), remembered per architecture and k: a product
     on a small net takes a few microseconds, as long as pricing it. ``flops_per_byte``: the GEMM flops one
-    byte of streamed factors costs; None: ``blas_flops_per_byte()``, that of the BLAS this process runs."""
+    byte of streamed factors costs; None: ``blas_flops_per_byte()``, that of the BLAS this process runs.
+    ``pass_cost``: the engine's passes over the factors relative to the C++ kernels' (``factor_pass_cost``)."""
     per_byte = blas_flops_per_byte() if flops_per_byte is None else float(flops_per_byte)
-    return _route(tuple(int(w) for w in sizes), int(n), int(k), int(itemsize), per_byte)
+    return _route(tuple(int(w) for w in sizes), int(n), int(k), int(itemsize), per_byte, float(pass_cost))
 
 
 @functools.cache
@@ -471,8 +473,8 @@ def blas_flops_per_byte() -> float:
 
 
 @functools.lru_cache(maxsize=256)
-def _route(sizes: tuple[int, ...], n: int, k: int, itemsize: int,
-           flops_per_byte: float) -> tuple[tuple[bool, ...], float, float]:
+def _route(sizes: tuple[int, ...], n: int, k: int, itemsize: int, flops_per_byte: float,
+           pass_cost: float) -> tuple[tuple[bool, ...], float, float]:
     """The factored product's route for k vectors: (carry, predicted cost, predicted cost of the plain product).
 
     Costs in GEMM flops. Plain: 2nk(2n_1n_0 + 4Σ_{l≥2}n_ln_{l−1}). Factored: 2nk·2Σn_ln_{l−1} for the GEMMs
@@ -482,7 +484,8 @@ def _route(sizes: tuple[int, ...], n: int, k: int, itemsize: int,
     and two reads of φ′_l):
     ``carry[l−1]`` says which, the cheaper of the two (the output layer is always contracted). Carrying
     pays when layer l + 1 is narrow compared with d; with every hidden layer carried the route is the plain
-    product's arithmetic on the factored product's layout.
+    product's arithmetic on the factored product's layout. Every term but the GEMMs is the engine's own
+    kernels' work, priced for the C++ ones and multiplied by ``pass_cost``.
     """
     d = sizes[-1]
     L = len(sizes) - 1
@@ -492,13 +495,14 @@ def _route(sizes: tuple[int, ...], n: int, k: int, itemsize: int,
     per_byte = flops_per_byte if factor_bytes > _CACHED_BYTES else 0.0
 
     def contract(n_l: int) -> float:
-        return per_byte * 2 * n * d * n_l * itemsize + _CONTRACTION_FLOP * 4 * n * k * d * n_l * math.sqrt(k)
+        return pass_cost * (per_byte * 2 * n * d * n_l * itemsize
+                            + _CONTRACTION_FLOP * 4 * n * k * d * n_l * math.sqrt(k))
 
     def carried(n_l: int, n_next: int) -> float:
         # a GEMM narrower than a micro-kernel runs no faster than one _MIN_GEMM_WIDTH wide; φ′_l is read once
         # per pass, as S_l would be
         gemm = 4 * n * k * n_l * max(n_next, _MIN_GEMM_WIDTH)
-        return gemm + per_byte * 2 * n * n_l * itemsize + _CONTRACTION_FLOP * 2 * n * k * n_l
+        return gemm + pass_cost * (per_byte * 2 * n * n_l * itemsize + _CONTRACTION_FLOP * 2 * n * k * n_l)
 
     carry = tuple(l < L and carried(sizes[l], sizes[l + 1]) < contract(sizes[l]) for l in range(1, L + 1))
     factored = 2 * n * k * 2 * sum(prods) + contract(sizes[L]) + sum(

@@ -175,6 +175,74 @@ def test_the_route_model_carries_the_measured_layers(sizes, n, k, itemsize, carr
     assert tuple(l for l in range(1, len(sizes)) if carry[l - 1]) == carried
 
 
+# The Numba and NumPy engines, same machine and AVX2 kernels, priced with their ``factor_pass_cost``:
+# bench/results/factored-routes-{numba,numpy}-epyc2c-2026-11-22.md, factored vs plain ms in the same rounds.
+# Not pinned: Numba on M with one vector, a tie (factored ÷ plain 0.96–1.09 over five runs).
+MEASURED_ROUTES_BY_ENGINE = [
+    ("numba", (10, 32, 32, 1), 256, 1, 4, "factored"),  # S: 0.041 vs 0.053
+    ("numba", (2, 50, 50, 50, 1), 4096, 1, 4, "factored"),  # P: 1.12 vs 1.56
+    ("numba", (784, 256, 256, 10), 1024, 16, 4, "factored"),  # M, k = 16: 103 vs 115
+    ("numba", (1024, 1024, 1024, 1024, 10), 512, 1, 4, "factored"),  # W: 35.3 vs 51.2
+    ("numba", (64,) + (64,) * 10 + (10,), 512, 1, 4, "plain"),  # D: 1.33 vs 1.30
+    ("numpy", (10, 32, 32, 1), 256, 1, 4, "factored"),  # S: 0.077 vs 0.085
+    ("numpy", (2, 50, 50, 50, 1), 4096, 1, 4, "plain"),  # P: 2.25 vs 2.19
+    ("numpy", (784, 256, 256, 10), 1024, 1, 4, "plain"),  # M: 7.26 (layers 1–2 carried), 13.0 (none) vs 7.18
+    ("numpy", (784, 256, 256, 10), 1024, 16, 4, "factored"),  # M, k = 16: 105 vs 121
+    ("numpy", (1024, 1024, 1024, 1024, 10), 512, 1, 4, "factored"),  # W: 45.1 vs 50.2
+    ("numpy", (64,) + (64,) * 10 + (10,), 512, 16, 4, "plain"),  # D, k = 16: 25.1 vs 23.3
+]
+
+
+def _engine_class(name):
+    if name == "numba":
+        pytest.importorskip("numba")
+        from pyhessk.backends.numba.mlp import NumbaBackend
+
+        return NumbaBackend
+    from pyhessk.backends.numpy.mlp import NumpyBackend
+
+    return NumpyBackend
+
+
+@pytest.mark.parametrize("engine,sizes,n,k,itemsize,faster", MEASURED_ROUTES_BY_ENGINE)
+def test_the_route_model_picks_the_measured_faster_route_for_each_engine(engine, sizes, n, k, itemsize, faster):
+    from pyhessk.curvature import _FLOPS_PER_BYTE, factored_gnvp_plan
+
+    cost = _engine_class(engine).factor_pass_cost
+    _, factored, plain = factored_gnvp_plan(sizes, n, k, itemsize, _FLOPS_PER_BYTE, cost)
+    assert (factored < plain) == (faster == "factored")
+
+
+def test_the_pass_cost_scales_every_term_but_the_gemms():
+    """pass_cost 0 leaves the GEMM flops alone (2nk·2Σn_l n_{l−1}, nothing carried); on a fixed route the rest of
+    the factored price grows linearly with it; the plain price never moves."""
+    from pyhessk.curvature import _FLOPS_PER_BYTE, factored_gnvp_plan
+
+    # a net with no hidden layer (nothing to carry) and D (every hidden layer carried at either price)
+    for sizes, n, k in (((784, 10), 1024, 1), ((64,) + (64,) * 10 + (10,), 512, 1)):
+        gemm = 2 * n * k * 2 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+        carry0, f0, p0 = factored_gnvp_plan(sizes, n, k, 4, _FLOPS_PER_BYTE, 0.0)
+        assert not any(carry0) and f0 == gemm
+        carry1, f1, p1 = factored_gnvp_plan(sizes, n, k, 4, _FLOPS_PER_BYTE, 1.0)
+        carry2, f2, p2 = factored_gnvp_plan(sizes, n, k, 4, _FLOPS_PER_BYTE, 2.0)
+        assert p0 == p1 == p2 and carry1 == carry2
+        carried = sum(4 * n * k * sizes[l] * max(sizes[l + 1], 8) for l in range(1, len(sizes) - 1) if carry1[l - 1])
+        assert f2 - gemm - carried == pytest.approx(2 * (f1 - gemm - carried), rel=1e-12)
+
+
+def test_factored_gnvp_prices_the_route_for_its_engine(backend):
+    """``e.gnvp`` and ``c.gnvp`` plan with the engine's own prices (byte and passes)."""
+    from pyhessk.curvature import factored_gnvp_plan
+
+    c = curvature_for(CASES[2], backend)
+    e = c.gnh_entries()
+    engine = c._engine
+    assert engine.factor_pass_cost > 0
+    for k in (1, 5):
+        assert e._plan(k) == factored_gnvp_plan(c.net.sizes, c.num_samples, k, c.dtype.itemsize,
+                                                engine.factor_byte_flops, engine.factor_pass_cost)
+
+
 @pytest.mark.parametrize("library,core,avx512", [
     ("openblas", "SkylakeX", True), ("OpenBLAS", "sapphirerapids", True), ("openblas", "Cooperlake ", True),
     ("openblas", "Haswell", False), ("openblas", "Zen", False), ("mkl", "SkylakeX", False),

@@ -246,6 +246,10 @@ class BackendBase:
     #: GEMM flops per streamed byte of GNH factors in the factored product's route model; None: the price
     #: of the host BLAS this process runs (``curvature.blas_flops_per_byte``), right for the CPU engines.
     factor_byte_flops: float | None = None
+    #: The time of this engine's passes over the factors (the contractions with S_l, a carried layer's
+    #: sweeps) relative to the C++ kernels', which the route model's prices were fitted to: it scales every
+    #: term of the factored route but its GEMMs (bench/results/factored-routes-<engine>-*).
+    factor_pass_cost: float = 1.0
 
     def hvp(self, lin: Linearization, V: Array) -> Array:
         """H V for V (N, k) → (N, k): R-forward then R-backward (6 layer-GEMMs per layer, 2 for the first)."""

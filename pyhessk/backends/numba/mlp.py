@@ -160,6 +160,11 @@ class NumbaBackend(BackendBase):
     """Compiled CPU engine: fused elementwise sweeps, BLAS GEMMs, one compiled call per product."""
 
     name = "numba"
+    #: its passes over the factors run without the C++ kernels' prefetching: the factored product less its
+    #: GEMMs took 1.4× (M) and 1.7× (W) the C++ engine's time, one vector, same process. On M with one vector
+    #: this keeps the plain product, a tie here (factored ÷ plain 0.96–1.09 over five runs,
+    #: bench/results/factored-routes-numba-*)
+    factor_pass_cost = 1.5
 
     # ---- forward and gradient ----------------------------------------------------------------------------
     def forward(self, model: ModelSpec, theta: Array, X: Array) -> Array:

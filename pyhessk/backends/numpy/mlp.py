@@ -121,11 +121,12 @@ def factor_forward(model: ModelSpec, layers: list[tuple[Array, Array]], VT: Arra
             P += below
         link = links[l - 1] if links else None
         if link is None:
-            u += xp.einsum("isc,ski->skc", S, P, optimize=True)
+            u += xp.einsum("isc,ski->skc", S, P, optimize=k > 1)  # k = 1: the direct loop, no planning
             below = None
         else:
             W_next, dphi = link
-            below = (P * dphi[:, None, :]) @ W_next.T
+            m = P.shape[0] * k  # one GEMM over every (sample, vector) row, not n little ones
+            below = ((P * dphi[:, None, :]).reshape(m, -1) @ W_next.T).reshape(P.shape[0], k, -1)
     return u
 
 
@@ -142,10 +143,10 @@ def factor_backward(model: ModelSpec, layers: list[tuple[Array, Array]], u: Arra
         GW, gb = _blocks_t(model, outT, l)
         link = links[l - 1] if links else None
         if link is None:
-            Q = xp.einsum("isc,skc->ski", S, u, optimize=True)  # (n, k, n_l)
+            Q = xp.einsum("isc,skc->ski", S, u, optimize=k > 1)  # (n, k, n_l)
         else:
             W_next, dphi = link
-            Q = (above @ W_next) * dphi[:, None, :]
+            Q = (above.reshape(n * k, -1) @ W_next).reshape(n, k, -1) * dphi[:, None, :]
         GW[...] = (Q.reshape(n, k * S.shape[0]).T @ A).reshape(GW.shape)
         if gb is not None:
             gb[...] = Q.sum(axis=0)
@@ -157,6 +158,11 @@ class NumpyBackend(BackendBase):
     """The readable reference engine (and the oracle every other engine is compared with)."""
 
     name = "numpy"
+    #: its contractions are einsum calls over factors stored (n_l, n, d), d fastest: with one vector the
+    #: factored product less its GEMMs took 3.7× (M) and 4.4× (W) the C++ engine's time; blocks fare better
+    #: (einsum's BLAS path). With this price c.gnvp keeps the plain product on P, M and D with one vector,
+    #: where the factored one ran 1.01–1.35× slower (bench/results/factored-routes-numpy-*)
+    factor_pass_cost = 3.0
 
     # ---- forward and gradient: 1 GEMM per layer forward, 2 (l = 1: 1) backward --------------------
     @np.errstate(over="ignore", invalid="ignore")  # the API layer turns overflow into FloatingPointError
