@@ -83,3 +83,36 @@ def test_float32_agrees_with_float64(backend, case):
         assert np.linalg.norm(r32 - r64) <= 1e-4 * max(np.linalg.norm(r64), 1e-3)
     e64, e32 = c64.gnh_entries(), c32.gnh_entries()
     assert np.abs(e32.diagonal() - e64.diagonal()).max() <= 1e-4 * max(np.abs(e64.diagonal()).max(), 1e-3)
+
+
+@pytest.mark.parametrize("backend", engine_params())
+@SETTINGS
+@given(case=cases(max_width=6), data=st.data())
+def test_factored_gnvp_on_any_route_against_the_explicit_gnh(backend, case, data):
+    """G V from the stored factors, with a random set of hidden layers carried through W_{l+1}, one vector and
+    a block: the explicit GNH and the plain product in float64, and the float64 result in float32."""
+    L = len(case.sizes) - 1
+    carry = tuple(data.draw(st.lists(st.booleans(), min_size=L - 1, max_size=L - 1))) + (False,)
+    k = data.draw(st.sampled_from([1, 3]))
+    th64, X64, Y64 = case.data("float64")
+    cast = lambda a: a.astype(np.float32) if a.dtype.kind == "f" else a  # noqa: E731
+    th32, X32, Y32 = (cast(a) for a in (th64, X64, Y64))
+    assume(smooth_enough(case, th32.astype(np.float64), X32.astype(np.float64)))
+    net = case.net(backend)
+    c64 = net.linearize(th32.astype(np.float64), X32.astype(np.float64),
+                        Y32.astype(np.float64) if Y32.dtype.kind == "f" else Y32)
+    c32 = net.linearize(th32, X32, Y32)
+    V = np.random.default_rng(case.seed).standard_normal((c64.num_params, k))
+    G = explicit_gnh(case, th32.astype(np.float64), X32.astype(np.float64),
+                     Y32.astype(np.float64) if Y32.dtype.kind == "f" else Y32)
+    e64, e32 = c64.gnh_entries(), c32.gnh_entries()
+    r64 = np.asarray(c64._engine.gnh_gnvp(e64._fac, V, carry))
+    assert r64.shape == V.shape and r64.dtype == np.float64
+    assert rel_err(r64, G @ V) < 1e-6  # the oracle's Jacobians are central differences
+    # against the plain product (R-forward, H_out, backward) to float64 rounding, which is relative to the
+    # terms summed: |G_pq| ≤ √(G_pp G_qq) bounds Σ_k |x_pk||x_qk| (Cauchy–Schwarz)
+    root = np.sqrt(np.maximum(np.diag(G), 0))
+    assert np.linalg.norm(r64 - c64.gnvp(V)) <= 1e-12 * np.linalg.norm(np.outer(root, root) @ np.abs(V))
+    r32 = np.asarray(c32._engine.gnh_gnvp(e32._fac, V.astype(np.float32), carry))
+    assert r32.dtype == np.float32
+    assert np.linalg.norm(r32 - r64) <= 1e-4 * max(np.linalg.norm(r64), 1e-3)
