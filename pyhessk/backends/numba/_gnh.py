@@ -336,7 +336,7 @@ def gnvp_space(sizes: Any, n: int, d: int, k: int) -> int:
 @jit
 def _contract_in(Sl: Any, T: Any, vb: Any, u: Any) -> None:
     """u[j, c, s] += Σ_i S_l[i, c, s] (T[i·k + j, s] + v_b[i, j]) for S_l (n_l, d, n), T (n_l·k, n), u (k, d, n);
-    v_b (n_l, k) is the bias part (empty without biases).
+    v_b (n_l, k) is the bias part (empty without biases), added into T in place.
 
     The rows of S_l are read once for all k directions, two at a time; the innermost sweep runs over
     contiguous samples (it vectorizes).
