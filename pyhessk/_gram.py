@@ -132,8 +132,11 @@ def factorise(model: ModelSpec, layers: list[tuple[Any, Any]], scale: float, dam
         K = sample_gram(model, layers, scale, dw, db, chunk_size)
     xp = namespace_of(K)
     diag = xp.arange(K.shape[0])
-    peak = float(xp.max(K[diag, diag])) if K.shape[0] else 0.0
-    if not math.isfinite(peak) or not bool(xp.isfinite(K).all()):
+    peak, finite = 0.0, True
+    if K.shape[0]:  # the diagonal's peak and whether every entry is finite, in one read from the device
+        top, ok = to_host(xp.stack([xp.max(K[diag, diag]), xp.isfinite(K).all().astype(K.dtype)])).tolist()
+        peak, finite = float(top), ok != 0.0
+    if not math.isfinite(peak) or not finite:
         raise _too_small(damping, None)
     cond = 1.0 + max(peak, 0.0)
     K[diag, diag] += 1.0
