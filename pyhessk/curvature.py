@@ -26,7 +26,8 @@ _MAX_SAMPLES = 2**63 - 1
 #: (OpenBLAS's Haswell core); where NumPy's OpenBLAS runs AVX-512 kernels, the same machine's GEMMs ran 1.56×
 #: faster (M's four layer GEMMs: 212 → 330 GFLOP/s) and its streams no faster, so a byte is priced
 #: _FLOPS_PER_BYTE_AVX512 (bench/results/factored-routes-cpp-epyc2c-skx-*). An engine may declare its own
-#: price (``factor_byte_flops``; the cuda engine does).
+#: price (``factor_byte_flops``; the cuda engine does) and the cost of its passes against the C++ kernels'
+#: (``factor_pass_cost``; BackendBase).
 _FLOPS_PER_BYTE = FLOPS_PER_BYTE
 _FLOPS_PER_BYTE_AVX512 = FLOPS_PER_BYTE_AVX512
 _CONTRACTION_FLOP = 1.5
@@ -363,8 +364,7 @@ class GnhEntries:
     def _plan(self, k: int) -> tuple[tuple[bool, ...], float, float]:
         """The factored product's route for k vectors and its predicted cost against the plain product's."""
         return factored_gnvp_plan(self._c.net.sizes, self._c.num_samples, k, self._c.dtype.itemsize,
-                                  getattr(self._engine, "factor_byte_flops", None),
-                                  getattr(self._engine, "factor_pass_cost", 1.0))
+                                  self._engine.factor_byte_flops, self._engine.factor_pass_cost)
 
     @staticmethod
     def num_samples(eps: float, delta: float, method: str = "mean") -> int:
