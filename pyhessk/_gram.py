@@ -1,21 +1,33 @@
-"""The sample-space route to the Gauss–Newton Hessian: its Gram matrix and exact damped solves (Woodbury).
+"""Exact damped solves with the Gauss–Newton Hessian from its stored factors, in the smaller of two spaces.
 
 With the stored GNH factors (SPEC §3), G = s·ŜᵀŜ + λ P_W, where Ŝ stacks the n·d rows
 x_{k,c} = (C_kᵀ J_k)[c, :] and s is the reduction's 1/n or 1. For a damping δ the matrix
-G + δI = D + s·ŜᵀŜ with the diagonal D = δ + λ on weights and δ on biases, so Woodbury gives
+G + δI = D + s·ŜᵀŜ with the diagonal D = δ + λ on weights and δ on biases. Three routes solve it exactly:
 
-    (G + δI)⁻¹ B = D⁻¹B − s·D⁻¹Ŝᵀ (I + s·Ŝ D⁻¹ Ŝᵀ)⁻¹ Ŝ D⁻¹B,
+- **Sample space (Woodbury)**, when n·d < N:
 
-an exact solve through the (n·d × n·d) sample-space Gram K = s·Ŝ D⁻¹ Ŝᵀ (ALGORITHMS §4.5). Neither J
-nor G is ever formed: K is assembled layer by layer from S_l and A_{l−1},
+      (G + δI)⁻¹ B = D⁻¹(B − Ŝᵀ y),   (I + K) y = s·Ŝ D⁻¹ B,
 
-    K[(k,c), (k',c')] = s Σ_l ⟨S_{l,k}[c, :], S_{l,k'}[c', :]⟩ · (a_{l−1,k}·a_{l−1,k'} / D_W + 1 / D_b),
+  through the (n·d × n·d) Gram K = s·Ŝ D⁻¹ Ŝᵀ (ALGORITHMS §4.5). Neither J nor G is ever formed: K is
+  assembled layer by layer from S_l and A_{l−1},
 
-in O(n²d²Σn_l + n²Σn_{l−1}) flops, and Ŝ·, Ŝᵀ· are the two halves of the factored product.
-Everything here runs in float64 (the Gram's condition number is up to 1 + ‖G‖/δ), whatever the
-network's dtype; results are returned in the network's dtype. The arrays' library decides where: NumPy and
-SciPy on the host, CuPy (``cupy.linalg.cholesky``, ``cupyx.scipy.linalg.solve_triangular``) on the device
-for a snapshot of GPU arrays, so the factors never leave it.
+      K[(k,c), (k',c')] = s Σ_l ⟨S_{l,k}[c, :], S_{l,k'}[c', :]⟩ · (a_{l−1,k}·a_{l−1,k'} / D_W + 1 / D_b),
+
+  in O(n²d²Σn_l + n²Σn_{l−1}) flops, and Ŝ·, Ŝᵀ· are the two halves of the factored product.
+- **Sample space, biases apart**, when n·d < N and the weight decay λ dwarfs δ (or δ = 0). Then D is far
+  from a multiple of I: the Gram above would hold 1/δ on the biases beside 1/(δ + λ) on the weights, and
+  D⁻¹B − D⁻¹Ŝᵀy would cancel catastrophically although G + δI itself is well conditioned. So only the
+  weights are eliminated through K_W = s·Ŝ_W D_W⁻¹ Ŝ_Wᵀ, and the Σn_l biases are solved from the Schur
+  complement Σ = D_b + s·Ŝ_bᵀ(I + K_W)⁻¹Ŝ_b, a small SPD matrix whose condition number is at most that of
+  G + δI (δ = 0 is allowed when Σ is invertible).
+- **Parameter space**, when N ≤ n·d: G + δI (N × N) assembled in float64 from the explicit rows of Ŝ,
+  chunk_size samples at a time, and factorised directly. Here the Gram would be larger, and, where G has
+  full rank, far worse conditioned than G + δI.
+
+Everything runs in float64, whatever the network's dtype; results are returned in the network's dtype.
+The arrays' library decides where: NumPy and SciPy on the host, CuPy (``cupy.linalg.cholesky``,
+``cupyx.scipy.linalg.solve_triangular``) on the device for a snapshot of GPU arrays, so the factors never
+leave it.
 """
 
 from __future__ import annotations
@@ -32,42 +44,32 @@ from ._arrays import namespace_of, to_host
 from .backends._base import ModelSpec
 from .backends.numpy.mlp import factor_backward, factor_forward
 
-#: the default bound on n·d, the size of the Gram (16384² float64 numbers = 2 GiB)
+#: the default bound on the size of the system factorised: n·d, or N where that is smaller
+#: (16384² float64 numbers = 2 GiB)
 DEFAULT_MAX_SIZE = 16384
+
+#: Condition numbers of G + δI above which ``factorise`` warns (a float64 solve may then have lost half of
+#: its 16 digits), past which it refuses (numerically singular in float64), and the one a too-small damping
+#: is advised to come back under.
+ILL_CONDITIONED = 1e8
+SINGULAR = 1.0 / np.finfo(np.float64).eps
+_ADVISED_CONDITION = 1e12
+
+#: The sample-space route keeps the biases apart once D's weight part exceeds its bias part by this factor.
+BIAS_APART = 2.0
 
 
 def gram_bytes(size: int) -> int:
-    """Memory of the Gram and its Cholesky factor (computed in place): size² float64 numbers."""
+    """Memory of the factorised matrix (its Cholesky factor is computed in place): size² float64 numbers."""
     return size * size * 8
 
 
-@dataclass
-class WoodburySolver:
-    """A factorised I + K for one damping δ, reused by every right-hand side."""
-
-    model: ModelSpec
-    layers: list[tuple[Any, Any]]  # (S_l (n_l, n, d), A_{l−1} (n, n_{l−1})) per layer, host or device
-    scale: float
-    dinv: Any  # D⁻¹ (N,)
-    chol: Any  # lower Cholesky factor of I + K, (n·d, n·d)
-
-    def solve(self, B: Any) -> Any:
-        """(G + δI)⁻¹ B for B (N, k) float64, in the factors' library → (N, k) float64."""
-        xp = namespace_of(self.chol)
-        n, d = self.layers[0][1].shape[0], self.layers[0][0].shape[2]
-        k = B.shape[1]
-        Y = B * self.dinv[:, None]  # D⁻¹ B
-        u = factor_forward(self.model, self.layers, xp.ascontiguousarray(Y.T))  # Ŝ D⁻¹ B: (n, k, d)
-        T = u.transpose(0, 2, 1).reshape(n * d, k)
-        if xp is np:
-            Z = scipy.linalg.cho_solve((self.chol, True), T, check_finite=False)
-        else:  # L Lᵀ Z = T as two triangular solves
-            from cupyx.scipy.linalg import solve_triangular
-
-            Z = solve_triangular(self.chol, solve_triangular(self.chol, T, lower=True), trans="T", lower=True)
-        Z = xp.ascontiguousarray(Z.reshape(n, d, k).transpose(0, 2, 1))
-        correction = factor_backward(self.model, self.layers, Z).T  # Ŝᵀ Z: (N, k)
-        return Y - self.scale * self.dinv[:, None] * correction
+def human_bytes(nbytes: float) -> str:
+    """A byte count in the largest unit that keeps it at least 1: "12 B", "3.4 KiB", "2.00 GiB"."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= size:
+            return f"{nbytes / size:.2f} {unit}"
+    return f"{int(nbytes)} B"
 
 
 def diagonal_shift(model: ModelSpec, damping: float) -> tuple[float, float]:
@@ -75,10 +77,101 @@ def diagonal_shift(model: ModelSpec, damping: float) -> tuple[float, float]:
     return damping + model.l2, damping
 
 
+def num_biases(model: ModelSpec) -> int:
+    return sum(model.sizes[1:]) if model.bias else 0
+
+
+def route(model: ModelSpec, n: int, damping: float) -> str:
+    """Which system ``factorise`` solves: "parameter" (G + δI itself, N ≤ n·d), "biases apart" or
+    "woodbury" (through the sample-space Gram). ValueError, with the reason, where G + δI is singular
+    whatever the data (δ = 0 without the weight decay or the rows to make it invertible)."""
+    N, nd = model.num_params, n * model.sizes[-1]
+    dw, db = diagonal_shift(model, damping)
+    if N <= nd:
+        return "parameter"
+    nb = num_biases(model)
+    if dw <= 0:
+        raise ValueError(
+            f"damping must be > 0 (got {damping!r}) without weight decay: G has rank at most n·d = {nd} < N = {N}, "
+            "so G + 0·I is singular")
+    if nb and db <= 0 and nb >= nd:
+        raise ValueError(
+            f"damping must be > 0 (got {damping!r}) here: the biases carry no weight decay, and G has rank at most "
+            f"n·d = {nd} on the {nb} biases, so G + λ·P_W is singular")
+    if nb and (db <= 0 or (dw > BIAS_APART * db and nb < nd)):
+        return "biases apart"
+    return "woodbury"
+
+
+def system_size(model: ModelSpec, n: int) -> int:
+    """The order of the matrix ``factorise`` builds: min(N, n·d)."""
+    return min(model.num_params, n * model.sizes[-1])
+
+
+# ---- linear algebra where the arrays live --------------------------------------------------------------
+def _cholesky(A: Any) -> Any:
+    """Lower Cholesky factor of A (overwritten on the host); LinAlgError where A is not numerically SPD."""
+    xp = namespace_of(A)
+    if xp is np:
+        return scipy.linalg.cholesky(A, lower=True, overwrite_a=True, check_finite=False)
+    L = xp.linalg.cholesky(A)  # CuPy leaves NaN where the factorisation fails
+    if not bool(xp.isfinite(L).all()):
+        raise np.linalg.LinAlgError("not positive definite")
+    return L
+
+
+def _solve_lower(L: Any, B: Any, trans: bool = False) -> Any:
+    """L⁻¹B, or L⁻ᵀB with ``trans``, for a lower-triangular L."""
+    if namespace_of(L) is np:
+        return scipy.linalg.solve_triangular(L, B, lower=True, trans=1 if trans else 0, check_finite=False)
+    from cupyx.scipy.linalg import solve_triangular
+
+    return solve_triangular(L, B, lower=True, trans="T" if trans else "N")
+
+
+def _cho_solve(L: Any, B: Any) -> Any:
+    """(L Lᵀ)⁻¹ B."""
+    if namespace_of(L) is np:
+        return scipy.linalg.cho_solve((L, True), B, check_finite=False)
+    return _solve_lower(L, _solve_lower(L, B), trans=True)
+
+
+def _diag_stats(A: Any) -> tuple[float, float, bool]:
+    """(max, min) of A's diagonal and whether all of A is finite, in one read from the device."""
+    xp = namespace_of(A)
+    if A.shape[0] == 0:
+        return 0.0, 0.0, True
+    dg = xp.diagonal(A)
+    top, low, ok = to_host(xp.stack([xp.max(dg), xp.min(dg), xp.isfinite(A).all().astype(A.dtype)])).tolist()
+    return float(top), float(low), ok != 0.0
+
+
+def _extremes(L: Any, iters: int = 12) -> tuple[float, float]:
+    """Lower bounds (λ̂_max, 1/λ̂_min) on λ_max(A) and 1/λ_min(A) for A = L Lᵀ: Rayleigh quotients after
+    ``iters`` steps of power iteration on A and on A⁻¹ (two triangular solves a step), from a fixed start.
+    Their product is a lower bound on cond(A) that tends to it; a numerically singular A shows up at once.
+    O(iters·m²), against the factorisation's m³/3."""
+    xp = namespace_of(L)
+    m = L.shape[0]
+    if m == 0:
+        return 0.0, 0.0
+    start = xp.asarray(np.random.default_rng(0).standard_normal((m, 2)))
+    hi, lo = start[:, :1], start[:, 1:]
+    for _ in range(iters):
+        hi = L @ (L.T @ hi)
+        hi = hi / xp.linalg.norm(hi)
+        lo = _cho_solve(L, lo)
+        lo = lo / xp.linalg.norm(lo)
+    top, inv = to_host(xp.stack([xp.sum((L.T @ hi) ** 2), xp.sum(_solve_lower(L, lo) ** 2)])).tolist()
+    return (float(top), float(inv)) if math.isfinite(top) and math.isfinite(inv) else (math.inf, math.inf)
+
+
+# ---- the factor rows ------------------------------------------------------------------------------------
 def sample_gram(model: ModelSpec, layers: list[tuple[Any, Any]], scale: float, dw: float,
-                db: float, chunk_size: int) -> Any:
+                db: float | None, chunk_size: int) -> Any:
     """K = s·Ŝ D⁻¹ Ŝᵀ (n·d, n·d) in float64, rows ordered (sample, output); built ``chunk_size`` samples
-    of rows at a time, so that the working memory beyond K is chunk_size·d·n·d numbers."""
+    of rows at a time, so that the working memory beyond K is chunk_size·d·n·d numbers. ``db`` None: the
+    weights' rows only (K_W)."""
     A0, S0 = layers[0][1], layers[0][0]
     xp = namespace_of(S0)
     n, d = A0.shape[0], S0.shape[2]
@@ -89,7 +182,7 @@ def sample_gram(model: ModelSpec, layers: list[tuple[Any, Any]], scale: float, d
         A64 = xp.asarray(A, dtype=xp.float64)
         F = A64 @ A64.T  # a_{l−1,k}·a_{l−1,k'}: (n, n)
         F /= dw
-        if model.bias:
+        if model.bias and db is not None:
             F += 1.0 / db
         for r0 in range(0, n, chunk_size):
             r1 = min(n, r0 + chunk_size)
@@ -101,62 +194,187 @@ def sample_gram(model: ModelSpec, layers: list[tuple[Any, Any]], scale: float, d
     return K
 
 
-#: Condition numbers of G + δI above which ``factorise`` warns (a float64 solve may then have lost half of
-#: its 16 digits), and the one a too-small damping is advised to come back under.
-ILL_CONDITIONED = 1e8
-_ADVISED_CONDITION = 1e12
+def factor_rows(model: ModelSpec, layers: list[tuple[Any, Any]], r0: int, r1: int, weights: bool = True) -> Any:
+    """The rows of Ŝ of samples [r0, r1) as a dense float64 ((r1 − r0)·d, N) array, rows (sample, output):
+    Ŝ[(k,c), W_l[i,j]] = S_{l,k}[c, i]·a_{l−1,k}[j] and Ŝ[(k,c), b_l[i]] = S_{l,k}[c, i]. Without
+    ``weights``, only the bias columns ((r1 − r0)·d, Σn_l)."""
+    xp = namespace_of(layers[0][0])
+    d, m = layers[0][0].shape[2], r1 - r0
+    cols = model.num_params if weights else num_biases(model)
+    out = xp.zeros((m * d, cols), dtype=xp.float64)
+    at = 0
+    for (S, A), (w0, b0, end) in zip(layers, model.offsets, strict=True):
+        St = xp.asarray(S[:, r0:r1, :], dtype=xp.float64).transpose(1, 2, 0)  # (m, d, n_l)
+        if weights:
+            Ar = xp.asarray(A[r0:r1], dtype=xp.float64)
+            out[:, w0:b0] = (St[:, :, :, None] * Ar[:, None, None, :]).reshape(m * d, b0 - w0)
+            if model.bias:
+                out[:, b0:end] = St.reshape(m * d, end - b0)
+        else:
+            out[:, at : at + end - b0] = St.reshape(m * d, end - b0)
+            at += end - b0
+    return out
 
 
-def _too_small(damping: float, cond: float | None) -> ValueError:
-    """The error for a damping at which G + δI is numerically singular in float64."""
+def _bias_index(model: ModelSpec, xp: Any) -> Any:
+    return xp.asarray(np.concatenate([np.arange(b0, end) for _, b0, end in model.offsets]))
+
+
+# ---- the solvers ----------------------------------------------------------------------------------------
+@dataclass
+class ParameterSolver:
+    """A factorised G + δI (N × N), for N ≤ n·d."""
+
+    chol: Any  # lower Cholesky factor of G + δI
+
+    def solve(self, B: Any) -> Any:
+        """(G + δI)⁻¹ B for B (N, k) float64 → (N, k) float64."""
+        return _cho_solve(self.chol, B)
+
+
+@dataclass
+class WoodburySolver:
+    """A factorised I + K (and, with the biases apart, their Schur complement) for one damping δ, reused
+    by every right-hand side."""
+
+    model: ModelSpec
+    layers: list[tuple[Any, Any]]  # (S_l (n_l, n, d), A_{l−1} (n, n_{l−1})) per layer, host or device
+    scale: float
+    dinv: Any  # D⁻¹ (N,) on the parameters eliminated through K; 0 on biases kept apart
+    chol: Any  # lower Cholesky factor of I + K, (n·d, n·d)
+    bias_rows: Any = None  # biases apart: E = L⁻¹ Ŝ_b (n·d, Σn_l)
+    schur: Any = None  # biases apart: lower Cholesky factor of Σ = D_b + s·EᵀE
+    bias_index: Any = None  # biases apart: their positions in θ
+
+    def solve(self, B: Any) -> Any:
+        """(G + δI)⁻¹ B for B (N, k) float64, in the factors' library → (N, k) float64."""
+        xp = namespace_of(self.chol)
+        n, d = self.layers[0][1].shape[0], self.layers[0][0].shape[2]
+        k = B.shape[1]
+        u = factor_forward(self.model, self.layers, xp.ascontiguousarray((B * self.dinv[:, None]).T))  # Ŝ D⁻¹B
+        z = _solve_lower(self.chol, self.scale * u.transpose(0, 2, 1).reshape(n * d, k))  # L⁻¹ s Ŝ D⁻¹B
+        if self.schur is not None:  # x_b = Σ⁻¹(B_b − Eᵀz), then z += s E x_b
+            xb = _cho_solve(self.schur, B[self.bias_index] - self.bias_rows.T @ z)
+            z = z + self.scale * (self.bias_rows @ xb)
+        y = _solve_lower(self.chol, z, trans=True)  # y = (I + K)⁻¹ s Ŝ (D⁻¹B + [0; x_b])
+        Y = xp.ascontiguousarray(y.reshape(n, d, k).transpose(0, 2, 1))
+        x = (B - factor_backward(self.model, self.layers, Y).T) * self.dinv[:, None]  # D⁻¹(B − Ŝᵀy)
+        if self.schur is not None:
+            x[self.bias_index] = xb
+        return x
+
+
+def _too_small(damping: float, cond: float | None, big: float = 0.0) -> ValueError:
+    """The error for a damping at which G + δI is numerically singular in float64: ``cond`` a lower bound on
+    its condition number (None: the system overflowed; inf: a factorisation failed), ``big`` one on ‖G + δI‖."""
     if cond is None:
-        why = "the sample-space Gram overflows float64"
-        advice = "raise damping by many orders of magnitude"
+        why = "the system overflows float64"
+    elif math.isinf(cond):
+        why = "it is singular to working precision: its diagonal holds a zero or its Cholesky factorisation fails"
     else:
-        why = f"its condition number is at least {cond:.1e}, past 1/ε = {1 / np.finfo(np.float64).eps:.1e} of float64"
-        advice = f"use damping of at least about {damping * cond / _ADVISED_CONDITION:.1e}"
+        why = f"its condition number is at least about {cond:.1e}, past 1/ε = {SINGULAR:.1e} of float64"
+    advised = big / _ADVISED_CONDITION if big > 0 and math.isfinite(big) else 0.0
+    if cond is not None and math.isfinite(cond) and damping > 0:
+        advised = max(advised, damping * cond / _ADVISED_CONDITION)
+    advice = f"use damping of at least about {advised:.1e}" if advised > 0 else "raise damping by many orders of magnitude"
     return ValueError(f"damping={damping!r} is too small for G: G + damping·I is numerically singular ({why}); "
                       f"{advice}, or solve the undamped problem another way (e.g. least squares)")
 
 
-def factorise(model: ModelSpec, layers: list[tuple[Any, Any]], scale: float, damping: float,
-              chunk_size: int) -> WoodburySolver:
-    """Build the Gram for δ = ``damping`` and its Cholesky factor (I + K is SPD: K is PSD), where the
-    factors live (on the device, ``cupy.linalg.cholesky`` needs a second n·d × n·d array).
-
-    cond(G + δI) = 1 + λ_max(K) ≥ 1 + max_i K_ii (the nonzero eigenvalues of K are those of D^{-1/2} G
-    D^{-1/2}). Past 1/ε of float64 the factorisation fails or the Gram overflows: ValueError naming the
-    damping. Past ``ILL_CONDITIONED`` it warns (``scipy.linalg.LinAlgWarning``)."""
-    dw, db = diagonal_shift(model, damping)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # overflow is reported below
-        K = sample_gram(model, layers, scale, dw, db, chunk_size)
-    xp = namespace_of(K)
-    diag = xp.arange(K.shape[0])
-    peak, finite = 0.0, True
-    if K.shape[0]:  # the diagonal's peak and whether every entry is finite, in one read from the device
-        top, ok = to_host(xp.stack([xp.max(K[diag, diag]), xp.isfinite(K).all().astype(K.dtype)])).tolist()
-        peak, finite = float(top), ok != 0.0
-    if not math.isfinite(peak) or not finite:
-        raise _too_small(damping, None)
-    cond = 1.0 + max(peak, 0.0)
-    K[diag, diag] += 1.0
+def _factor(A: Any, damping: float, big: float) -> tuple[Any, float, float]:
+    """A's Cholesky factor, with lower bounds on λ_max(A) and cond(A); ValueError where the factorisation
+    fails (``big`` a lower bound on ‖G + δI‖, for the advice)."""
     try:
-        if xp is np:
-            chol = scipy.linalg.cholesky(K, lower=True, overwrite_a=True, check_finite=False)
-        else:
-            chol = xp.linalg.cholesky(K)  # CuPy leaves NaN where the factorisation fails
-            del K
-            if not bool(xp.isfinite(chol).all()):
-                raise np.linalg.LinAlgError("not positive definite")
+        L = _cholesky(A)
     except np.linalg.LinAlgError:
-        raise _too_small(damping, cond) from None
+        raise _too_small(damping, math.inf, big) from None
+    top, inv = _extremes(L)
+    return L, top, top * inv
+
+
+def factorise(model: ModelSpec, layers: list[tuple[Any, Any]], scale: float, damping: float,
+              chunk_size: int) -> ParameterSolver | WoodburySolver:
+    """Build and factorise the system of ``route`` for δ = ``damping``, where the factors live.
+
+    Each route checks lower bounds on cond(G + δI) that hold on it: in the parameter space, the ratio of
+    the diagonal's extremes and a few steps of power iteration on (G + δI)^{±1} (``_extremes``); through
+    the Gram K, λ_max(I + K) ≥ 1 + max_i K_ii (equal to cond(G + δI) where D = δI and n·d < N, since G is
+    then singular); with the biases apart, the same for the weights' Gram where the weights outnumber n·d,
+    and cond(Σ) ≤ cond(G + δI) (a Schur complement's eigenvalues lie within the matrix's). Past 1/ε of
+    float64, or where a factorisation fails or overflows: ValueError naming the damping. Past
+    ``ILL_CONDITIONED``: a ``scipy.linalg.LinAlgWarning`` with the bound."""
+    n = layers[0][1].shape[0]
+    way = route(model, n, damping)
+    dw, db = diagonal_shift(model, damping)
+    xp = namespace_of(layers[0][0])
+    mask = xp.asarray(model.weight_mask(np.float64))
+
+    big = 0.0  # a lower bound on λ_max(G + δI), for the advice of the errors
+
+    def check(cond: float) -> float:
+        if not cond <= SINGULAR:
+            raise _too_small(damping, cond, big)
+        return cond
+
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # overflow is reported below
+        if way == "parameter":
+            A = xp.zeros((model.num_params, model.num_params), dtype=xp.float64)
+            for r0 in range(0, n, chunk_size):
+                R = factor_rows(model, layers, r0, min(n, r0 + chunk_size))
+                A += R.T @ R
+            A *= scale
+            A[xp.diag_indices(model.num_params)] += db + (dw - db) * mask
+        else:
+            A = sample_gram(model, layers, scale, dw, None if way == "biases apart" else db, chunk_size)
+            A[xp.diag_indices(A.shape[0])] += 1.0
+        top, low, finite = _diag_stats(A)
+        if not (finite and math.isfinite(top)):
+            raise _too_small(damping, None)
+        # Bounds big ≤ λ_max(G + δI) and small ≥ λ_min(G + δI), tightened step by step; cond(G + δI) ≥ big/small.
+        if way == "parameter":  # the eigenvalues enclose the diagonal
+            big, small = top, low
+        else:  # I + K = D^{-1/2}(G + δI)D^{-1/2} on the range of Ŝᵀ (D the eliminated part); where the
+            # eliminated parameters outnumber the n·d rows, a direction Ŝ annihilates has G + δI's value D
+            d_low = db if way == "woodbury" and model.bias else dw
+            big = d_low * top
+            nb, nd = num_biases(model), A.shape[0]
+            if way == "woodbury" and nb > nd:  # G + δI has the value δ on some bias direction
+                small = db
+            elif model.num_params - nb > nd:  # and δ + λ on some weight direction
+                small = dw
+            else:  # a direction Ŝ annihilates has a value between δ and δ + λ
+                small = dw if way == "woodbury" else math.inf
+        cond = check(big / small if small > 0 else math.inf)
+        chol, lam_max, ratio = _factor(A, damping, big)
+        del A
+        if way == "parameter":
+            big, small = max(big, lam_max), min(small, lam_max / ratio if ratio > 0 else math.inf)
+        else:
+            big = max(big, d_low * lam_max)
+        cond = check(big / small if small > 0 else math.inf)
+        if way == "parameter":
+            solver: ParameterSolver | WoodburySolver = ParameterSolver(chol)
+        elif way == "woodbury":
+            solver = WoodburySolver(model, layers, scale, 1.0 / (db + (dw - db) * mask), chol)
+        else:  # E = L⁻¹Ŝ_b, Σ = D_b + s EᵀE: the Schur complement of the weights in G + δI, whose
+            # eigenvalues lie within those of G + δI
+            E = _solve_lower(chol, factor_rows(model, layers, 0, n, weights=False))
+            sigma = scale * (E.T @ E)
+            sigma[xp.diag_indices(sigma.shape[0])] += db
+            top, low, finite = _diag_stats(sigma)
+            if not (finite and math.isfinite(top)):
+                raise _too_small(damping, None)
+            big, small = max(big, top), min(small, low)
+            cond = check(big / small if small > 0 else math.inf)
+            schur, top, ratio = _factor(sigma, damping, big)
+            big, small = max(big, top), min(small, top / ratio if ratio > 0 else math.inf)  # top/ratio ≥ λ_min(Σ)
+            cond = check(big / small if small > 0 else math.inf)
+            solver = WoodburySolver(model, layers, scale, mask / dw, chol, E, schur, _bias_index(model, xp))
     if cond > ILL_CONDITIONED:
         warnings.warn(scipy.linalg.LinAlgWarning(
-            f"G + damping·I is ill-conditioned at damping={damping!r} (condition number at least {cond:.1e}): "
+            f"G + damping·I is ill-conditioned at damping={damping!r} (condition number at least about {cond:.1e}): "
             f"the solution may have lost about {math.log10(cond):.0f} of float64's 16 digits"), stacklevel=3)
-    mask = xp.asarray(model.weight_mask(np.float64))
-    dinv = 1.0 / (db + (dw - db) * mask)
-    return WoodburySolver(model, layers, scale, dinv, chol)
+    return solver
 
 
 def default_chunk(n: int, d: int, budget: int = 1 << 25) -> int:

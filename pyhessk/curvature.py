@@ -235,59 +235,66 @@ class Curvature:
 
     # ---- exact damped solves ----------------------------------------------------------------------
     def gnh_solve(self, B: Any, damping: float, chunk_size: int | None = None, max_size: int | None = None) -> np.ndarray:
-        r"""Exact (G + damping·I)⁻¹ B through the sample-space Gram (Woodbury; ALGORITHMS §4.5).
+        r"""Exact (G + damping·I)⁻¹ B from the stored GNH factors, in the smaller of two spaces.
 
-        G has rank at most n·d, so with D = damping·I + λ P_W,
-        :math:`(D + sŜᵀŜ)^{-1} = D^{-1} - sD^{-1}Ŝᵀ(I + sŜD^{-1}Ŝᵀ)^{-1}ŜD^{-1}`: one (n·d × n·d) Gram built
-        from the stored GNH factors (``gnh_entries()`` runs first if needed), one Cholesky factorisation,
-        then per right-hand side a factored product. J and G are never formed. Costs
-        O(n²d²Σn_l + (nd)³/3) once per damping (the factorisation is kept for the last damping used),
-        then O(n·N + (nd)²) per column. Computed in float64, returned in the network's dtype and in B's
-        array library; on the cuda engine with a snapshot of GPU arrays all of it runs on the device.
+        G = sŜᵀŜ + λP_W has rank at most n·d + (the weights' λ). Where n·d < N the solve goes through the
+        sample space (Woodbury; ALGORITHMS §4.5): with D = damping·I + λP_W,
+        :math:`(D + sŜᵀŜ)^{-1} = D^{-1} - sD^{-1}Ŝᵀ(I + sŜD^{-1}Ŝᵀ)^{-1}ŜD^{-1}`, one (n·d × n·d) Gram built from
+        the factors and one Cholesky factorisation; where λ dwarfs the damping, the weights alone go through
+        the Gram and the Σn_l biases through their Schur complement, so that the solve stays as accurate as
+        G + damping·I is well conditioned. Where N ≤ n·d, G + damping·I itself (N × N) is assembled from the
+        factors and factorised. J is never formed, nor G in the sample space. ``gnh_entries()`` runs first if
+        needed. Costs O(n²d²Σn_l + (nd)³/3) once per damping in the sample space (O(n·d·N² + N³/3) in the
+        parameter space; the factorisation is kept for the last damping used), then O(n·N + (nd)²) per
+        column. Computed in float64, returned in the network's dtype and in B's array library; on the cuda
+        engine with a snapshot of GPU arrays all of it runs on the device.
 
         Args:
-            B: right-hand sides, (N,) or (N, k).
-            damping: δ ≥ 0; must be > 0 unless λ > 0 and the layers have no biases (D must be invertible).
-            chunk_size: samples per block of Gram rows (bounds the working memory beyond the Gram to
-                chunk_size·d·n·d numbers); default about 2²⁵ numbers per block.
-            max_size: the largest n·d allowed (default 16384: a 2 GiB Gram); larger raises ValueError
-                stating the memory needed.
+            B: right-hand sides, (N,) or (N, k), finite.
+            damping: δ ≥ 0. δ = 0 needs G + λP_W invertible: weight decay λ > 0, with no more biases than
+                n·d, or N ≤ n·d; a singular one raises ValueError.
+            chunk_size: samples per block of rows while the matrix is built (bounds the working memory
+                beyond it to chunk_size·d·min(N, n·d) numbers); default about 2²⁵ numbers per block.
+            max_size: the largest order min(N, n·d) of the factorised matrix (default 16384: 2 GiB);
+                larger raises ValueError stating the memory needed.
 
-        The condition number of G + δI is 1 + ‖G‖/δ (G is singular); its lower bound 1 + max diag of the
-        Gram is checked when the factorisation is made. Past 1e8 a ``scipy.linalg.LinAlgWarning`` says so;
-        where the damped matrix is numerically singular in float64 (the Cholesky factorisation fails or the
-        Gram overflows), ValueError names the damping and the smallest one advised.
+        Conditioning: lower bounds on cond(G + δI) (for a singular G it is 1 + ‖G‖/δ) are checked while the
+        system is factorised. Past 1e8 a ``scipy.linalg.LinAlgWarning`` says so; where the damped matrix is
+        numerically singular in float64 (a bound past 1/ε, a failed factorisation or overflow), ValueError
+        names the damping and the smallest one advised. A solution that overflows the network's dtype
+        raises FloatingPointError.
         """
         from . import _gram
 
         v, single = self._block(B, "B")
         damping = as_real(damping, "damping", low=0.0)
         model = self._model
-        dw, db = _gram.diagonal_shift(model, damping)
-        if dw <= 0 or (model.bias and db <= 0):
-            raise ValueError(
-                f"damping must be > 0 (got {damping}): G has rank at most n·d = {self._lin.n * model.sizes[-1]} "
-                f"< N = {model.num_params}" + ("" if model.bias else " and there is no weight decay λ to make it invertible")
-            )
         n, d = self._lin.n, model.sizes[-1]
-        size = n * d
+        _gram.route(model, n, damping)  # ValueError where G + δI is singular whatever the data
+        size = _gram.system_size(model, n)
         max_size = _gram.DEFAULT_MAX_SIZE if max_size is None else as_int(max_size, "max_size", low=1)
         if size > max_size:
             raise ValueError(
-                f"the sample-space Gram would be {size} × {size} (n·d = {n}·{d}; {_gram.gram_bytes(size) / 2**30:.2f} GiB "
-                f"in float64); n·d exceeds max_size={max_size}: use a smaller batch, raise max_size knowingly, "
-                f"or solve iteratively (pyhessk.linalg.cg with linear_operator('gnh', damping))"
+                f"the system to factorise would be {size} × {size} (min(N, n·d) = min({model.num_params}, {n}·{d}); "
+                f"{_gram.human_bytes(_gram.gram_bytes(size))} in float64), more than max_size={max_size}: use a "
+                "smaller batch, raise max_size knowingly, or solve iteratively (pyhessk.linalg.cg with "
+                "linear_operator('gnh', damping))"
             )
         chunk = _gram.default_chunk(n, d) if chunk_size is None else as_int(chunk_size, "chunk_size", low=1)
         xp = namespace_of(v)
         if v.shape[1] == 0:
             return self._unblock(xp.empty_like(v), single)
-        home = self._home()  # where the factors live: the Gram, its factorisation and the solve stay there
+        home = self._home()  # where the factors live: the matrix, its factorisation and the solve stay there
         if self._solver is None or self._solver[0] != damping:
             layers = _gram.as_layers(self._engine, self.gnh_entries()._fac, model, home)
             self._solver = (damping, _gram.factorise(model, layers, model.scale(n), damping, chunk))
         rhs = to_host(v) if home is np else home.asarray(v)
-        out = self._solver[1].solve(rhs.astype(np.float64, copy=False)).astype(self._dtype, copy=False)
+        with np.errstate(over="ignore", invalid="ignore"):  # reported below
+            out = self._solver[1].solve(rhs.astype(np.float64, copy=False)).astype(self._dtype, copy=False)
+        if not bool(home.isfinite(out).all()):
+            raise FloatingPointError(
+                f"the solution (G + damping·I)⁻¹ B overflows {np.dtype(self._dtype).name} at damping={damping!r}: "
+                "scale B down or raise the damping")
         return self._unblock(to_host(out) if xp is np else xp.asarray(out), single)
 
     # ---- entrywise Gauss–Newton ----------------------------------------------------------------------

@@ -12,6 +12,8 @@ from functools import cache
 import numpy as np
 import pytest
 
+from pyhessk import _gram
+
 from cases import CASE_IDS, CASES, Case
 from oracles import explicit_gnh, rel_err
 
@@ -366,7 +368,7 @@ def test_gnh_solve_rejects_bad_input(backend):
         c.gnh_solve(np.ones(N + 1), 1.0)
     with pytest.raises(ValueError, match="chunk_size"):
         c.gnh_solve(np.ones(N), 1.0, chunk_size=0)
-    with pytest.raises(ValueError, match=r"GiB.*max_size=5"):
+    with pytest.raises(ValueError, match=r"2.53 KiB in float64.*max_size=5"):
         c.gnh_solve(np.ones(N), 1.0, max_size=5)
 
 
@@ -394,13 +396,121 @@ def test_gnh_solve_warns_when_ill_conditioned(backend):
     b = np.random.default_rng(12).standard_normal(N)
     with pytest.warns(LinAlgWarning, match=r"ill-conditioned .*condition number at least") as rec:
         x = c.gnh_solve(b, damping)
-    bound = float(re.search(r"at least ([0-9.e+]+)", str(rec[0].message)).group(1))
+    bound = float(re.search(r"at least about ([0-9.e+]+)", str(rec[0].message)).group(1))
     assert bound <= np.linalg.cond(G + damping * np.eye(N)) * 1.01
     assert np.isfinite(x).all()
     assert rel_err((G + damping * np.eye(N)) @ x, b) < 1e-4  # backward stable: a small residual still
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         c.gnh_solve(b, 1e-3)
+
+
+# Routes of the solve: the Gram with the biases eliminated alongside the weights, the Gram of the weights with
+# the biases through their Schur complement (weight decay far above the damping), and G + δI itself (N ≤ n·d).
+ROUTE_CASES = {
+    "woodbury": Case((3, 8, 3), "tanh", "mse", n=2, seed=49, l2=0.1),  # 11 biases > n·d = 6
+    "biases apart": Case((3, 6, 3), "tanh", "mse", n=4, seed=48, l2=0.1),  # N = 45 > n·d = 12 > 9 biases
+    "parameter": Case((2, 3, 2), "tanh", "mse", n=12, seed=46),  # N = 17 ≤ n·d = 24
+    "parameter, l2": Case((3, 3, 2), "silu", "softmax_cross_entropy", n=10, seed=47, l2=0.05, reduction="sum"),
+}
+
+
+def dense_solve_error_bound(A: np.ndarray) -> float:
+    """What a backward-stable float64 solve of A may lose: a multiple of cond(A)·ε, never below 1e-13."""
+    return max(1e-13, 100 * np.linalg.cond(A) * np.finfo(np.float64).eps)
+
+
+@pytest.mark.parametrize("damping", [1e-3, 1e-12, 1e-16, 0.0])
+def test_gnh_solve_with_weight_decay_keeps_the_biases_apart(backend, damping):
+    """With λ ≫ δ on the weights, D = δ + λP_W is far from a multiple of I: eliminating the biases through
+    the Gram would cancel catastrophically (errors of order ε/δ). Solved apart, the answer is as accurate as
+    G + δI is conditioned (about 3e4 here at any damping), without a warning, down to δ = 0."""
+    case = ROUTE_CASES["biases apart"]
+    c = curvature_for(case, backend)
+    N = c.num_params
+    A = oracle_g(case) + damping * np.eye(N)
+    B = np.random.default_rng(13).standard_normal((N, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        X = c.gnh_solve(B, damping)
+    assert isinstance(c._solver[1], _gram.WoodburySolver) and c._solver[1].schur is not None
+    assert rel_err(X, np.linalg.solve(A, B)) < max(dense_solve_error_bound(A), 1e-8)  # the oracle's own FD error
+    assert rel_err(c.gnh() @ X + damping * X, B) < 1e-12
+
+
+@pytest.mark.parametrize("name", ["parameter", "parameter, l2"])
+@pytest.mark.parametrize("damping", [0.3, 1e-3, 1e-12])
+def test_gnh_solve_in_the_parameter_space_when_n_d_is_larger(backend, name, damping):
+    """N ≤ n·d: G + δI itself (N × N) is smaller than the Gram and, where G has full rank, far better
+    conditioned than I + K; it is built from the factors in row chunks and factorised."""
+    case = ROUTE_CASES[name]
+    c = curvature_for(case, backend)
+    N = c.num_params
+    A = c.gnh() + damping * np.eye(N)
+    B = np.random.default_rng(14).standard_normal((N, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the l2 case warns at 1e-12: G's output biases are near-singular
+        X = c.gnh_solve(B, damping)
+        assert isinstance(c._solver[1], _gram.ParameterSolver)
+        assert rel_err(c.gnh_solve(B, damping, chunk_size=1), X) < 1e-12
+    assert rel_err(X, np.linalg.solve(A, B)) < dense_solve_error_bound(A)
+    assert rel_err(X, np.linalg.solve(oracle_g(case) + damping * np.eye(N), B)) < 1e-4 * max(1, np.linalg.cond(A) * 1e-8)
+
+
+def test_gnh_solve_without_damping_where_g_has_full_rank(backend):
+    """N ≤ n·d and G invertible: δ = 0 is allowed and exact; where G + λP_W is singular (softmax: the
+    output biases' all-ones direction) δ = 0 is refused with the reason."""
+    c = curvature_for(ROUTE_CASES["parameter"], backend)
+    b = np.random.default_rng(15).standard_normal(c.num_params)
+    G = c.gnh()
+    assert rel_err(c.gnh_solve(b, 0.0), np.linalg.solve(G, b)) < dense_solve_error_bound(G)
+    c = curvature_for(ROUTE_CASES["parameter, l2"], backend)
+    with pytest.raises(ValueError, match=r"damping=0.0 is too small for G: .*numerically singular"):
+        c.gnh_solve(np.ones(c.num_params), 0.0)
+    c = curvature_for(ROUTE_CASES["woodbury"], backend)  # more biases than n·d: G + λP_W singular
+    with pytest.raises(ValueError, match=r"damping must be > 0 .*biases carry no weight decay.*11 biases"):
+        c.gnh_solve(np.ones(c.num_params), 0.0)
+
+
+@pytest.mark.parametrize("name", list(ROUTE_CASES))
+def test_gnh_solve_warns_and_refuses_by_the_conditioning_of_its_route(backend, name):
+    """Each route's lower bound on cond(G + δI) never exceeds the true one, warns past 1e8 and refuses past
+    1/ε; and every answer it returns is as accurate as that conditioning allows."""
+    from scipy.linalg import LinAlgWarning
+
+    case = ROUTE_CASES[name]
+    c = curvature_for(case, backend)
+    N = c.num_params
+    G = c.gnh()
+    b = np.random.default_rng(16).standard_normal(N)
+    top = np.linalg.eigvalsh(G)[-1]
+    for factor in (1e-6, 1e-10, 1e-13, 1e-17):
+        damping = top * factor
+        A = G + damping * np.eye(N)
+        cond = np.linalg.cond(A)
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            try:
+                x = c.gnh_solve(b, damping)
+            except ValueError as err:
+                assert cond > 1e14, (factor, cond, err)  # refused only where float64 holds little
+                found = re.search(r"condition number is at least about ([0-9.e+-]+),", str(err))
+                assert found is None or float(found.group(1)) <= cond * 1.01
+                continue
+        warned = [w for w in rec if issubclass(w.category, LinAlgWarning)]
+        if warned:
+            bound = float(re.search(r"at least about ([0-9.e+-]+)\)", str(warned[0].message)).group(1))
+            assert 1e8 < bound <= cond * 1.01
+        else:
+            assert cond < 1e10, (factor, cond)  # silence only where the solve keeps most digits
+        assert rel_err(x, np.linalg.solve(A, b)) < dense_solve_error_bound(A) * 10
+
+
+def test_gnh_solve_reports_a_solution_that_overflows(backend):
+    c = curvature_for(SOLVE_CASES[0], backend, np.float32)
+    B = np.full(c.num_params, 3e37, dtype=np.float32)
+    with pytest.raises(FloatingPointError, match=r"overflows float32 at damping=1e-06"):
+        c.gnh_solve(B, 1e-6)
 
 
 # ---- the sampler: median of means --------------------------------------------------------------------------
