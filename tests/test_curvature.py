@@ -165,6 +165,35 @@ def test_gnh_equals_hessian_for_one_layer(backend, loss, bias):
     assert rel_err(c.hessian(), c.gnh()) < 1e-13
 
 
+def test_confident_softmax_keeps_its_output_hessian(backend, dtype):
+    """Class 0 wins every sample by a margin past the dtype's precision, so p_0 rounds to 1: the output
+    Hessian's (0, 0) entry p_0(1 − p_0) must come from 1 − p_0 = Σ_{j≠0} p_j, not from p_0 − p_0² (which is 0).
+    The output-bias block of both G and H is s·Σ_k H_out,k; the oracle takes it from float64 logits in the
+    log domain. Every route agrees: plain products, one vector and a block, the dense matrices, the factors."""
+    net = hk.MLP([4, 5, 3], activation="tanh", loss="softmax_cross_entropy", backend=backend)
+    rng = np.random.default_rng(24)
+    theta = net.init(seed=24)
+    Ws, bs = net.unflatten(theta)
+    Ws[-1] *= 0.1
+    bs[-1][:] = [20.0 if dtype == np.float32 else 40.0, 0.0, 0.0]
+    X, y = rng.standard_normal((16, 4)), rng.integers(0, 3, 16)
+    F = net.forward(theta, X)
+    p = np.exp(F - (F.max(axis=1, keepdims=True) + np.log(np.exp(F - F.max(axis=1, keepdims=True)).sum(1, keepdims=True))))
+    assert (1 - p[:, 0] < 0.5 * np.finfo(dtype).eps).all()  # p_0 rounds to 1 in the dtype
+    H0 = np.einsum("ka,kb->ab", p, p) * -1 + np.diag(p.sum(0))  # Σ_k diag(p) − ppᵀ, off the diagonal
+    H0[0, 0] = (p[:, 0] * p[:, 1:].sum(1)).sum()  # the (0, 0) entry without cancellation
+    H0 /= len(X)
+    b0 = net.num_params - 3  # the output biases are θ's last three entries
+    c = net.linearize(theta.astype(dtype), X.astype(dtype), y)
+    V = np.zeros((net.num_params, 3), dtype)
+    V[b0:, :] = np.eye(3)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    for got in (c.gnvp(V)[b0:], c.hvp(V)[b0:], c.gnh()[b0:, b0:], c.hessian()[b0:, b0:],
+                np.stack([c.gnvp(V[:, j])[b0:] for j in range(3)], axis=1), c.gnh_entries().block(np.arange(b0, b0 + 3), np.arange(b0, b0 + 3))):
+        assert rel_err(np.diag(got), np.diag(H0)) < tol
+        assert rel_err(got, H0) < tol
+
+
 @pytest.mark.parametrize("activation", ["tanh", "sin", "softplus"])
 def test_gnh_equals_hessian_at_zero_residual(backend, activation):
     """With mse and y = f(x) every residual vanishes, so the extra Hessian terms drop out (ALGORITHMS §3)."""

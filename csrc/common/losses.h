@@ -64,11 +64,16 @@ struct LossOps<Loss::softmax_cross_entropy> {
     }
     return lse - T(yf);
   }
+  // H_out r = p ⊙ (r − pᵀr), with r − pᵀr taken from the most probable class a: pᵀr = r_a − t for
+  // t = Σ_j p_j (r_a − r_j) (Σ p = 1). Subtracting pᵀr itself cancels at a once p_a rounds to 1 (a confident
+  // prediction), losing the 1 − p_a that is the whole of H_out's a-th row; t keeps it.
   template <typename T>
   PYHESSK_HD static void hout(const T* p, const T* r, int d, T* out) {
-    acc_t<T> pr = 0;
-    for (int j = 0; j < d; ++j) pr += p[j] * r[j];
-    for (int j = 0; j < d; ++j) out[j] = p[j] * (r[j] - T(pr));
+    int a = 0;
+    for (int j = 1; j < d; ++j) a = p[j] > p[a] ? j : a;
+    acc_t<T> t = 0;
+    for (int j = 0; j < d; ++j) t += p[j] * (r[a] - r[j]);
+    for (int j = 0; j < d; ++j) out[j] = p[j] * (r[j] - r[a] + T(t));
   }
   template <typename T>
   PYHESSK_HD static T factor_entry(const T* p, int d, int a, int i) {  // Cᵀ = diag(√p) − √p pᵀ

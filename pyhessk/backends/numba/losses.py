@@ -81,14 +81,21 @@ def softmax_head(F: Any, T: Any, E: Any, aux: Any, s: float) -> float:
 
 @jit
 def softmax_hout(aux: Any, R: Any, U: Any, s: float) -> None:
+    # p ⊙ (r − pᵀr) with r − pᵀr = r − r_m + Σ_a p_a (r_m − r_a) for the most probable class m (Σ p = 1):
+    # r_m − pᵀr itself cancels once p_m rounds to 1, losing the 1 − p_m that is H_out's whole m-th row.
     n, kk, d = R.shape
     for k in range(n):
+        m = 0
+        for a in range(1, d):
+            if aux[k, a] > aux[k, m]:
+                m = a
         for j in range(kk):
-            pr = 0.0
+            rm = float(R[k, j, m])
+            t = 0.0
             for a in range(d):
-                pr += float(aux[k, a]) * float(R[k, j, a])
+                t += float(aux[k, a]) * (rm - float(R[k, j, a]))
             for a in range(d):
-                U[k, j, a] = s * float(aux[k, a]) * (float(R[k, j, a]) - pr)
+                U[k, j, a] = s * float(aux[k, a]) * (float(R[k, j, a]) - rm + t)
 
 
 @jit

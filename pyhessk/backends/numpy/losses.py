@@ -47,8 +47,11 @@ def _softmax_head(F: Array, T: Array) -> tuple[Array, Array, Array]:
 
 
 def _softmax_hout(p: Array, R: Array) -> Array:
-    p3 = p[:, None, :]
-    return p3 * (R - np.einsum("nkd,nd->nk", R, p)[:, :, None])
+    # p ⊙ (r − pᵀr) with r − pᵀr = r − r_a + Σ_j p_j (r_a − r_j) for the most probable class a (Σ p = 1):
+    # r_a − pᵀr itself cancels once p_a rounds to 1, losing the 1 − p_a that is H_out's whole a-th row.
+    a = p.argmax(axis=1)
+    D = R - R[np.arange(R.shape[0]), :, a][:, :, None]  # r − r_a: (n, k, d)
+    return p[:, None, :] * (D - np.einsum("nkd,nd->nk", D, p)[:, :, None])
 
 
 def _softmax_factor(p: Array, F: Array) -> Array:
