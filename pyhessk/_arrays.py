@@ -166,6 +166,12 @@ def as_float(x: Any, name: str, dtype: np.dtype | None, ndim: int | tuple[int, .
 def as_index(x: Any, name: str, size: int) -> np.ndarray:
     """A 1-D int64 array of indices in [0, size); ``IndexError`` when one is out of range."""
     _check_host(x, name)
+    if isinstance(x, (list, tuple)) and all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+                                            for v in x):
+        # checked as Python integers: NumPy would turn those past int64 into floats or objects
+        bad = next((v for v in x if not 0 <= v < size), None)
+        if bad is not None:
+            raise IndexError(f"{name}: index {bad} is out of range for {size} parameters (valid: 0 .. {size - 1})")
     try:
         arr = np.asarray(x)
     except ValueError as exc:  # ragged nested sequences
@@ -176,11 +182,11 @@ def as_index(x: Any, name: str, size: int) -> np.ndarray:
         raise TypeError(f"{name} must hold integer indices, got dtype {arr.dtype}")
     if arr.ndim > 1:
         raise ValueError(f"{name} must be a 1-D index array, got shape {arr.shape}")
-    flat = arr.astype(np.int64).ravel()
-    if flat.size and (flat.min() < 0 or flat.max() >= size):
+    flat = arr.ravel()
+    if flat.size and (flat.min() < 0 or flat.max() >= size):  # in the input's own dtype: no wrap-around
         bad = flat[(flat < 0) | (flat >= size)][0]
         raise IndexError(f"{name}: index {bad} is out of range for {size} parameters (valid: 0 .. {size - 1})")
-    return flat
+    return flat.astype(np.int64)
 
 
 def as_int(x: Any, name: str, low: int | None = None) -> int:

@@ -382,7 +382,7 @@ class GnhEntries:
         of them do, which Hoeffding bounds by e^{−g/8} ≤ δ), so g·⌈4/ε²⌉ draws in all: fewer than the
         mean's once δ < about 0.005.
         """
-        groups, per_group = GnhEntries._sampling_plan(eps, delta, method)
+        groups, per_group = GnhEntries._sampling_plan(*GnhEntries._check_plan(eps, delta, method))
         return _MAX_SAMPLES if per_group > _MAX_SAMPLES // groups else groups * per_group
 
     @staticmethod

@@ -368,6 +368,10 @@ def ent(curv):
         ([0, N_SMALL], [0, 1], IndexError, rf"rows: index {N_SMALL} is out of range for {N_SMALL} parameters"),
         ([0, 1], [0, -1], IndexError, r"cols: index -1 is out of range"),
         ([0, 1], [0, 10**12], IndexError, r"cols: index 1000000000000 is out of range"),
+        # beyond int64: reported as given, not wrapped round to a negative index
+        ([0, 1], np.array([0, 2**64 - 1], np.uint64), IndexError, r"cols: index 18446744073709551615 is out"),
+        ([0, 1], [0, 2**63], IndexError, r"cols: index 9223372036854775808 is out of range"),
+        ([0, 1], [0, 2**70], IndexError, r"cols: index 1180591620717411303424 is out of range"),
         ([0.0, 1.0], [0, 1], TypeError, r"rows must hold integer indices, got dtype float64"),
         ([0, 1], [True, False], TypeError, r"cols must hold integer indices, got dtype bool"),
         ([[0, 1]], [[0, 1]], ValueError, r"rows must be a 1-D index array"),
@@ -428,6 +432,20 @@ def test_bad_column(ent, j, exc, match):
 def test_bad_estimate_arguments(ent, kwargs, exc, match):
     with pytest.raises(exc, match=match):
         ent.estimate([0, 1], [2, 3], **kwargs)
+    if "seed" not in kwargs:  # the same checks for the sample count and the planner
+        args = {"eps": 0.05, "delta": 0.01, **kwargs}
+        with pytest.raises(exc, match=match):
+            ent.num_samples(**args)
+        with pytest.raises(exc, match=match):
+            ent.will_sample(**args)
+
+
+@pytest.mark.parametrize("method", ["bogus", None, 1])
+def test_bad_sampling_method(ent, method):
+    for call in (lambda: ent.num_samples(0.05, 0.01, method), lambda: ent.will_sample(0.05, 0.01, method),
+                 lambda: ent.estimate([0], [1], method=method)):
+        with pytest.raises(ValueError, match=r"method must be one of \('mean', 'median_of_means'\)"):
+            call()
 
 
 @pytest.mark.parametrize("eps", [1e-160, 1e-200, 1e-320])
