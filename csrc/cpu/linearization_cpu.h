@@ -7,6 +7,7 @@
 #include <mutex>
 #include <vector>
 
+#include "common/config.h"
 #include "common/views.h"
 #include "cpu/pool.h"
 
@@ -83,6 +84,7 @@ class Linearization {
   buffer<scalar_t> pack_a_, pack_b_;       // packed direction blocks: one layer, or all when chunked
   buffer<scalar_t> hw_, t2_;               // weight terms: one layer, or all layers when chunked
   buffer<scalar_t> vb_;                    // bias directions, or bias sums of an unchunked layer: k·max n_l
+  std::vector<acc_t<scalar_t>> bias_sum_;  // a bias sum over samples in progress
 };
 
 // The network output f = f(X; θ) into out (n, d): one GEMM and one φ sweep per layer, no derivatives.

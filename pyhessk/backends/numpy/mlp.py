@@ -149,7 +149,7 @@ def factor_backward(model: ModelSpec, layers: list[tuple[Array, Array]], u: Arra
             Q = (above.reshape(n * k, -1) @ W_next).reshape(n, k, -1) * dphi[:, None, :]
         GW[...] = (Q.reshape(n, k * S.shape[0]).T @ A).reshape(GW.shape)
         if gb is not None:
-            gb[...] = Q.sum(axis=0)
+            gb[...] = Q.sum(axis=0, dtype=np.float64)  # sums over samples in float64
         above = Q
     return outT
 
@@ -214,7 +214,7 @@ class NumpyBackend(BackendBase):
             if model.l2:
                 gW += model.l2 * lin.Ws[l - 1]
             if gb is not None:
-                gb[...] = D.sum(axis=0)
+                gb[...] = D.sum(axis=0, dtype=np.float64)
             delta[l - 1] = D
             if l > 1:
                 G = D @ lin.Ws[l - 1]
@@ -268,7 +268,7 @@ class NumpyBackend(BackendBase):
             if model.l2:
                 HW += model.l2 * VW
             if hb is not None:
-                hb[...] = RD.sum(axis=0)
+                hb[...] = RD.sum(axis=0, dtype=np.float64)
             if l > 1:
                 # R{Γ_{l−1}} = Δ_l V_l + R{Δ_l} W_l, then R{Δ_{l−1}} = φ′ R{Γ} + φ″ R{Z} Γ
                 VWs = VW.transpose(1, 0, 2).reshape(n_l, k * n_prev)
@@ -294,7 +294,7 @@ class NumpyBackend(BackendBase):
             if VT is not None:
                 HW += model.l2 * _blocks_t(model, VT, l)[0]
             if hb is not None:
-                hb[...] = D.sum(axis=0)
+                hb[...] = D.sum(axis=0, dtype=np.float64)
             if l > 1:
                 D = (D.reshape(n * k, n_l) @ lin.Ws[l - 1]).reshape(n, k, n_prev)
                 D *= lin.dphi[l - 2][:, None, :]
@@ -379,7 +379,7 @@ class NumpyBackend(BackendBase):
         for s in range(0, rows.size, step):
             X = self._gather(fac, rows[s : s + step])
             Y = self._gather(fac, cols[s : s + step])
-            out[s : s + step] = np.einsum("mkd,mkd->m", X, Y)
+            out[s : s + step] = np.einsum("mkd,mkd->m", X, Y, dtype=np.float64)
         out *= out.dtype.type(fac.scale)
         return out + self._l2_diag(fac, rows, cols)
 
@@ -404,7 +404,7 @@ class NumpyBackend(BackendBase):
             T = np.einsum("ikd,mkd->kmi", fac.S[l - 1], U, optimize=True)  # S_{l,k}ᵀ u_k: (n, m, n_l)
             GW[...] = (T.reshape(fac.n, m * n_l).T @ fac.AT[l - 1].T).reshape(m, n_l, n_prev)
             if gb is not None:
-                gb[...] = T.sum(axis=0)
+                gb[...] = T.sum(axis=0, dtype=np.float64)
         out = np.ascontiguousarray(outT.T)
         out *= out.dtype.type(fac.scale)
         if model.l2:
