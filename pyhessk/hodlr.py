@@ -29,6 +29,7 @@ snapshot's engine and dtype; products and solves take and return NumPy arrays in
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -184,7 +185,9 @@ class _Builder:
             M = self.block(A, B)
             W, s, Zt = np.linalg.svd(M, full_matrices=False)
             r = self._rank(s)
-            if r > dense_rank and (self.max_rank is None or self.max_rank >= min(m, k)):
+            # past the break-even rank the dense block is smaller than the factors, and exact: also when
+            # max_rank would allow factors of rank between the two
+            if r > dense_rank and (self.max_rank is None or self.max_rank > dense_rank):
                 return M, None, True
             kept = r if self.max_rank is None else min(r, self.max_rank)
             return W[:, :kept] * s[:kept], Zt[:kept].T, r <= kept
@@ -267,6 +270,13 @@ class _Builder:
         r = self._rank(s)
         kept = r if self.max_rank is None else min(r, self.max_rank)
         return (Qu @ W[:, :kept]) * s[:kept], Qv @ Zt[:kept].T, r <= kept
+
+
+def _lu(M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """LU factors of M; an exactly zero pivot is left to ``_check_pivots`` (SciPy's warning is dropped)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sla.LinAlgWarning)
+        return sla.lu_factor(M, check_finite=False)
 
 
 class HodlrMatrix:
@@ -399,12 +409,15 @@ class HodlrMatrix:
         if node.children is None or node.V is None:
             M = node.D if node.children is None else self._assemble(node)
             try:
-                node.chol = ("cho", sla.cho_factor(M, lower=True, check_finite=False))
-                return
+                cho = sla.cho_factor(M, lower=True, check_finite=False)
             except np.linalg.LinAlgError:
                 pass
-            lu, piv = sla.lu_factor(M, check_finite=False)
-            self._check_pivots(lu, node, "block")
+            else:  # the pivots of L Lᵀ are L_ii²
+                self._check_pivots(np.diag(cho[0]) ** 2, node, "block")
+                node.chol = ("cho", cho)
+                return
+            lu, piv = _lu(M)
+            self._check_pivots(np.diag(lu), node, "block")
             node.chol = ("lu", (lu, piv))
             return
         first, second = node.children
@@ -417,13 +430,17 @@ class HodlrMatrix:
         node.Y1 = self._solve_node(first, U)
         node.Y2 = self._solve_node(second, V)
         S = np.block([[U.T @ node.Y1, np.eye(r)], [np.eye(r), V.T @ node.Y2]])
-        lu, piv = sla.lu_factor(S, check_finite=False)
-        self._check_pivots(lu, node, "Woodbury core")
+        lu, piv = _lu(S)
+        self._check_pivots(np.diag(lu), node, "Woodbury core")
         node.S_lu = (lu, piv)
 
-    def _check_pivots(self, lu: np.ndarray, node: _Node, what: str) -> None:
-        d = np.abs(np.diag(lu))
-        if not np.isfinite(d).all() or d.min() <= 1e3 * np.finfo(float).eps * max(d.max(), 1e-300):
+    def _check_pivots(self, pivots: np.ndarray, node: _Node, what: str) -> None:
+        """LinAlgError where a factorization's pivots say the matrix is singular to the precision of its
+        entries: the snapshot's dtype (a float32 snapshot's entries carry float32 rounding, so a singular
+        block factors in float64 with pivots near ε₃₂, not near zero)."""
+        d = np.abs(pivots)
+        floor = max(1e3 * np.finfo(np.float64).eps, 10 * np.finfo(self.dtype).eps)
+        if not np.isfinite(d).all() or d.min() <= floor * max(d.max(), 1e-300):
             raise np.linalg.LinAlgError(
                 f"the {what} of parameters [{node.start}, {node.stop}) of the HODLR approximation of "
                 f"G + {self.damping:g}·I is singular; use damping > 0, or raise it, or lower tol")

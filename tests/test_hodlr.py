@@ -91,12 +91,15 @@ def test_float32_follows_tol(backend):
         assert (H @ v).dtype == np.float32 and rel(H @ v, K @ v.astype(np.float64)) <= 4 * tol
 
 
-def test_singular_without_damping_is_an_error():
-    # G has rank ≤ n·d < N: with λ = 0 the factorization must refuse, not return a meaningless solve
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_singular_without_damping_is_an_error(backend, dtype):
+    """G has rank ≤ n·d < N: with λ = 0 the factorization must refuse, not return a meaningless solve. In
+    float32 the singular blocks factor in float64 with pivots at float32's rounding level, which counts as
+    singular too (before, they returned solutions of norm ~1e13 with residuals ~100)."""
     for case in (LOW_RANK, WIDE):
-        H = hk.gnh_hodlr(snapshot(case), 0.0, tol=1e-8, leaf_size=16)
+        H = hk.gnh_hodlr(snapshot(case, backend, dtype), 0.0, tol=1e-8, leaf_size=16)
         with pytest.raises(np.linalg.LinAlgError, match="damping"):
-            H.solve(np.ones(H.shape[0]))
+            H.solve(np.ones(H.shape[0], dtype=dtype))
 
 
 @pytest.mark.parametrize("tol", [1e-2, 1e-5])
@@ -139,6 +142,18 @@ def test_max_rank_caps_every_block():
     assert rep.matvec_rel_fro < 0.5
     big = hk.gnh_hodlr(c, 0.05, tol=0.0, max_rank=10_000, leaf_size=16)
     assert rel(big.to_dense(), dense_k(WIDE, 0.05)) < 1e-11
+
+
+def test_no_block_stores_more_than_dense():
+    """A max_rank between a block's break-even rank m·k/(m + k) and its side min(m, k) must not store larger
+    (and inexact) factors where the dense block is smaller and exact."""
+    net = hk.MLP([8, 32, 32, 3], activation="tanh", loss="cross_entropy", backend="numpy")
+    rng = np.random.default_rng(0)
+    c = net.linearize(net.init(seed=0), rng.standard_normal((50, 8)), rng.integers(0, 3, 50))
+    H = hk.gnh_hodlr(c, 0.01, tol=1e-3, leaf_size=32, max_rank=40)
+    inner = [nd for nd in H._nodes() if nd.children is not None]
+    assert all(nd.stored <= nd.children[0].size * nd.children[1].size for nd in inner)
+    assert any(nd.V is None and nd.children[0].size == 45 for nd in inner)  # 45 × 45 blocks of rank > 22
 
 
 def test_never_forms_the_dense_matrix(monkeypatch):
