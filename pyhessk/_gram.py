@@ -216,10 +216,6 @@ def factor_rows(model: ModelSpec, layers: list[tuple[Any, Any]], r0: int, r1: in
     return out
 
 
-def _bias_index(model: ModelSpec, xp: Any) -> Any:
-    return xp.asarray(np.concatenate([np.arange(b0, end) for _, b0, end in model.offsets]))
-
-
 # ---- the solvers ----------------------------------------------------------------------------------------
 @dataclass
 class ParameterSolver:
@@ -308,13 +304,21 @@ def factorise(model: ModelSpec, layers: list[tuple[Any, Any]], scale: float, dam
     dw, db = diagonal_shift(model, damping)
     xp = namespace_of(layers[0][0])
     mask = xp.asarray(model.weight_mask(np.float64))
+    diag = db + (dw - db) * mask  # D
+    # Bounds big ≤ λ_max(G + δI) and small ≥ λ_min(G + δI), tightened step by step; cond(G + δI) ≥ big/small.
+    big, small = 0.0, math.inf
 
-    big = 0.0  # a lower bound on λ_max(G + δI), for the advice of the errors
-
-    def check(cond: float) -> float:
+    def check() -> float:
+        cond = big / small if small > 0 else math.inf
         if not cond <= SINGULAR:
             raise _too_small(damping, cond, big)
         return cond
+
+    def diagonal_of(M: Any) -> tuple[float, float]:
+        top, low, finite = _diag_stats(M)
+        if not (finite and math.isfinite(top)):
+            raise _too_small(damping, None)
+        return top, low
 
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # overflow is reported below
         if way == "parameter":
@@ -323,14 +327,11 @@ def factorise(model: ModelSpec, layers: list[tuple[Any, Any]], scale: float, dam
                 R = factor_rows(model, layers, r0, min(n, r0 + chunk_size))
                 A += R.T @ R
             A *= scale
-            A[xp.diag_indices(model.num_params)] += db + (dw - db) * mask
+            A[xp.diag_indices(model.num_params)] += diag
         else:
             A = sample_gram(model, layers, scale, dw, None if way == "biases apart" else db, chunk_size)
             A[xp.diag_indices(A.shape[0])] += 1.0
-        top, low, finite = _diag_stats(A)
-        if not (finite and math.isfinite(top)):
-            raise _too_small(damping, None)
-        # Bounds big ≤ λ_max(G + δI) and small ≥ λ_min(G + δI), tightened step by step; cond(G + δI) ≥ big/small.
+        top, low = diagonal_of(A)
         if way == "parameter":  # the eigenvalues enclose the diagonal
             big, small = top, low
         else:  # I + K = D^{-1/2}(G + δI)D^{-1/2} on the range of Ŝᵀ (D the eliminated part); where the
@@ -344,32 +345,30 @@ def factorise(model: ModelSpec, layers: list[tuple[Any, Any]], scale: float, dam
                 small = dw
             else:  # a direction Ŝ annihilates has a value between δ and δ + λ
                 small = dw if way == "woodbury" else math.inf
-        cond = check(big / small if small > 0 else math.inf)
+        check()
         chol, lam_max, ratio = _factor(A, damping, big)
         del A
         if way == "parameter":
             big, small = max(big, lam_max), min(small, lam_max / ratio if ratio > 0 else math.inf)
         else:
             big = max(big, d_low * lam_max)
-        cond = check(big / small if small > 0 else math.inf)
+        cond = check()
         if way == "parameter":
             solver: ParameterSolver | WoodburySolver = ParameterSolver(chol)
         elif way == "woodbury":
-            solver = WoodburySolver(model, layers, scale, 1.0 / (db + (dw - db) * mask), chol)
+            solver = WoodburySolver(model, layers, scale, 1.0 / diag, chol)
         else:  # E = L⁻¹Ŝ_b, Σ = D_b + s EᵀE: the Schur complement of the weights in G + δI, whose
             # eigenvalues lie within those of G + δI
             E = _solve_lower(chol, factor_rows(model, layers, 0, n, weights=False))
             sigma = scale * (E.T @ E)
             sigma[xp.diag_indices(sigma.shape[0])] += db
-            top, low, finite = _diag_stats(sigma)
-            if not (finite and math.isfinite(top)):
-                raise _too_small(damping, None)
+            top, low = diagonal_of(sigma)
             big, small = max(big, top), min(small, low)
-            cond = check(big / small if small > 0 else math.inf)
+            check()
             schur, top, ratio = _factor(sigma, damping, big)
             big, small = max(big, top), min(small, top / ratio if ratio > 0 else math.inf)  # top/ratio ≥ λ_min(Σ)
-            cond = check(big / small if small > 0 else math.inf)
-            solver = WoodburySolver(model, layers, scale, mask / dw, chol, E, schur, _bias_index(model, xp))
+            cond = check()
+            solver = WoodburySolver(model, layers, scale, mask / dw, chol, E, schur, xp.flatnonzero(mask == 0))
     if cond > ILL_CONDITIONED:
         warnings.warn(scipy.linalg.LinAlgWarning(
             f"G + damping·I is ill-conditioned at damping={damping!r} (condition number at least about {cond:.1e}): "
