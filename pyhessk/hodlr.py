@@ -107,6 +107,7 @@ class HodlrReport:
     solve_rel_error: float = float("nan")
     solve_rel_residual: float = float("nan")
     cond_estimate: float = float("nan")
+    solve_failed: str = ""
 
     @property
     def memory_ratio(self) -> float:
@@ -136,9 +137,12 @@ class HodlrReport:
             lines += [
                 f"‖K̃ − K‖_F/‖K‖_F = {self.matvec_rel_fro:.3e}, ‖K̃ − K‖₂/‖K‖₂ = {self.matvec_rel_spectral:.3e}, "
                 f"‖(K̃ − K)v‖/‖Kv‖ (random v) = {self.matvec_rel_random:.3e}",
-                f"solve: ‖K̃⁻¹b − K⁻¹b‖/‖K⁻¹b‖ = {self.solve_rel_error:.3e}, "
-                f"‖K K̃⁻¹b − b‖/‖b‖ = {self.solve_rel_residual:.3e}, cond(K) = {self.cond_estimate:.3e}",
             ]
+            if self.solve_failed:
+                lines.append(f"solve: not possible ({self.solve_failed}); cond(K) = {self.cond_estimate:.3e}")
+            else:
+                lines.append(f"solve: ‖K̃⁻¹b − K⁻¹b‖/‖K⁻¹b‖ = {self.solve_rel_error:.3e}, "
+                             f"‖K K̃⁻¹b − b‖/‖b‖ = {self.solve_rel_residual:.3e}, cond(K) = {self.cond_estimate:.3e}")
         return "\n".join(lines)
 
 
@@ -493,7 +497,8 @@ class HodlrMatrix:
         """Ranks per level, memory (numbers stored against N²) and, with ``dense=True`` (or a dense K given),
         the errors against the dense K = G + λI: relative Frobenius and spectral errors of K̃, the relative
         error of K̃v for a random v, and for a random right-hand side b the relative error of the solve
-        against ``numpy.linalg.solve`` and its relative residual ‖K K̃⁻¹b − b‖/‖b‖.
+        against ``numpy.linalg.solve`` and its relative residual ‖K K̃⁻¹b − b‖/‖b‖. Where K̃ or K is singular
+        (damping 0 on a rank-deficient G) the solve fields stay NaN and ``solve_failed`` says why.
 
         ``dense=True`` forms G with ``Curvature.gnh()`` (N² numbers; it refuses N > 8192).
         """
@@ -528,11 +533,15 @@ class HodlrMatrix:
         Kv = K @ v
         rep.matvec_rel_random = float(np.linalg.norm(self.matmat(v.astype(self.dtype)) - Kv) / np.linalg.norm(Kv))
         b = rng.standard_normal(self.shape[0])
-        x = np.linalg.solve(K, b)
-        xt = self.solve(b.astype(self.dtype)).astype(np.float64)
+        rep.cond_estimate = float(np.linalg.cond(K))
+        try:
+            xt = self.solve(b.astype(self.dtype)).astype(np.float64)
+            x = np.linalg.solve(K, b)
+        except np.linalg.LinAlgError as err:  # a singular K (damping 0): the ranks and matvec errors still stand
+            rep.solve_failed = str(err)
+            return rep
         rep.solve_rel_error = float(np.linalg.norm(xt - x) / np.linalg.norm(x))
         rep.solve_rel_residual = float(np.linalg.norm(K @ xt - b) / np.linalg.norm(b))
-        rep.cond_estimate = float(np.linalg.cond(K))
         return rep
 
     def __repr__(self) -> str:

@@ -218,6 +218,17 @@ def test_report_text_and_fields():
     assert np.isnan(H.report().matvec_rel_fro) and "HodlrMatrix(N=247" in repr(H)
 
 
+def test_report_of_a_singular_matrix_keeps_what_it_can_measure():
+    # N = 247 > n·d = 18: G is singular, so with damping 0 neither K̃ nor K can be solved
+    H = hk.gnh_hodlr(snapshot(LOW_RANK), 0.0, tol=1e-10, leaf_size=16)
+    rep = H.report(dense=True)
+    assert rep.matvec_rel_fro < 1e-6 and np.isfinite(rep.matvec_rel_spectral)
+    assert np.isnan(rep.solve_rel_error) and np.isnan(rep.solve_rel_residual)
+    assert "singular" in rep.solve_failed and "solve: not possible" in str(rep)
+    assert H.report(dense=dense_k(LOW_RANK, 0.0)).solve_failed == rep.solve_failed
+    assert not hk.gnh_hodlr(snapshot(LOW_RANK), 0.1, tol=1e-4, leaf_size=16).report(dense=True).solve_failed
+
+
 def test_leaf_as_large_as_the_matrix_is_one_dense_block():
     c = snapshot(LOW_RANK)
     H = hk.gnh_hodlr(c, 0.1, leaf_size=c.num_params)
