@@ -81,6 +81,26 @@ def test_every_carried_route_equals_the_plain_product(case, backend, dtype):
             assert rel_err(to_host(got), to_host(plain)) < tol, (k, carry)
 
 
+@pytest.mark.parametrize("n", [31, 47, 544, 1057])
+def test_sums_over_samples_across_their_blocks(backend, dtype, n):
+    """Compiled engines sum over samples in blocks (C++: 16 rows at a time for the bias sums of the plain
+    products and the gradient; 512 numbers in groups of 32 for the factored product's, then a remainder). At
+    batch sizes that end each block part-way, every route gives the NumPy reference's numbers."""
+    case = Case((3, 5, 4, 2), "tanh", "mse", n=n, seed=41)
+    ref, c = curvature_for(case, "numpy", dtype), curvature_for(case, backend, dtype)
+    e = c.gnh_entries()
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    assert rel_err(to_host(c.grad), to_host(ref.grad)) < tol
+    rng = np.random.default_rng(n)
+    for k in (1, 3):
+        V = rng.standard_normal((c.num_params, k)).astype(dtype)
+        want_g, want_h = to_host(ref._engine.gnvp(ref._lin, V)), to_host(ref.hvp(V))
+        assert rel_err(to_host(c._engine.gnvp(c._lin, V)), want_g) < tol, k
+        assert rel_err(to_host(c.hvp(V)), want_h) < tol, k
+        for carry in ((False, False, False), (True, True, False)):
+            assert rel_err(to_host(c._engine.gnh_gnvp(e._fac, V, carry)), want_g) < tol, (k, carry)
+
+
 def test_carried_route_outlives_every_python_reference_to_the_linearization(backend):
     """The carried route reads W_{l+1} and φ′_l from the linearization (the C++ factors keep a pointer, not
     a copy): with the factors the last Python reference, a carried product still gives the plain one."""

@@ -59,16 +59,27 @@ void add_bias(int n, int m, const T* b, T* Z) {
     for (int j = 0; j < m; ++j) Z[int64_t(s) * m + j] += b[j];
 }
 
-// out[j] = (out[j] if add) + Σ_s D[s, j] for D (n, m), the sum over samples in acc_t (sum: m numbers of
-// workspace).
+// out[j] = (out[j] if add) + Σ_s D[s, j] for D (n, m), the sum over samples in acc_t: blocks of kRows samples
+// are summed in T, then added in acc_t, so the error does not grow with n and the inner loop stays at T's
+// vector width (sum, part: m numbers of workspace each).
 template <typename T>
-void column_sums(int n, int m, const T* D, T* out, std::vector<acc_t<T>>& sum, bool add = false) {
+PYHESSK_CPU_CLONES void column_sums(int n, int m, const T* D, T* out, std::vector<acc_t<T>>& sum, std::vector<T>& part,
+                                    bool add = false) {
+  constexpr int kRows = 16;
   sum.assign(m, acc_t<T>(0));
-  for (int s = 0; s < n; ++s) {
-    const T* row = D + int64_t(s) * m;
-    for (int j = 0; j < m; ++j) sum[j] += row[j];
+  part.resize(m);
+  acc_t<T>* __restrict acc = sum.data();
+  T* __restrict p = part.data();
+  for (int s0 = 0; s0 < n; s0 += kRows) {
+    const int s1 = std::min(n, s0 + kRows);
+    std::memcpy(p, D + int64_t(s0) * m, sizeof(T) * m);
+    for (int s = s0 + 1; s < s1; ++s) {
+      const T* __restrict row = D + int64_t(s) * m;
+      for (int j = 0; j < m; ++j) p[j] += row[j];
+    }
+    for (int j = 0; j < m; ++j) acc[j] += p[j];
   }
-  for (int j = 0; j < m; ++j) out[j] = (add ? out[j] : T(0)) + T(sum[j]);
+  for (int j = 0; j < m; ++j) out[j] = (add ? out[j] : T(0)) + T(acc[j]);
 }
 
 // R-forward epilogue: RZ (n, k, m) += v_l (k, m) (if given); RA = φ′ ⊙ RZ (if given, hidden layers).
@@ -212,7 +223,7 @@ void Linearization<T>::backward_locked() {
       const T* w = W(l);
       for (int64_t i = 0; i < int64_t(n_l) * n_prev; ++i) gW[i] += lam * w[i];
     }
-    if (s_.bias) column_sums(n_, n_l, D, grad_.data() + s_.b_off[l - 1], bias_sum_);
+    if (s_.bias) column_sums(n_, n_l, D, grad_.data() + s_.b_off[l - 1], bias_sum_, bias_part_);
   }
   has_grad_ = true;
 }
@@ -355,7 +366,7 @@ void Linearization<T>::accumulate_layer(int l, int k, int s0, int rows, const T*
     if (RA) gemm<T>(true, false, n_l, k * n_prev, rows, T(1), Dl, n_l, RA, k * n_prev, beta, t2, k * n_prev);
     bias = s_.bias ? (chunked ? hw_.data() + int64_t(k) * s_.b_off[l - 1] : vb_.data()) : nullptr;  // (k, n_l)
   }
-  if (bias) column_sums(rows, k * n_l, D, bias, bias_sum_, s0 > 0);  // chunks add to the earlier ones
+  if (bias) column_sums(rows, k * n_l, D, bias, bias_sum_, bias_part_, s0 > 0);  // chunks add to the earlier ones
 }
 
 template <typename T>

@@ -85,6 +85,7 @@ class Linearization {
   buffer<scalar_t> hw_, t2_;               // weight terms: one layer, or all layers when chunked
   buffer<scalar_t> vb_;                    // bias directions, or bias sums of an unchunked layer: k·max n_l
   std::vector<acc_t<scalar_t>> bias_sum_;  // a bias sum over samples in progress
+  std::vector<scalar_t> bias_part_;        // and its partial sum over one block of samples
 };
 
 // The network output f = f(X; θ) into out (n, d): one GEMM and one φ sweep per layer, no derivatives.
