@@ -29,7 +29,7 @@ needs_sources = pytest.mark.skipif(not (ROOT / "setup.py").is_file() or not CSRC
 
 # ---- the registry against the C++ sources -----------------------------------------------------------------
 _GLOBAL = re.compile(r"PYHESSK_GLOBAL void (\w+)\(([^)]*)\)", re.S)
-_KIND = {"index_t": "i", "T": "s", "const T*": "p", "T*": "p", "const index_t*": "I", "double*": "D",
+_KIND = {"index_t": "i", "T": "s", "const T*": "p", "T*": "p", "const index_t*": "I", "double*": "D", "const double*": "D",
          "unsigned long long": "u"}
 
 
@@ -59,8 +59,11 @@ def test_registry_matches_the_kernel_signatures():
 def test_every_kernel_has_a_core_launcher_and_a_host_emulation():
     table = (CSRC / "cuda" / "launch_cuda.cu").read_text(encoding="utf-8")
     emulated = set(re.findall(r"void emu_(\w+)\(", (CSRC / "cuda" / "emulation" / "host_kernels.cpp").read_text()))
-    for name in _kernels.KERNELS:
+    for name, spec in _kernels.KERNELS.items():
         assert f'"{name}"' in table, name
+        # the launcher refuses a per-item kernel's launch unless its blocks have kReduceThreads threads
+        per_item = re.search(rf'add\(t, "{name}", [^;]*, true\);', table) is not None
+        assert per_item == spec.per_item, name
     assert emulated == set(_kernels.KERNELS)
 
 

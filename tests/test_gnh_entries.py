@@ -165,10 +165,9 @@ def test_estimate_returns_exact_values_when_sampling_costs_more(backend):
 
 def test_float32_sums_over_a_long_batch(backend):
     """The bias sums over samples accumulate in float64: with mse and one output, the output bias's entry of
-    G (and of H) is exactly 1 at any n; float32 running sums over 2·10⁵ samples were off by up to 1e-3.
-    (Sums inside float32 GEMMs, the weight entries, accumulate as the BLAS does.)"""
-    if backend == "cuda":
-        pytest.xfail("the cuda engine sums biases with float32 GEMMs against a vector of ones (5.7e-5 off here)")
+    G (and of H) is exactly 1 at any n; float32 running sums over 2·10⁵ samples were off by up to 1e-3, and
+    the cuda engine's float32 GEMMs against a vector of ones by 5.7e-5. (Sums inside float32 GEMMs, the
+    weight entries, accumulate as the BLAS does.)"""
     n = 200_000
     net = hk.MLP([2, 3, 1], activation="tanh", loss="mse", backend=backend)
     rng = np.random.default_rng(31)

@@ -84,9 +84,10 @@ def test_every_carried_route_equals_the_plain_product(case, backend, dtype):
 @pytest.mark.parametrize("n", [31, 47, 544, 1057])
 def test_sums_over_samples_across_their_blocks(backend, dtype, n):
     """Compiled engines sum over samples in blocks (C++: 16 rows at a time for the bias sums of the plain
-    products and the gradient; 512 numbers in groups of 32 for the factored product's, then a remainder). At
-    batch sizes that end each block part-way, every route gives the NumPy reference's numbers."""
-    case = Case((3, 5, 4, 2), "tanh", "mse", n=n, seed=41)
+    products and the gradient; 512 numbers in groups of 32 for the factored product's, then a remainder;
+    CUDA: tiles of 32 columns by chunks of 256 rows, and one block per row for the GNH columns). At batch
+    sizes and widths that end each block part-way, every route gives the NumPy reference's numbers."""
+    case = Case((3, 40, 4, 2), "tanh", "mse", n=n, seed=41)
     ref, c = curvature_for(case, "numpy", dtype), curvature_for(case, backend, dtype)
     e = c.gnh_entries()
     tol = 1e-12 if dtype == np.float64 else 2e-5
@@ -99,6 +100,9 @@ def test_sums_over_samples_across_their_blocks(backend, dtype, n):
         assert rel_err(to_host(c.hvp(V)), want_h) < tol, k
         for carry in ((False, False, False), (True, True, False)):
             assert rel_err(to_host(c._engine.gnh_gnvp(e._fac, V, carry)), want_g) < tol, (k, carry)
+    e_ref, cols = ref.gnh_entries(), [0, 120, 200, 320, 333]  # weights and biases of every layer
+    assert rel_err(to_host(e.diagonal()), to_host(e_ref.diagonal())) < tol
+    assert rel_err(to_host(e.column(cols)), to_host(e_ref.column(cols))) < tol
 
 
 def test_carried_route_outlives_every_python_reference_to_the_linearization(backend):

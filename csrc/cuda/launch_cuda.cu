@@ -69,13 +69,14 @@ void launch_erased(const void* kernel, dim3 grid, dim3 block, cudaStream_t strea
 struct Entry {
   const void* kernel;
   Launcher launcher;
+  bool per_item;  // one block of kReduceThreads per item (the registry's per_item kernels)
 };
 using Key = std::tuple<std::string, int, int>;
 using Table = std::map<Key, Entry>;
 
 template <typename... P>
-void add(Table& t, const char* name, int dtype, int tag, void (*kernel)(P...)) {
-  t[Key(name, dtype, tag)] = Entry{reinterpret_cast<const void*>(kernel), &launch_erased<P...>};
+void add(Table& t, const char* name, int dtype, int tag, void (*kernel)(P...), bool per_item = false) {
+  t[Key(name, dtype, tag)] = Entry{reinterpret_cast<const void*>(kernel), &launch_erased<P...>, per_item};
 }
 
 template <typename T, int... A>
@@ -106,14 +107,17 @@ void add_dtype(Table& t, int dt) {
   add(t, "pack_rows_kernel", dt, -1, &pack_rows_kernel<T>);
   add(t, "pack_cols_kernel", dt, -1, &pack_cols_kernel<T>);
   add(t, "assemble_kernel", dt, -1, &assemble_kernel<T>);
+  add(t, "column_partials_kernel", dt, -1, &column_partials_kernel<T>, true);
+  add(t, "column_finish_kernel", dt, -1, &column_finish_kernel<T>, true);
+  add(t, "row_sums_kernel", dt, -1, &row_sums_kernel<T>, true);
   add(t, "scale_sensitivity_kernel", dt, -1, &scale_sensitivity_kernel<T>);
   add(t, "column_norm_kernel", dt, -1, &column_norm_kernel<T>);
   add(t, "transpose_kernel", dt, -1, &transpose_kernel<T>);
   add(t, "gather_kernel", dt, -1, &gather_kernel<T>);
   add(t, "contract_kernel", dt, -1, &contract_kernel<T>);
   add(t, "scatter_columns_kernel", dt, -1, &scatter_columns_kernel<T>);
-  add(t, "entries_kernel", dt, -1, &entries_kernel<T>);
-  add(t, "sample_kernel", dt, -1, &sample_kernel<T>);
+  add(t, "entries_kernel", dt, -1, &entries_kernel<T>, true);
+  add(t, "sample_kernel", dt, -1, &sample_kernel<T>, true);
 }
 
 const Table& table() {
@@ -137,8 +141,8 @@ void launch(const std::string& name, int dtype, int tag, long long blocks, int t
   if (blocks < 1 || blocks > 2147483647LL || threads < 1 || threads > 1024)
     throw std::invalid_argument("launch shape out of range: " + std::to_string(blocks) + " blocks of " +
                                 std::to_string(threads) + " threads");
-  if ((name == "entries_kernel" || name == "sample_kernel") && threads != kReduceThreads)
-    throw std::invalid_argument("per-entry kernels need blocks of kReduceThreads threads");
+  if (it->second.per_item && threads != kReduceThreads)
+    throw std::invalid_argument("per-item kernels (" + name + ") need blocks of kReduceThreads threads");
   it->second.launcher(it->second.kernel, dim3(unsigned(blocks)), dim3(unsigned(threads)),
                       static_cast<cudaStream_t>(stream), args);
 }

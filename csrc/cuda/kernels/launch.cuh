@@ -13,6 +13,8 @@ using index_t = long long;  // element counts and offsets (n·k·n_l exceeds 2^3
 constexpr int kThreads = 256;        // threads per block of the elementwise kernels
 constexpr int kReduceThreads = 256;  // threads per block of the per-entry reductions (a power of two)
 constexpr index_t kMaxBlocks = 65535 * 8;  // grid cap; the grid-stride loops cover any remainder
+constexpr int kSumCols = 32;         // columns per block of the column sums (a warp reads one row's 32)
+constexpr int kSumRows = 256;        // rows per block of the column sums' first pass
 
 }  // namespace cuda
 }  // namespace pyhessk

@@ -22,6 +22,7 @@ import numpy as np
 from ... import _spec
 from .._base import FLOPS_PER_BYTE, BackendBase, ModelSpec
 from ..numpy.dense import dense_curvature
+from . import _kernels
 
 
 def _act_ids(model: ModelSpec) -> list[int]:
@@ -54,7 +55,6 @@ class CudaLin:
     gamma: list[Any] = field(default_factory=list)  # Γ_1..Γ_{L−1}
     ws: dict[str, Any] = field(default_factory=dict)
     ws_k: int = 0
-    ones: Any = None  # n ones: the bias sums over samples are GEMMs against it
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -314,21 +314,19 @@ class CudaEngine(BackendBase):
             self._bias_sums(lin, D, k, n_l, b0, out)
 
     def _bias_sums(self, lin: CudaLin, D: Any, k: int, n_l: int, b0: int, out: Any) -> None:
-        """out[b0 + r, j] = Σ_s D[s, j, r] for D (n, k, n_l) and out (N, k), flat: per direction j one GEMM
-        D_jᵀ·1 against a vector of n ones (a strided batch over the k directions), so the sum over samples is
-        spread over the device rather than looped by one thread per column."""
-        self._gemm(True, False, n_l, 1, lin.n, 1.0, D, k * n_l, self._ones(lin), 1, 0.0, out[b0 * k:], k,
-                   batch=k, strides=(n_l, 0, 1))
+        """out[b0·k + r·k + j] = Σ_s D[s, j, r] for D (n, k, n_l) and out (N, k), flat, summed in float64
+        whatever the dtype: per tile of columns and chunk of rows a double partial, then per tile the sum of
+        its chunks (two kernels, in a fixed order)."""
+        m = k * n_l
+        tiles, chunks = -(-m // _kernels.SUM_COLS), -(-lin.n // _kernels.SUM_ROWS)
+        partial = self.xp.empty(chunks * m, dtype=np.float64)
+        self._run("column_partials_kernel", lin.dtype, tiles * chunks, lin.n, m, D, partial)
+        self._run("column_finish_kernel", lin.dtype, tiles, chunks, k, n_l, partial, out[b0 * k:])
 
     def _row_sums(self, lin: CudaLin, X: Any, rows: int, sc: float, out: Any) -> None:
-        """out[r] = sc Σ_s X[r, s] for X (rows, n), flat: one GEMM X·1 (the per-unit bias sums of the GNH
-        columns and diagonal)."""
-        self._gemm(False, False, rows, 1, lin.n, sc, X, lin.n, self._ones(lin), 1, 0.0, out, 1)
-
-    def _ones(self, lin: CudaLin) -> Any:
-        if lin.ones is None:
-            lin.ones = self.xp.ones(lin.n, dtype=lin.dtype)
-        return lin.ones
+        """out[r] = sc Σ_s X[r, s] for X (rows, n), flat, summed in float64: one block per row (the per-unit
+        bias sums of the GNH columns and diagonal)."""
+        self._run("row_sums_kernel", lin.dtype, rows, lin.n, X, sc, out)
 
     def _gn_backward(self, lin: CudaLin, U: Any, k: int, V: Any, out: Any, ws: dict[str, Any],
                      u_in_buf_a: bool) -> None:

@@ -17,14 +17,16 @@ from ... import _spec
 THREADS = 256          # csrc/cuda/kernels/launch.cuh kThreads
 REDUCE_THREADS = 256   # kReduceThreads
 MAX_BLOCKS = 65535 * 8  # kMaxBlocks
+SUM_COLS = 32           # kSumCols: columns per block of the column sums
+SUM_ROWS = 256          # kSumRows: rows per block of their first pass
 
 
 @dataclass(frozen=True)
 class KernelSpec:
     """One kernel: its template tag (None, "act" or "loss"), argument kinds and how it is launched.
 
-    ``per_item`` kernels run one block of ``REDUCE_THREADS`` per item (an entry of G), so their grid is
-    the item count and their arguments do not start with the element count; the others are grid-stride
+    ``per_item`` kernels run one block of ``REDUCE_THREADS`` per item (an entry of G, a row or a tile of
+    columns to sum), so their grid is the item count and their arguments do not start with the element count; the others are grid-stride
     loops whose first argument is the element count.
     """
 
@@ -57,6 +59,9 @@ KERNELS: dict[str, KernelSpec] = {k.name: k for k in (
     KernelSpec("gather_kernel", None, "iippIIp"),
     KernelSpec("contract_kernel", None, "iiippp"),
     KernelSpec("scatter_columns_kernel", None, "iipip"),
+    KernelSpec("column_partials_kernel", None, "iipD", per_item=True),
+    KernelSpec("column_finish_kernel", None, "iiiDp", per_item=True),
+    KernelSpec("row_sums_kernel", None, "ipsp", per_item=True),
     KernelSpec("entries_kernel", None, "iippIIIIpsp", per_item=True),
     KernelSpec("sample_kernel", None, "iiiuipppIIIIIIpsDp", per_item=True),
 )}
