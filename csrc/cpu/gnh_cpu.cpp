@@ -8,6 +8,7 @@
 #include "common/dispatch.h"
 #include "cpu/clones.h"
 #include "cpu/gemm_cpu.h"
+#include "cpu/sweeps.h"
 
 namespace pyhessk::cpu {
 namespace {
@@ -23,18 +24,6 @@ inline uint64_t splitmix64(uint64_t& state) {
 }
 
 inline double uniform01(uint64_t& state) { return double(splitmix64(state) >> 11) * 0x1.0p-53; }
-
-// dst (cols, rows) = srcᵀ for src (rows, cols), both row-major, in tiles that stay in cache.
-template <typename T>
-void transpose(int64_t rows, int64_t cols, const T* src, T* dst) {
-  constexpr int64_t kTile = 32;
-  for (int64_t r0 = 0; r0 < rows; r0 += kTile)
-    for (int64_t c0 = 0; c0 < cols; c0 += kTile) {
-      const int64_t r1 = std::min(rows, r0 + kTile), c1 = std::min(cols, c0 + kTile);
-      for (int64_t c = c0; c < c1; ++c)
-        for (int64_t r = r0; r < r1; ++r) dst[c * rows + r] = src[r * cols + c];
-    }
-}
 
 // S_L (d, d, n) with S_L[i, a, k] = C_kᵀ[a][i]: per sample into (n, d·d), then one tiled transpose.
 template <Loss kLoss, typename T>

@@ -270,25 +270,18 @@ void Linearization<T>::reserve(int k) {
 
 template <typename T>
 void Linearization<T>::pack_rows(const T* V, int k, int l, T* buf) const {
+  // buf (k, n_l·n_{l−1}) = V_lᵀ for V_l (n_l·n_{l−1}, k)
   const int64_t w0 = s_.w_off[l - 1];
-  const int n_l = s_.sizes[l], n_prev = s_.sizes[l - 1];
-  const int64_t nl = int64_t(n_l) * n_prev;
-  for (int64_t i = 0; i < nl; ++i) {  // i = r·n_prev + c
-    const T* src = V + (w0 + i) * k;
-    for (int j = 0; j < k; ++j) buf[j * nl + i] = src[j];
-  }
+  transpose<T>(int64_t(s_.sizes[l]) * s_.sizes[l - 1], k, V + w0 * k, buf);
 }
 
 template <typename T>
 void Linearization<T>::pack_cols(const T* V, int k, int l, T* buf) const {
+  // buf (n_l, k, n_{l−1}): per unit r, V_l[r] (n_{l−1}, k) transposed
   const int64_t w0 = s_.w_off[l - 1];
   const int n_l = s_.sizes[l], n_prev = s_.sizes[l - 1];
   for (int r = 0; r < n_l; ++r)
-    for (int c = 0; c < n_prev; ++c) {
-      const T* src = V + (w0 + int64_t(r) * n_prev + c) * k;
-      T* dst = buf + int64_t(r) * k * n_prev + c;
-      for (int j = 0; j < k; ++j) dst[int64_t(j) * n_prev] = src[j];
-    }
+    transpose<T>(n_prev, k, V + (w0 + int64_t(r) * n_prev) * k, buf + int64_t(r) * k * n_prev);
 }
 
 template <typename T>
@@ -322,9 +315,7 @@ void Linearization<T>::r_forward(const T* V, int k, int s0, int rows) {
     if (l > 1)  // + W_l R{A_{l−1}}: one GEMM over rows·k rows
       gemm<T>(false, true, rows * k, n_l, n_prev, T(1), RA_[l - 2].data(), n_prev, W(l), n_prev, T(1), RZ, n_l);
     T* vb = vb_.data();  // v_l^(j)[r] packed as (k, n_l)
-    if (s_.bias)
-      for (int r = 0; r < n_l; ++r)
-        for (int j = 0; j < k; ++j) vb[int64_t(j) * n_l + r] = V[(s_.b_off[l - 1] + r) * k + j];
+    if (s_.bias) transpose<T>(n_l, k, V + s_.b_off[l - 1] * k, vb);
     const bool hidden = l < L_;
     rforward_sweep(rows, k, n_l, s_.bias ? vb : nullptr, hidden ? dphi_[l - 1].data() + int64_t(s0) * n_l : nullptr,
                    RZ, hidden ? RA_[l - 1].data() : nullptr);
@@ -384,21 +375,16 @@ void Linearization<T>::finish_layer(int l, int k, bool with_ra, const T* V, T* o
   const bool chunked = chunk_ < n_;
   const T* hw = chunked ? hw_.data() + int64_t(k) * w0 : hw_.data();
   const T* t2 = chunked ? t2_.data() + int64_t(k) * w0 : t2_.data();
-  for (int r = 0; r < n_l; ++r)
-    for (int c = 0; c < n_prev; ++c) {
-      const int64_t i = int64_t(r) * n_prev + c;
-      T* dst = out + (w0 + i) * k;
-      for (int j = 0; j < k; ++j) {
-        T v = hw[int64_t(j) * nl + i];
-        if (with_ra) v += t2[(int64_t(r) * k + j) * n_prev + c];
-        if (reg) v += lam * V[(w0 + i) * k + j];
-        dst[j] = v;
-      }
-    }
-  if (s_.bias) {
-    const T* bsum = chunked ? hw_.data() + int64_t(k) * s_.b_off[l - 1] : vb_.data();
+  T* dst = out + w0 * k;  // (n_l·n_{l−1}, k)
+  transpose<T>(k, nl, hw, dst);  // hw (k, n_l·n_{l−1})
+  if (with_ra)  // t2 (n_l, k, n_{l−1}): per unit a (k, n_{l−1}) block
     for (int r = 0; r < n_l; ++r)
-      for (int j = 0; j < k; ++j) out[(s_.b_off[l - 1] + r) * k + j] = bsum[int64_t(j) * n_l + r];
+      transpose<T, true>(k, n_prev, t2 + int64_t(r) * k * n_prev, dst + int64_t(r) * n_prev * k);
+  if (reg)
+    for (int64_t i = 0; i < nl * k; ++i) dst[i] += lam * V[w0 * k + i];
+  if (s_.bias) {
+    const T* bsum = chunked ? hw_.data() + int64_t(k) * s_.b_off[l - 1] : vb_.data();  // (k, n_l)
+    transpose<T>(k, n_l, bsum, out + s_.b_off[l - 1] * k);
   }
 }
 
