@@ -85,8 +85,9 @@ def test_every_carried_route_equals_the_plain_product(case, backend, dtype):
 def test_sums_over_samples_across_their_blocks(backend, dtype, n):
     """Compiled engines sum over samples in blocks (C++: 16 rows at a time for the bias sums of the plain
     products and the gradient; 512 numbers in groups of 32 for the factored product's, then a remainder;
-    CUDA: tiles of 32 columns by chunks of 256 rows, and one block per row for the GNH columns). At batch
-    sizes and widths that end each block part-way, every route gives the NumPy reference's numbers."""
+    CUDA: tiles of 32 columns by chunks of 256 rows, and one block per row for the GNH columns; the C++
+    exact entries: the same blocks of 512 in groups of 32). At batch sizes and widths that end each block
+    part-way, every route gives the NumPy reference's numbers."""
     case = Case((3, 40, 4, 2), "tanh", "mse", n=n, seed=41)
     ref, c = curvature_for(case, "numpy", dtype), curvature_for(case, backend, dtype)
     e = c.gnh_entries()
@@ -103,6 +104,8 @@ def test_sums_over_samples_across_their_blocks(backend, dtype, n):
     e_ref, cols = ref.gnh_entries(), [0, 120, 200, 320, 333]  # weights and biases of every layer
     assert rel_err(to_host(e.diagonal()), to_host(e_ref.diagonal())) < tol
     assert rel_err(to_host(e.column(cols)), to_host(e_ref.column(cols))) < tol
+    rows, cols = np.repeat(cols, 5), np.tile(cols, 5)  # weight·weight, weight·bias and bias·bias entries
+    assert rel_err(to_host(e.entries(rows, cols)), to_host(e_ref.entries(rows, cols))) < tol
 
 
 def test_carried_route_outlives_every_python_reference_to_the_linearization(backend):

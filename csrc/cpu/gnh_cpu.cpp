@@ -161,32 +161,54 @@ PYHESSK_CPU_CLONES void contract_in(int m, int d, int k, int n, const T* S, cons
     }
 }
 
-// Σ_s x[s] in a fixed order (the result does not depend on the machine): the whole groups of 32 numbers as
-// 32 interleaved partial sums in T, added into acc_t every kBlock numbers, so that no float partial sums more
-// than 16 numbers and the error does not grow with n; then the last n mod 32 in acc_t. Written as sums of
-// rows of 32 so that the x86-64-v3 clone vectorizes: interleaved-partial loops of other shapes measured
-// 1.5–4× slower there, and partials in double cost a conversion per number.
-template <typename T>
-PYHESSK_CPU_CLONES T row_sum(int n, const T* __restrict x) {
+// Σ_s of the product of the first kFactors rows at s: x0[s], x0[s]·x1[s], x0[s]·(x1[s]·x2[s]) or
+// (x0[s]·x1[s])·(x2[s]·x3[s]), over [0, n) in a fixed order (the result does not depend on the machine). The
+// whole groups of 32 terms go to 32 interleaved partial sums in T, added into acc_t every kBlock terms, so
+// that no float partial sums more than 16 terms and the error does not grow with n; the last n mod 32
+// terms go straight to acc_t. Written as sums of rows of 32 through restrict pointers so that the x86-64-v3
+// clones vectorize: loops of other shapes (interleaved partials over a flat index, a lambda for the term)
+// measured 1.5–4× slower there, and a running sum in double 9× slower.
+template <int kFactors, typename T>
+PYHESSK_CPU_CLONES acc_t<T> blocked_dot(int n, const T* __restrict x0, const T* __restrict x1 = nullptr,
+                                        const T* __restrict x2 = nullptr, const T* __restrict x3 = nullptr) {
   constexpr int kParts = 32, kBlock = 512;
+  auto term = [&](int s) {
+    if constexpr (kFactors == 1) return x0[s];
+    else if constexpr (kFactors == 2) return x0[s] * x1[s];
+    else if constexpr (kFactors == 3) return x0[s] * (x1[s] * x2[s]);
+    else return (x0[s] * x1[s]) * (x2[s] * x3[s]);
+  };
   acc_t<T> acc[kParts] = {};
   T part[kParts];
   const int whole = n - n % kParts;
   int s = 0;
   while (s < whole) {
     const int end = std::min(whole, s + kBlock);
-    std::memcpy(part, x + s, sizeof(part));
+    for (int t = 0; t < kParts; ++t) part[t] = term(s + t);
     for (int b = s + kParts; b < end; b += kParts) {
-      const T* __restrict row = x + b;
-      for (int t = 0; t < kParts; ++t) part[t] += row[t];
+      const T* __restrict r0 = x0 + b;
+      const T* __restrict r1 = kFactors > 1 ? x1 + b : nullptr;
+      const T* __restrict r2 = kFactors > 2 ? x2 + b : nullptr;
+      const T* __restrict r3 = kFactors > 3 ? x3 + b : nullptr;
+      for (int t = 0; t < kParts; ++t) {
+        if constexpr (kFactors == 1) part[t] += r0[t];
+        else if constexpr (kFactors == 2) part[t] += r0[t] * r1[t];
+        else if constexpr (kFactors == 3) part[t] += r0[t] * (r1[t] * r2[t]);
+        else part[t] += (r0[t] * r1[t]) * (r2[t] * r3[t]);
+      }
     }
     for (int t = 0; t < kParts; ++t) acc[t] += part[t];
     s = end;
   }
   acc_t<T> total = 0;
-  for (; s < n; ++s) total += x[s];
+  for (; s < n; ++s) total += term(s);
   for (int t = 0; t < kParts; ++t) total += acc[t];
-  return T(total);
+  return total;
+}
+
+template <typename T>
+T row_sum(int n, const T* x) {
+  return T(blocked_dot<1>(n, x));
 }
 
 // The second contraction, for one layer: Q[i, j, :] = Σ_c S[i, c, :] ⊙ u[j, c, :] → Q (m, k, n), and, when
@@ -308,15 +330,12 @@ void GnhFactors<T>::entries(const int64_t* rows, const int64_t* cols, int64_t m,
     acc_t<T> total = 0;
     for (int c = 0; c < d_; ++c) {
       const T *x = Sp + int64_t(c) * n_, *y = Sq + int64_t(c) * n_;
-      acc_t<T> sum = 0;
       if (ap && aq)
-        for (int k = 0; k < n_; ++k) sum += acc_t<T>(ap[k] * aq[k]) * (x[k] * y[k]);
-      else if (ap || aq) {
-        const T* w = ap ? ap : aq;
-        for (int k = 0; k < n_; ++k) sum += acc_t<T>(w[k]) * (x[k] * y[k]);
-      } else
-        for (int k = 0; k < n_; ++k) sum += acc_t<T>(x[k] * y[k]);
-      total += sum;
+        total += blocked_dot<4>(n_, ap, aq, x, y);
+      else if (ap || aq)
+        total += blocked_dot<3>(n_, ap ? ap : aq, x, y);
+      else
+        total += blocked_dot<2>(n_, x, y);
     }
     out[t] = scale_ * T(total) + l2_term(rows[t], cols[t]);
   }
@@ -358,11 +377,7 @@ void GnhFactors<T>::columns(const int64_t* J, int64_t m, T* out) const {
       gemm<T>(false, true, n_l, n_prev, n_, scale_, Tl.data(), n_, AT_[l - 1].data(), n_, T(0),
               col.data() + s_.w_off[l - 1], n_prev);
       if (s_.bias)
-        for (int i = 0; i < n_l; ++i) {
-          acc_t<T> sum = 0;
-          for (int k = 0; k < n_; ++k) sum += Tl[int64_t(i) * n_ + k];
-          col[s_.b_off[l - 1] + i] = scale_ * T(sum);
-        }
+        for (int i = 0; i < n_l; ++i) col[s_.b_off[l - 1] + i] = scale_ * row_sum(n_, Tl.data() + int64_t(i) * n_);
     }
     col[J[t]] += l2_term(J[t], J[t]);
     for (int64_t p = 0; p < N; ++p) out[p * m + t] = col[p];
@@ -383,11 +398,7 @@ void GnhFactors<T>::diagonal(T* out) const {
     if (s_.l2 != 0)
       for (int64_t i = 0; i < int64_t(n_l) * n_prev; ++i) out[s_.w_off[l - 1] + i] += T(s_.l2);
     if (s_.bias)
-      for (int i = 0; i < n_l; ++i) {
-        acc_t<T> sum = 0;
-        for (int k = 0; k < n_; ++k) sum += nu2[int64_t(i) * n_ + k];
-        out[s_.b_off[l - 1] + i] = scale_ * T(sum);
-      }
+      for (int i = 0; i < n_l; ++i) out[s_.b_off[l - 1] + i] = scale_ * row_sum(n_, nu2.data() + int64_t(i) * n_);
   }
 }
 
