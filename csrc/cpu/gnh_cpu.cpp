@@ -43,7 +43,7 @@ void output_factors(int n, int d, const T* aux, T* S_L) {
 // The norms ν[i, k] = ‖S[i, :, k]‖ of S (m, d, n), scaling S[i, :, k] by f[i, k] first when f is given
 // (φ′ of the layer, (m, n)): one pass over S.
 template <typename T>
-void scale_and_norms(int m, int d, int n, const T* f, T* S, T* nu) {
+PYHESSK_CPU_CLONES void scale_and_norms(int m, int d, int n, const T* f, T* S, T* nu) {
   std::vector<acc_t<T>> sq(n);
   for (int i = 0; i < m; ++i) {
     std::fill(sq.begin(), sq.end(), acc_t<T>(0));
