@@ -55,6 +55,7 @@ class CudaLin:
     gamma: list[Any] = field(default_factory=list)  # Γ_1..Γ_{L−1}
     ws: dict[str, Any] = field(default_factory=dict)
     ws_k: int = 0
+    partials: Any = None  # float64 partial column sums of the bias sums, grown to the largest used
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -319,7 +320,9 @@ class CudaEngine(BackendBase):
         its chunks (two kernels, in a fixed order)."""
         m = k * n_l
         tiles, chunks = -(-m // _kernels.SUM_COLS), -(-lin.n // _kernels.SUM_ROWS)
-        partial = self.xp.empty(chunks * m, dtype=np.float64)
+        if lin.partials is None or lin.partials.size < chunks * m:
+            lin.partials = self.xp.empty(chunks * m, dtype=np.float64)
+        partial = lin.partials[: chunks * m]
         self._run("column_partials_kernel", lin.dtype, tiles * chunks, lin.n, m, D, partial)
         self._run("column_finish_kernel", lin.dtype, tiles, chunks, k, n_l, partial, out[b0 * k:])
 
