@@ -4,7 +4,6 @@
 // engine's index arithmetic and pass orchestration on machines without a GPU. Not part of the installed
 // engine. Signatures: (dtype 0 = float / 1 = double, template tag, element or item count, kernel arguments)
 // with pointers as void*, scalars of the working dtype as double.
-#include <algorithm>
 #include <vector>
 
 #include "../../common/dispatch.h"
@@ -111,32 +110,27 @@ void emu_scatter_columns_kernel(int dtype, int, index_t total, index_t m, index_
                                 void* out) {
   EMU_DTYPE(dtype, LOOP(i, total) k::scatter_columns_step<T>(i, m, n_prev, CP(R), w0, P(out));)
 }
-// The column sums run one item per (tile, chunk) and then per tile, as on the GPU; each column is summed in
-// row order in double (the GPU combines kReduceThreads / kSumCols interleaved lanes, also in double).
+// The column sums run one item per (tile, chunk) and then per tile, with the kernels' sum_block; each column
+// is summed in row order in double (the GPU combines kReduceThreads / kSumCols interleaved lanes, also in
+// double).
 void emu_column_partials_kernel(int dtype, int, index_t items, index_t n, index_t m, void* X, void* partial) {
-  EMU_DTYPE(dtype, {
-    const index_t tiles = (m + k::kSumCols - 1) / k::kSumCols;
-    LOOP(t, items) {
-      const index_t tile = t % tiles, chunk = t / tiles;
-      const index_t r0 = chunk * k::kSumRows, r1 = std::min(n, r0 + k::kSumRows);
-      for (index_t c = tile * k::kSumCols; c < std::min(m, (tile + 1) * k::kSumCols); ++c) {
-        double total = 0;
-        for (index_t s = r0; s < r1; ++s) total += double(CP(X)[s * m + c]);
-        static_cast<double*>(partial)[chunk * m + c] = total;
-      }
+  EMU_DTYPE(dtype, LOOP(t, items) {
+    const k::SumBlock b = k::sum_block(t, n, m, k::kSumRows);
+    for (index_t c = b.c0; c < b.c1; ++c) {
+      double total = 0;
+      for (index_t s = b.r0; s < b.r1; ++s) total += double(CP(X)[s * m + c]);
+      static_cast<double*>(partial)[b.chunk * m + c] = total;
     }
   })
 }
 void emu_column_finish_kernel(int dtype, int, index_t items, index_t chunks, index_t kk, index_t n_l, void* partial,
                               void* out) {
-  EMU_DTYPE(dtype, {
-    const index_t m = kk * n_l;
-    LOOP(tile, items) {
-      for (index_t c = tile * k::kSumCols; c < std::min(m, (tile + 1) * k::kSumCols); ++c) {
-        double total = 0;
-        LOOP(chunk, chunks) total += static_cast<const double*>(partial)[chunk * m + c];
-        P(out)[k::column_sum_out(c, kk, n_l)] = T(total);
-      }
+  EMU_DTYPE(dtype, LOOP(t, items) {
+    const k::SumBlock b = k::sum_block(t, chunks, kk * n_l, chunks);
+    for (index_t c = b.c0; c < b.c1; ++c) {
+      double total = 0;
+      for (index_t s = b.r0; s < b.r1; ++s) total += static_cast<const double*>(partial)[s * kk * n_l + c];
+      P(out)[k::column_sum_out(c, kk, n_l)] = T(total);
     }
   })
 }

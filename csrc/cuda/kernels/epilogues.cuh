@@ -117,6 +117,18 @@ PYHESSK_HD inline void assemble_step(index_t i, index_t k, index_t nl, index_t n
 // block of a block of k parameter vectors.
 PYHESSK_HD inline index_t column_sum_out(index_t c, index_t k, index_t n_l) { return (c % n_l) * k + c / n_l; }
 
+// The block of a column sum over X (n, m): item = tile + chunk·tiles covers columns [c0, c1) (kSumCols of
+// them, fewer in the last tile) and rows [r0, r1) of chunk (rows_per_chunk of them, fewer in the last one).
+struct SumBlock {
+  index_t c0, c1, r0, r1, chunk;
+};
+PYHESSK_HD inline SumBlock sum_block(index_t item, index_t n, index_t m, index_t rows_per_chunk) {
+  const index_t tiles = (m + kSumCols - 1) / kSumCols;
+  const index_t tile = item % tiles, chunk = item / tiles;
+  const index_t c0 = tile * kSumCols, r0 = chunk * rows_per_chunk;
+  return {c0, c0 + kSumCols < m ? c0 + kSumCols : m, r0, r0 + rows_per_chunk < n ? r0 + rows_per_chunk : n, chunk};
+}
+
 }  // namespace cuda
 }  // namespace pyhessk
 
@@ -199,26 +211,25 @@ __device__ inline double tile_column_sum(index_t r0, index_t r1, index_t m, cons
   return total;
 }
 
-// One block per (tile of kSumCols columns, chunk of kSumRows rows), item = tile + chunk·tiles:
-// partial[chunk, c] = Σ over the chunk's rows of X[s, c] for X (n, m).
+// One block per sum_block(item, n, m, kSumRows): partial[chunk, c] = Σ over the block's rows of X[s, c] for
+// X (n, m).
 template <typename T>
 PYHESSK_GLOBAL void column_partials_kernel(index_t n, index_t m, const T* X, double* partial) {
-  const index_t tiles = (m + kSumCols - 1) / kSumCols;
-  const index_t tile = index_t(blockIdx.x) % tiles, chunk = index_t(blockIdx.x) / tiles;
-  const index_t c = tile * kSumCols + int(threadIdx.x) % kSumCols;
-  const index_t r0 = chunk * kSumRows, r1 = r0 + kSumRows < n ? r0 + kSumRows : n;
-  const double total = tile_column_sum(r0, r1, m, X, c);
-  if (int(threadIdx.x) < kSumCols && c < m) partial[chunk * m + c] = total;
+  const SumBlock b = sum_block(blockIdx.x, n, m, kSumRows);
+  const index_t c = b.c0 + int(threadIdx.x) % kSumCols;
+  const double total = tile_column_sum(b.r0, b.r1, m, X, c);
+  if (int(threadIdx.x) < kSumCols && c < b.c1) partial[b.chunk * m + c] = total;
 }
 
-// One block per tile of kSumCols columns: out[column_sum_out(c, k, n_l)] = Σ_chunk partial[chunk, c] for
-// partial (chunks, k·n_l).
+// One block per tile, sum_block(tile, chunks, k·n_l, chunks): out[column_sum_out(c, k, n_l)] =
+// Σ_chunk partial[chunk, c] for partial (chunks, k·n_l).
 template <typename T>
 PYHESSK_GLOBAL void column_finish_kernel(index_t chunks, index_t k, index_t n_l, const double* partial, T* out) {
   const index_t m = k * n_l;
-  const index_t c = index_t(blockIdx.x) * kSumCols + int(threadIdx.x) % kSumCols;
-  const double total = tile_column_sum(0, chunks, m, partial, c);
-  if (int(threadIdx.x) < kSumCols && c < m) out[column_sum_out(c, k, n_l)] = T(total);
+  const SumBlock b = sum_block(blockIdx.x, chunks, m, chunks);
+  const index_t c = b.c0 + int(threadIdx.x) % kSumCols;
+  const double total = tile_column_sum(b.r0, b.r1, m, partial, c);
+  if (int(threadIdx.x) < kSumCols && c < b.c1) out[column_sum_out(c, k, n_l)] = T(total);
 }
 
 // One block per row t: out[t] = sc Σ_s X[t, s] for X (rows, n), in double.
