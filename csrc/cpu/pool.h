@@ -10,9 +10,12 @@
 #pragma once
 #include <cstddef>
 #include <cstdlib>
+#include <limits>
 #include <mutex>
 #include <new>
+#include <type_traits>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace pyhessk::cpu {
@@ -81,6 +84,25 @@ struct PoolAllocator {
   PoolAllocator(const PoolAllocator<U>&) {}
   T* allocate(size_t n) { return static_cast<T*>(BufferPool::instance().take(n * sizeof(T))); }
   void deallocate(T* p, size_t n) { BufferPool::instance().give(p, n * sizeof(T)); }
+  // resize(n) default-initializes: the numbers a buffer grows by are not zeroed, since every pass writes
+  // its buffers before reading them (zeroing cost 3–5% of a linearization on config P). Code that needs
+  // zeros says so: assign(n, 0) or resize(n, 0). Built with -DPYHESSK_POISON_BUFFERS (the sanitizer test's
+  // driver, or CFLAGS for a whole test run), they are NaN instead, so a read before a write shows in the
+  // results.
+  template <typename U>
+  void construct(U* p) noexcept {
+#ifdef PYHESSK_POISON_BUFFERS
+    if constexpr (std::is_floating_point_v<U>) {
+      ::new (static_cast<void*>(p)) U(std::numeric_limits<U>::quiet_NaN());
+      return;
+    }
+#endif
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <typename U, typename... A>
+  void construct(U* p, A&&... a) {
+    ::new (static_cast<void*>(p)) U(std::forward<A>(a)...);
+  }
   template <typename U>
   bool operator==(const PoolAllocator<U>&) const { return true; }
   template <typename U>

@@ -20,6 +20,9 @@
 
 namespace {
 
+// |a − b| ≤ bound, false for NaN: every check below fails on a NaN result.
+bool within(double a, double b, double bound) { return std::fabs(a - b) <= bound; }
+
 // A random problem, drawn in this order: θ ~ N(0, 1/4), X and then targets valid for the loss (one-hot for
 // softmax cross-entropy, 0.3 for sigmoid cross-entropy, N(0, 1) otherwise), then directions V ~ N(0, 1).
 template <typename T>
@@ -74,7 +77,7 @@ int run(int act, int loss, unsigned seed) {
   double a = 0, b = 0, scale = 0;
   for (int64_t i = 0; i < N; ++i) a += double(w[i]) * Hv[i], b += double(v[i]) * Hw[i], scale += std::fabs(double(w[i]) * Hv[i]);
   const double tol = sizeof(T) == 8 ? 1e-12 : 1e-4;
-  if (std::fabs(a - b) > tol * scale) {
+  if (!within(a, b, tol * scale)) {
     std::printf("symmetry failed: act %d loss %d: %g vs %g\n", act, loss, a, b);
     return 1;
   }
@@ -98,7 +101,7 @@ int run(int act, int loss, unsigned seed) {
         lin.gnvp(V.data(), k, out.data());
         fac.gnvp(V.data(), k, out2.data(), carry);
         for (int64_t i = 0; i < N * k; ++i)
-          if (std::fabs(double(out[i]) - out2[i]) > tol * 100 * (1 + std::fabs(double(out[i])))) {
+          if (!within(out[i], out2[i], tol * 100 * (1 + std::fabs(double(out[i]))))) {
             std::printf("factored gnvp mismatch: act %d loss %d k %d carry %d at %ld\n", act, loss, k, carry != nullptr,
                         long(i));
             return 1;
@@ -108,12 +111,12 @@ int run(int act, int loss, unsigned seed) {
     for (auto g : blk) gmax = std::max(gmax, std::fabs(double(g)));
     for (int64_t i = 0; i < N; ++i) {
       const double e = std::fabs(double(blk[i * N + i]) - diag[i]) + std::fabs(double(ent[i]) - diag[i]);
-      if (e > tol * 100 * gmax || !std::isfinite(double(est[i]))) {
+      if (!(e <= tol * 100 * gmax) || !std::isfinite(double(est[i]))) {
         std::printf("gnh diagonal mismatch: act %d loss %d at %ld\n", act, loss, long(i));
         return 1;
       }
       for (int64_t j = 0; j < N; ++j)
-        if (std::fabs(double(blk[i * N + j]) - cols[i * N + j]) > tol * 100 * gmax) {
+        if (!within(blk[i * N + j], cols[i * N + j], tol * 100 * gmax)) {
           std::printf("gnh block/column mismatch: act %d loss %d\n", act, loss);
           return 1;
         }
@@ -131,7 +134,7 @@ int run(int act, int loss, unsigned seed) {
       for (int chunk : {0, 4}) {
         lin.dense(hessian, dense.data(), chunk);
         for (int64_t i = 0; i < N * N; ++i)
-          if (!(std::fabs(double(dense[i]) - prod[i]) <= tol * 100 * pmax)) {
+          if (!within(dense[i], prod[i], tol * 100 * pmax)) {
             std::printf("dense %s mismatch: act %d loss %d chunk %d at %ld\n", hessian ? "H" : "G", act, loss, chunk,
                         long(i));
             return 1;
@@ -148,7 +151,7 @@ int run(int act, int loss, unsigned seed) {
     pyhessk::cpu::forward<T>(shape, tm.data(), X.data(), n, fm.data());
     lin.jvp(v.data(), 1, jv.data());
     for (int i = 0; i < n * d; ++i)
-      if (std::fabs((fp[i] - fm[i]) / (2 * h) - jv[i]) > 1e-6 * (1 + std::fabs(jv[i]))) {
+      if (!within((fp[i] - fm[i]) / (2 * h), jv[i], 1e-6 * (1 + std::fabs(jv[i])))) {
         std::printf("jvp failed: act %d loss %d at %d\n", act, loss, i);
         return 1;
       }
@@ -180,14 +183,14 @@ int run_chunked(int act, int loss) {
         lin.jvp(v.data(), 1, j1.data());
         for (int s = 0; s < n; ++s)
           for (int c = 0; c < d; ++c)
-            if (std::fabs(jb[(int64_t(s) * k + j) * d + c] - j1[s * d + c]) > 1e-10 * (1 + std::fabs(j1[s * d + c]))) {
+            if (!within(jb[(int64_t(s) * k + j) * d + c], j1[s * d + c], 1e-10 * (1 + std::fabs(j1[s * d + c])))) {
               std::printf("chunked jvp mismatch: act %d loss %d\n", act, loss);
               return 1;
             }
         continue;
       }
       for (int64_t i = 0; i < N; ++i)
-        if (std::fabs(blk[i * k + j] - one[i]) > 1e-10 * (1 + std::fabs(one[i]))) {
+        if (!within(blk[i * k + j], one[i], 1e-10 * (1 + std::fabs(one[i])))) {
           std::printf("chunked product %d mismatch: act %d loss %d\n", prod, act, loss);
           return 1;
         }
