@@ -210,6 +210,21 @@ T row_sum(int n, const T* x) {
   return T(blocked_dot<1>(n, x));
 }
 
+// out (rows, n) = x (rows, n) ⊙ a (n,) broadcast over the rows, or a copy where a is null (a bias: a = 1).
+// Written over restrict pointers and cloned: through the factors' accessors the loop ran scalar.
+template <typename T>
+PYHESSK_CPU_CLONES void scaled_rows(int rows, int n, const T* __restrict a, const T* __restrict x,
+                                    T* __restrict out) {
+  for (int r = 0; r < rows; ++r) {
+    const T* __restrict xr = x + int64_t(r) * n;
+    T* __restrict o = out + int64_t(r) * n;
+    if (a)
+      for (int k = 0; k < n; ++k) o[k] = a[k] * xr[k];
+    else
+      std::copy(xr, xr + n, o);
+  }
+}
+
 // The second contraction, for one layer: Q[i, j, :] = Σ_c S[i, c, :] ⊙ u[j, c, :] → Q (m, k, n), and, when
 // bias_out is given, bias_out[i·k + j] = Σ_s Q[i, j, s] (the bias block of G V).
 template <typename T>
@@ -311,9 +326,7 @@ T GnhFactors<T>::l2_term(int64_t p, int64_t q) const {
 
 template <typename T>
 void GnhFactors<T>::gather(const Index& x, T* out) const {
-  const T* S = this->S(x);
-  for (int c = 0; c < d_; ++c)
-    for (int k = 0; k < n_; ++k) out[int64_t(c) * n_ + k] = a(x, k) * S[int64_t(c) * n_ + k];
+  scaled_rows<T>(d_, n_, act(x), S(x), out);
 }
 
 template <typename T>
@@ -324,8 +337,8 @@ void GnhFactors<T>::entries(const int64_t* rows, const int64_t* cols, int64_t m,
     const Index p = decode(rows[t]), q = decode(cols[t]);
     const T *Sp = S(p), *Sq = S(q);
     // Σ_k a_p[k] a_q[k] ⟨S_p[:, k], S_q[:, k]⟩, swept output by output so every pass runs over contiguous samples
-    const T* ap = p.col < 0 ? nullptr : AT_[p.layer - 1].data() + int64_t(p.col) * n_;
-    const T* aq = q.col < 0 ? nullptr : AT_[q.layer - 1].data() + int64_t(q.col) * n_;
+    const T* ap = act(p);
+    const T* aq = act(q);
     acc_t<T> total = 0;
     for (int c = 0; c < d_; ++c) {
       const T *x = Sp + int64_t(c) * n_, *y = Sq + int64_t(c) * n_;
@@ -511,8 +524,8 @@ void GnhFactors<T>::sample(const int64_t* rows, const int64_t* cols, int64_t m, 
     for (int64_t t = 0; t < m; ++t) {
       const Index p = decode(rows[t]), q = decode(cols[t]);
       const T *nup = nu_[p.layer - 1].data() + int64_t(p.row) * n_, *nuq = nu_[q.layer - 1].data() + int64_t(q.row) * n_;
-      const T* ap = p.col < 0 ? nullptr : AT_[p.layer - 1].data() + int64_t(p.col) * n_;  // null: a bias (a = 1)
-      const T* aq = q.col < 0 ? nullptr : AT_[q.layer - 1].data() + int64_t(q.col) * n_;
+      const T* ap = act(p);  // null: a bias (a = 1)
+      const T* aq = act(q);
       double total = 0;  // π_k ∝ ‖x_k‖‖y_k‖, accumulated in double (memory-bound: four rows of n numbers)
       for (int k = 0; k < n_; ++k) {
         total += std::fabs(double(ap ? ap[k] : T(1)) * nup[k]) * std::fabs(double(aq ? aq[k] : T(1)) * nuq[k]);

@@ -58,7 +58,10 @@ class GnhFactors {
     int col;    // input j of layer l, or −1 for the bias
   };
   Index decode(int64_t p) const;
-  scalar_t a(const Index& x, int k) const { return x.col < 0 ? scalar_t(1) : AT_[x.layer - 1][int64_t(x.col) * n_ + k]; }
+  // a_p over the samples (n,): the activations A_{l−1}[:, col], or null for a bias (a = 1)
+  const scalar_t* act(const Index& x) const {
+    return x.col < 0 ? nullptr : AT_[x.layer - 1].data() + int64_t(x.col) * n_;
+  }
   const scalar_t* S(const Index& x) const { return S_[x.layer - 1].data() + int64_t(x.row) * d_ * n_; }
   void gather(const Index& x, scalar_t* out) const;  // x_k = a_p[k] S_l[i, :, k] for all k: (d, n)
   scalar_t l2_term(int64_t p, int64_t q) const;

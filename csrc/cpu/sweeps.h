@@ -54,8 +54,10 @@ inline __attribute__((always_inline)) void register_transpose(const T* src, int6
       out[i + 4] = __builtin_shufflevector(u[i], u[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
     }
   } else {
-    const vec t0 = __builtin_shufflevector(r[0], r[1], 0, 4, 2, 6), t1 = __builtin_shufflevector(r[0], r[1], 1, 5, 3, 7);
-    const vec t2 = __builtin_shufflevector(r[2], r[3], 0, 4, 2, 6), t3 = __builtin_shufflevector(r[2], r[3], 1, 5, 3, 7);
+    const vec t0 = __builtin_shufflevector(r[0], r[1], 0, 4, 2, 6);
+    const vec t1 = __builtin_shufflevector(r[0], r[1], 1, 5, 3, 7);
+    const vec t2 = __builtin_shufflevector(r[2], r[3], 0, 4, 2, 6);
+    const vec t3 = __builtin_shufflevector(r[2], r[3], 1, 5, 3, 7);
     out[0] = __builtin_shufflevector(t0, t2, 0, 1, 4, 5);
     out[1] = __builtin_shufflevector(t1, t3, 0, 1, 4, 5);
     out[2] = __builtin_shufflevector(t0, t2, 2, 3, 6, 7);
