@@ -1,6 +1,6 @@
 // The tiled transpose of cpu/sweeps.h against a plain loop, on every shape up to 70 × 70 (cache and register
 // tiles whole, ragged in one or both directions, or absent), for float and double, assigning and accumulating.
-// tests/test_cpu_sweeps.py builds this with -DPYHESSK_CPU_NO_CLONES once per instruction set, so both code
+// tests/test_cpu_isa.py builds this with -DPYHESSK_CPU_NO_CLONES once per instruction set, so both code
 // paths the loader can pick are checked on any machine that can run them.
 #include <cstdio>
 #include <vector>
