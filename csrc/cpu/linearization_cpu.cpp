@@ -43,7 +43,7 @@ constexpr bool whole_vectors(int m) {
   return m % int(32 / sizeof(T)) == 0;
 }
 
-// The rows of the two sweeps below, with the bias test hoisted out of the loop: written as
+// The rows of activation_pass below, with the bias test hoisted out of the loop: written as
 // `b ? b[j] : 0`, the x86-64-v3 clone loads b[j] with vmaskmovps under an all-false mask when b is null,
 // and a masked load from an unmapped page takes a microcode assist on every vector (measured 6× slower).
 template <Act kAct, bool kBias, bool kDerivatives, typename T>
@@ -66,32 +66,30 @@ inline __attribute__((always_inline)) void activation_rows(int64_t rows, int64_t
   }
 }
 
-// Z ← φ(Z + b) in place, with φ′ and φ″ (d2 may be null when φ″ ≡ 0): Z is (n, m), b is (m,) or null.
-template <Act kAct, typename T>
-PYHESSK_CPU_CLONES void activation_sweep(int n, int m, const T* b, T* Z, T* d1, T* d2) {
+// Z ← φ(Z + b) in place, with φ′ into d1 and φ″ into d2 when kDerivatives (d2 may be null when φ″ ≡ 0):
+// Z is (n, m), b is (m,) or null.
+template <Act kAct, bool kDerivatives, typename T>
+PYHESSK_CPU_CLONES void activation_pass(int n, int m, const T* b, T* Z, T* d1, T* d2) {
   int64_t rows = n, len = m;
   if (!whole_vectors<T>(m)) {  // the bias first, then one row of n·m
     add_bias(n, m, b, Z);
     rows = 1, len = int64_t(n) * m, b = nullptr;
   }
   if (b)
-    activation_rows<kAct, true, true>(rows, len, b, Z, d1, d2);
+    activation_rows<kAct, true, kDerivatives>(rows, len, b, Z, d1, d2);
   else
-    activation_rows<kAct, false, true>(rows, len, b, Z, d1, d2);
+    activation_rows<kAct, false, kDerivatives>(rows, len, b, Z, d1, d2);
 }
 
-// Z ← φ(Z + b) in place, without derivatives (the forward pass alone).
 template <Act kAct, typename T>
-PYHESSK_CPU_CLONES void activation_only(int n, int m, const T* b, T* Z) {
-  int64_t rows = n, len = m;
-  if (!whole_vectors<T>(m)) {
-    add_bias(n, m, b, Z);
-    rows = 1, len = int64_t(n) * m, b = nullptr;
-  }
-  if (b)
-    activation_rows<kAct, true, false>(rows, len, b, Z, static_cast<T*>(nullptr), static_cast<T*>(nullptr));
-  else
-    activation_rows<kAct, false, false>(rows, len, b, Z, static_cast<T*>(nullptr), static_cast<T*>(nullptr));
+void activation_sweep(int n, int m, const T* b, T* Z, T* d1, T* d2) {
+  activation_pass<kAct, true>(n, m, b, Z, d1, d2);
+}
+
+// the forward pass alone: no derivatives
+template <Act kAct, typename T>
+void activation_only(int n, int m, const T* b, T* Z) {
+  activation_pass<kAct, false>(n, m, b, Z, static_cast<T*>(nullptr), static_cast<T*>(nullptr));
 }
 
 // out[j] = (out[j] if add) + Σ_s D[s, j] for D (n, m), the sum over samples in acc_t: blocks of kRows samples
