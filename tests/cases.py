@@ -73,10 +73,11 @@ SMOOTH_CASES = [c for c in CASES if not any(a in ("relu", "leaky_relu") for a in
     (c.activation,) if isinstance(c.activation, str) else c.activation))]
 
 
-def sampled_estimates(backend: str) -> np.ndarray:
-    """Sampled GNH entries of one fixed case, seed and index set (n = 400 > s: truly sampled): engines that
-    share the C++ engine's per-entry random stream must return the same estimates."""
-    case = Case((4, 6, 5), "tanh", "softmax_cross_entropy", n=400, seed=2)
+def sampled_estimates(backend: str, n: int = 400) -> np.ndarray:
+    """Sampled GNH entries of one fixed case, seed and index set (``allow_exact=False``: sampled whatever the
+    batch size n): engines that share the C++ engine's per-entry random stream must return the same
+    estimates."""
+    case = Case((4, 6, 5), "tanh", "softmax_cross_entropy", n=n, seed=2)
     th, X, Y = case.data("float64")
     rows, cols = np.array([0, 3, 7, 30, 40, 55]), np.array([1, 3, 9, 20, 41, 60])
     e = case.net(backend).linearize(th, X, Y).gnh_entries()

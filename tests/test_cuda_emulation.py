@@ -97,12 +97,15 @@ def test_dense_assembly_matches_block_products(case, engine):
             assert rel_err(got, getattr(ref, kind)(method="products")) < tol, kind
 
 
-def test_sampler_draws_the_cpp_engines_stream(engine):
-    """The GPU sampler computes draw r of entry t from splitmix64's (r + 1)-th state, so it reproduces the
-    C++ engine's sequential stream exactly (the same seed gives the same estimate)."""
+# batch sizes around the levels of the C++ engine's search tree over the running sums (fanout 16)
+@pytest.mark.parametrize("n", [1, 2, 15, 16, 17, 255, 256, 257, 400, 4097])
+def test_sampler_draws_the_cpp_engines_stream(engine, n):
+    """The GPU sampler computes draw r of entry t from splitmix64's (r + 1)-th state and locates it by a
+    binary search, so it reproduces the C++ engine's sequential stream, located through its search tree,
+    exactly (the same seed gives the same estimate)."""
     if "cpp" not in hk.available_backends():
         pytest.skip("the C++ engine is not built")
-    assert rel_err(sampled_estimates(engine), sampled_estimates("cpp")) < 1e-12
+    assert rel_err(sampled_estimates(engine, n), sampled_estimates("cpp", n)) < 1e-12
 
 
 def test_sampler_is_unbiased_and_seeded(engine):
