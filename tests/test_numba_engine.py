@@ -272,3 +272,52 @@ def test_sample_groups_share_one_distribution_per_entry():
     assert all(np.unique(many[:, t]).size > 100 for t in range(rows.size) if rows[t] != cols[t])
     scale = np.sqrt(e.entries(rows, rows) * e.entries(cols, cols))
     assert np.all(np.abs(many.mean(axis=0) - exact) <= 0.05 * scale)  # 20 000 draws: σ ≤ scale / 141
+
+
+@pytest.mark.parametrize("n", [1, 2, 15, 16, 17, 255, 256, 257, 4097])
+def test_sampler_search_tree_locates_like_searchsorted(n):
+    """The sampler's running sums and their 16-ary search tree (pyhessk/backends/numba/_gnh.py) against NumPy:
+    sums nondecreasing and equal to cumsum to rounding; a draw u lands on min(searchsorted(C, u, right), n − 1),
+    on random u, on every boundary u = C[k] itself and with zero weights among the samples."""
+    from pyhessk.backends.numba import _gnh
+
+    rng = np.random.default_rng(n)
+    a, nu = rng.standard_normal((2, n)), rng.random((2, n))
+    nu[0, rng.random(n) < 0.3] = 0.0  # samples of zero weight
+    off = _gnh.tree_levels(n)
+    tree = np.full(off[-1], np.inf)
+    tree[0] = 0.0
+    w = np.abs(a[0] * nu[0]) * np.abs(a[1] * nu[1])
+    if not w.any():
+        w[0] = nu[0, 0] = 1.0
+    total = _gnh._running_sums(a[0], nu[0], a[1], nu[1], tree[1:], n)
+    C = tree[1:n + 1]
+    assert np.all(np.diff(C) >= 0) and total == C[-1]
+    np.testing.assert_allclose(C, np.cumsum(w), rtol=1e-13, atol=0)
+    _gnh._build_tree(tree, off, n)
+    us = np.concatenate([rng.random(2000) * total, C, [0.0, total]])
+    got = np.array([_gnh._locate(tree, off, u, n) for u in us])
+    np.testing.assert_array_equal(got, np.minimum(np.searchsorted(C, us, side="right"), n - 1))
+
+
+def test_sampler_kernel_matches_a_numpy_replica_on_the_same_uniforms():
+    """_gnh.sample on given uniforms against the estimator of SPEC §3 written in NumPy (cumsum, searchsorted,
+    the factors gathered from S's own layout): the same draws, so the same estimates to rounding."""
+    from pyhessk.backends.numba import BACKEND, _gnh
+
+    case = Case((3, 5, 4), "tanh", "softmax_cross_entropy", n=300, seed=5)
+    th, X, Y = case.data()
+    e = case.net("numba").linearize(th, X, Y).gnh_entries()
+    fac, g, n, d = e._fac, e._fac.geo, e._fac.n, e._fac.d
+    rows, cols = np.array([0, 4, 19, 21, 30, 43]), np.array([2, 4, 33, 40, 11, 43])  # N = 44: biases included
+    u = np.random.default_rng(0).random((rows.size, 70))
+    BACKEND.gnh_sample(fac, rows[:1], cols[:1], 2, 0)  # makes the sample-major copy
+    got = _gnh.sample(fac.Sk, fac.nu, fac.AT, g.sizes, g.woff, rows, cols, u, 1, n, d, fac.scale, 0.0)[0]
+    ones = np.ones(n)
+    for t, (p, q) in enumerate(zip(rows, cols)):
+        (sp, ap, _), (sq, aq, _) = (_gnh._factor(fac.S, fac.AT, ones, g.sizes, g.woff, x, n, d) for x in (p, q))
+        xp, xq = sp.reshape(d, n) * ap, sq.reshape(d, n) * aq  # x_k = a_p[k] S[i, :, k]
+        w = np.linalg.norm(xp, axis=0) * np.linalg.norm(xq, axis=0)
+        k = np.minimum(np.searchsorted(np.cumsum(w), u[t] * w.sum(), side="right"), n - 1)
+        want = fac.scale * np.mean(np.sum(xp[:, k] * xq[:, k], axis=0) * w.sum() / w[k])
+        assert abs(got[t] - want) <= 1e-10 * abs(want), (t, got[t], want)

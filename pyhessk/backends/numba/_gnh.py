@@ -19,6 +19,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from . import losses
 from ._blas import gemm
@@ -270,55 +274,164 @@ def diagonal(nu: Any, AT: Any, sizes: Any, woff: Any, boff: Any, n: int, scale: 
     return out
 
 
+# ---- the sampler: per entry the running sums of its weights, searched through a tree of fanout 16 ------------
 @jit
-def sample(S: Any, nu: Any, AT: Any, sizes: Any, woff: Any, rows: Any, cols: Any, u: Any, groups: int, n: int,
+def tree_levels(n: int) -> Any:
+    """Offsets of the levels of the search tree over n running sums (``sample``), from the sums up, and its
+    length last. Level 0 holds the sums C[0..n) after a 0 (C[−1] = 0); each level above holds the last sum of
+    every 16 entries of the one below, up to a top of at most 16; every level is padded with +∞ to a multiple
+    of 16, so that locating a draw is one 16-wide compare-and-count per level (2 levels for n ≤ 256, 3 for
+    n ≤ 4,096) instead of the 8 or 12 dependent steps of a binary search."""
+    levels, size = 1, n
+    while size > 16:
+        size = (size + 15) // 16
+        levels += 1
+    off = np.empty(levels + 1, np.int64)
+    end, size = 1, n
+    for j in range(levels):
+        off[j] = end
+        end += (size + 15) // 16 * 16
+        size = (size + 15) // 16
+    off[levels] = end
+    return off
+
+
+@jit
+def _running_sums(ap: Any, nup: Any, aq: Any, nuq: Any, C: Any, n: int) -> float:
+    """The weights |a_p ν_p|·|a_q ν_q| over the samples and their running sums into C[0..n); returns the total.
+    Four independent chains over the quarters of the batch (one chain would wait on every addition), shifted
+    by the quarters before them afterwards: every shifted sum is at least the one before it, so the sums stay
+    nondecreasing."""
+    for k in range(n):
+        C[k] = abs(float(ap[k]) * float(nup[k])) * abs(float(aq[k]) * float(nuq[k]))
+    q = n // 4
+    s0 = s1 = s2 = s3 = 0.0
+    for k in range(q):
+        s0 += C[k]
+        C[k] = s0
+        s1 += C[q + k]
+        C[q + k] = s1
+        s2 += C[2 * q + k]
+        C[2 * q + k] = s2
+        s3 += C[3 * q + k]
+        C[3 * q + k] = s3
+    for k in range(4 * q, n):  # the remainder goes on the last chain
+        s3 += C[k]
+        C[k] = s3
+    o1 = s0
+    o2 = o1 + s1
+    o3 = o2 + s2
+    for k in range(q):
+        C[q + k] += o1
+        C[2 * q + k] += o2
+    for k in range(3 * q, n):
+        C[k] += o3
+    return C[n - 1]
+
+
+@jit
+def _build_tree(tree: Any, off: Any, n: int) -> None:
+    """The levels of the tree above its sums (pads, +∞, are set once when the tree is made)."""
+    size = n
+    for j in range(1, off.size - 1):
+        size = (size + 15) // 16
+        for i in range(size):
+            tree[off[j] + i] = tree[off[j - 1] + 16 * i + 15]  # a partial group's last is a pad: +∞
+
+
+@intrinsic
+def _prefetch(typingctx: Any, arr: Any, index: Any) -> Any:
+    """A hint to bring the cache line of arr[index] in (llvm.prefetch: a read, to be kept close); it changes
+    no result. For loads whose addresses are known well before they are used, so that their misses overlap."""
+    if not isinstance(arr, types.Array) or not isinstance(index, types.Integer):
+        return None
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, sig.args[0], ary, [args[1]])
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p], ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]))
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, index), codegen
+
+
+@jit(inline=True)
+def _locate(tree: Any, off: Any, u: float, n: int) -> int:
+    """The first k with C[k] > u, clamped to n − 1 (u = total after rounding). Unsigned indices: a signed
+    one would make every load test for a negative (wrap-around) index."""
+    k = 0
+    for j in range(off.size - 2, -1, -1):
+        base = np.uint64(off[j] + 16 * k)
+        c = 0
+        for i in range(np.uint64(16)):
+            c += tree[base + i] <= u
+        k = 16 * k + c
+    return min(k, n - 1)
+
+
+@jit
+def sample_major(S: Any, n: int, d: int) -> Any:
+    """The factors S of every unit as (n, d) instead of (d, n), as much memory again: the sampler's copy, in
+    which the d values of one drawn sample are adjacent (one or two cache lines instead of d)."""
+    out = np.empty_like(S)
+    for o in range(0, S.size, n * d):
+        transpose(mat(S, o, d, n), mat(out, o, n, d))
+    return out
+
+
+@jit
+def sample(Sk: Any, nu: Any, AT: Any, sizes: Any, woff: Any, rows: Any, cols: Any, u: Any, groups: int, n: int,
            d: int, scale: float, l2: float) -> Any:
     """Importance-sampled G[rows[t], cols[t]] (SPEC §3): ``groups`` estimates of s = u.shape[1] / groups draws
-    each, from the uniforms of row t (group g uses u[t, g·s:(g + 1)·s]) → (groups, m).
+    each, from the uniforms of row t (group g uses u[t, g·s:(g + 1)·s]) → (groups, m). Sk: the factors
+    sample-major (``sample_major``; S itself when d = 1).
 
     Each draw picks sample k with probability π_k ∝ ‖x_k‖‖y_k‖ (inverse CDF, built once per entry for all
     groups); an estimate is s·(1/s_draws) Σ x_kᵀ y_k / π_k, unbiased; an entry with Σ‖x_k‖‖y_k‖ = 0 is
-    exactly 0.
+    exactly 0, one with weights that are not finite numbers NaN.
     """
     m = u.shape[0]
     s = u.shape[1] // groups
-    out = np.empty((groups, m), S.dtype)
-    ones = np.ones(n, S.dtype)
-    w = np.empty(n, np.float64)
-    cdf = np.empty(n, np.float64)
+    out = np.empty((groups, m), Sk.dtype)
+    ones = np.ones(n, Sk.dtype)
+    off = tree_levels(n)
+    tree = np.full(off[-1], np.inf)
+    tree[0] = 0.0
+    C = tree[1:]  # C[k]: the sum of the weights through sample k; C[−1] = tree[0] = 0
+    drawn = np.empty(s, np.int64)
     for t in range(m):
         nup, ap = _nu(nu, AT, ones, sizes, woff, rows[t], n)
         nuq, aq = _nu(nu, AT, ones, sizes, woff, cols[t], n)
-        total = 0.0
-        for k in range(n):
-            w[k] = abs(float(ap[k])) * float(nup[k]) * abs(float(aq[k])) * float(nuq[k])
-            total += w[k]
-            cdf[k] = total
+        total = _running_sums(ap, nup, aq, nuq, C, n)
         _, _, wp = locate(rows[t], sizes, woff)
         diag = l2 if wp >= 0 and rows[t] == cols[t] else 0.0
-        sp, _, _ = _factor(S, AT, ones, sizes, woff, rows[t], n, d)
-        sq, _, _ = _factor(S, AT, ones, sizes, woff, cols[t], n, d)
+        if not (total > 0.0 and total < np.inf):
+            for g in range(groups):
+                out[g, t] = (0.0 if total == 0.0 else np.nan) + diag
+            continue
+        _build_tree(tree, off, n)
+        sp, _, _ = _factor(Sk, AT, ones, sizes, woff, rows[t], n, d)  # (n, d) each: the offsets of S's (d, n)
+        sq, _, _ = _factor(Sk, AT, ones, sizes, woff, cols[t], n, d)
         for g in range(groups):
-            est = 0.0
-            if total > 0.0:
-                acc = 0.0
-                for r in range(g * s, (g + 1) * s):
-                    target = u[t, r] * total
-                    lo, hi = 0, n  # first k with cdf[k] > target
-                    while lo < hi:
-                        mid = (lo + hi) // 2
-                        if cdf[mid] > target:
-                            hi = mid
-                        else:
-                            lo = mid + 1
-                    k = min(lo, n - 1)
-                    if w[k] > 0.0:
-                        dot = 0.0
-                        for e in range(d):
-                            dot += float(sp[e * n + k]) * float(sq[e * n + k])
-                        acc += float(ap[k]) * float(aq[k]) * dot * total / w[k]
-                est = scale * acc / s
-            out[g, t] = est + diag
+            # the samples of the group's draws first, with a prefetch of their factor rows (cache misses on
+            # a large batch, which then overlap), then their terms
+            for r in range(s):
+                k = _locate(tree, off, u[t, g * s + r] * total, n)
+                drawn[r] = k
+                _prefetch(sp, k * d)
+                _prefetch(sq, k * d)
+            acc = 0.0  # Σ x_k / w_k over the draws; × total / s at the end
+            for r in range(s):
+                k = drawn[r]
+                wk = tree[k + 1] - tree[k]
+                if wk > 0.0:  # (only after rounding: a sample of zero weight is never drawn)
+                    dot = 0.0
+                    for e in range(k * d, (k + 1) * d):
+                        dot += float(sp[e]) * float(sq[e])
+                    acc += float(ap[k]) * float(aq[k]) * dot / wk
+            out[g, t] = scale * (acc * total) / s + diag
     return out
 
 

@@ -26,7 +26,9 @@ def jit(fn: Callable | None = None, *, parallel: bool = False, inline: bool = Fa
 
     ``parallel=True`` only for a named outer ``prange`` loop. ``inline=True`` marks a loop template that
     takes compiled scalar functions as arguments: it is inlined where it is called with concrete ones,
-    so each call site becomes its own specialized (and cacheable) loop.
+    so each call site becomes its own specialized (and cacheable) loop; or a small helper called in a hot
+    loop (a call between compiled functions is not inlined otherwise, so the loop would pay a call per
+    iteration).
     """
     options = dict(POLICY, parallel=parallel)
     if inline:

@@ -147,6 +147,7 @@ class Factors:
     n: int
     d: int
     ws: Workspace = field(init=False, repr=False)
+    Sk: Array | None = field(default=None, init=False, repr=False)  # S sample-major: made by the first sampling
 
     def __post_init__(self) -> None:
         self.ws = Workspace(self.S.dtype)
@@ -339,13 +340,15 @@ class NumbaBackend(BackendBase):
     def gnh_sample_groups(self, fac: Factors, rows: Array, cols: Array, s: int, groups: int,
                           seed: int | None) -> Array:
         g = fac.geo
+        if fac.Sk is None:  # a draw's d factor values adjacent (as much memory again as S, when d > 1)
+            fac.Sk = fac.S if fac.d == 1 else _gnh.sample_major(fac.S, fac.n, fac.d)
         rng = np.random.default_rng(seed)
         out = np.empty((groups, rows.size), dtype=fac.dtype)
         step = max(1, (1 << 22) // (groups * s))  # bound the uniforms held at once to ~2²² numbers
         rows, cols = _writable(rows), _writable(cols)
         for c0 in range(0, rows.size, step):
             u = rng.random((min(step, rows.size - c0), groups * s))
-            out[:, c0:c0 + step] = _gnh.sample(fac.S, fac.nu, fac.AT, g.sizes, g.woff, rows[c0:c0 + step],
+            out[:, c0:c0 + step] = _gnh.sample(fac.Sk, fac.nu, fac.AT, g.sizes, g.woff, rows[c0:c0 + step],
                                                cols[c0:c0 + step], u, groups, fac.n, fac.d, fac.scale,
                                                float(fac.model.l2))
         return out
