@@ -69,7 +69,7 @@ def run(engine: str, quick: bool) -> dict:
     out: dict = {"engine": engine, "m": m, "rounds": rounds, "sweeps": {}}
     widths = (16, 64, 256) if quick else (16, 32, 64, 128, 256, 512)
     out["sweeps"]["N"] = [measure(h, 20000, 0.3, delta, "mean", engine, m, rounds) for h in widths]
-    ns = (2000, 8000, 32000) if quick else (2000, 4000, 8000, 16000, 32000, 64000)
+    ns = (1000, 4000, 32000) if quick else (500, 1000, 2000, 4000, 8000, 16000, 32000, 64000)
     out["sweeps"]["n"] = [measure(32, n, 0.3, delta, "mean", engine, m, rounds) for n in ns]
     epss = (1.0, 0.5, 0.3) if quick else (1.0, 0.7, 0.5, 0.35, 0.25, 0.18)
     out["sweeps"]["eps"] = [measure(32, 64000, e, delta, meth, engine, m, rounds)

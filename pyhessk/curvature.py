@@ -40,12 +40,14 @@ _SAMPLING_METHODS = ("mean", "median_of_means")
 #: ``estimate`` returns exact entries when they are predicted cheaper than sampling. Costs in units of one
 #: sample's share of building the sampling distribution (n of them per entry): an exact entry costs
 #: _EXACT_COST per element of its n·d-long dot product (a vectorized stream), a draw _DRAW_COST per output
-#: (the d factor values of a random sample, each on its own cache line). Fitted to the C++ engine's
-#: per-entry times (bench/results/sampler-scaling-*: 0.6–0.9 ns per sample for the distribution, 7–15 ns
-#: per draw and output, 0.3–0.45 ns per element of an exact entry): with d = 10, sampling pays once n is
-#: above about 30 times the draws, which reproduces every measured crossover there.
+#: (the d factor values of a random sample). Fitted to the C++ engine's per-entry times
+#: (bench/results/sampler-scaling-*, 2026-11-23, and the same sweep at d = 2, 3, 5): 0.5–0.7 ns per sample
+#: for the distribution, 0.6–3 ns per draw and output (the factor rows cached, or not), 0.13–0.46 ns per
+#: element of an exact entry. With d = 10, sampling pays once n is above about 15 times the draws
+#: (measured: exact at n = 500, even at 1,000, sampled 1.3× faster at 2,000 with 112 draws); with d ≤ 3 only
+#: at n far above the draws.
 _EXACT_COST = 0.5
-_DRAW_COST = 12.0
+_DRAW_COST = 6.0
 _DENSE_METHODS = ("auto", "assemble", "products")
 
 
@@ -433,8 +435,8 @@ class GnhEntries:
         The exact value, which meets any (ε, δ), is returned instead when s ≥ n, and, unless
         ``allow_exact=False``, whenever it is predicted cheaper: an exact entry streams n·d contiguous
         numbers, while each draw gathers d numbers from random places, so sampling pays only once n is above
-        about 25–30 times the draws (every one-output network, and e.g. n ≲ 3,300 with d = 10 and s = 112,
-        get exact values). ``will_sample`` says which happens; ``allow_exact=False`` always samples when s < n (to
+        about 15 times the draws (every one-output network, and e.g. n ≲ 1,700 with d = 10 and s = 112, get
+        exact values). ``will_sample`` says which happens; ``allow_exact=False`` always samples when s < n (to
         study the estimator itself). The same seed gives the same result; ``num_samples`` gives the draw
         count.
         """
