@@ -106,8 +106,11 @@ PYHESSK_CPU_CLONES void locate_draws(const SumTree& tree, double total, uint64_t
     for (int j = top; j >= 0; --j) k = 16 * k + count_at_most16(data + offset[j] + 16 * k, u);
     k = std::min(k, tree.n - 1);  // n: u = total after rounding
     drawn[r] = k;
-    __builtin_prefetch(Sp + int64_t(k) * d);
-    __builtin_prefetch(Sq + int64_t(k) * d);
+    const int64_t first = int64_t(k) * d, last = first + d - 1;  // a row of d values may span two lines
+    __builtin_prefetch(Sp + first);
+    __builtin_prefetch(Sq + first);
+    __builtin_prefetch(Sp + last);
+    __builtin_prefetch(Sq + last);
   }
 }
 

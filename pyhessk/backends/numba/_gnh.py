@@ -420,8 +420,9 @@ def sample(Sk: Any, nu: Any, AT: Any, sizes: Any, woff: Any, rows: Any, cols: An
             for r in range(s):
                 k = _locate(tree, off, u[t, g * s + r] * total, n)
                 drawn[r] = k
-                _prefetch(sp, k * d)
-                _prefetch(sq, k * d)
+                for e in (k * d, k * d + d - 1):  # a row of d values may span two cache lines
+                    _prefetch(sp, e)
+                    _prefetch(sq, e)
             acc = 0.0  # Σ x_k / w_k over the draws; × total / s at the end
             for r in range(s):
                 k = drawn[r]
