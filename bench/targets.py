@@ -5,6 +5,7 @@ table, a row per (target, config):
 
     python -m bench.targets --machine epyc2c --date 2026-11-22
     # -> bench/results/targets-cpp-<machine>-<date>.md
+    python -m bench.targets --date 2026-11-23 --cpp cpp-epyc2c-2026-11-23-b   # a later table of that date
 
 Sources: ``cpp-*`` (ratios to the GEMM ideal, block and entry times), ``peers-*`` (pyhessk / peer from one
 interleaved test each) and, when present, ``peers-avx512-*`` (the same with OpenBLAS's AVX-512 kernels).
@@ -74,7 +75,10 @@ def targets(cpp: dict, peers: dict, avx: dict | None) -> list[tuple[str, str, fl
     return out
 
 
-def render(rows: list, machine: str, date: str) -> str:
+def render(rows: list, machine: str, date: str, tables: dict[str, str] | None = None) -> str:
+    """The Markdown table; ``tables`` names the report a source ("cpp", "peers", "peers-avx512") was read from
+    where it is not ``<source>-<machine>-<date>``."""
+    tables = tables or {}
     lines = [f"# C++ engine speed targets (issue 3) on {machine}, {date}", "",
              "Computed by `python -m bench.targets` from the committed report JSON (nothing re-measured): "
              "`cpp-*` gives ratios to the GEMM ideal and times of one engine; `peers-*` the ratio pyhessk / peer "
@@ -86,7 +90,7 @@ def render(rows: list, machine: str, date: str) -> str:
         b = float(bound.split()[1])
         margin = "" if met else f"{value / b:.2f}× the bound" if bound.startswith("≤") else f"{b / value:.2f}× short"
         lines.append(f"| {target} | {cfg} | {value:.3g} | {bound} | {'yes' if met else '**no**'} | {margin} | "
-                     f"`{source}-{machine}-{date}` |")
+                     f"`{tables.get(source, f'{source}-{machine}-{date}')}` |")
     return "\n".join(lines) + "\n"
 
 
@@ -95,16 +99,21 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=Path("bench/results"))
     ap.add_argument("--machine", default="epyc2c")
     ap.add_argument("--date", required=True)
+    for source in ("cpp", "peers", "peers-avx512"):
+        ap.add_argument(f"--{source}", metavar="STEM",
+                        help=f"the {source} report to read (default: {source}-<machine>-<date>.json)")
     args = ap.parse_args()
+    tables = {source: getattr(args, source.replace("-", "_")) or f"{source}-{args.machine}-{args.date}"
+              for source in ("cpp", "peers", "peers-avx512")}
 
-    def load(stem: str) -> dict | None:
-        path = args.results / f"{stem}-{args.machine}-{args.date}.json"
+    def load(source: str) -> dict | None:
+        path = args.results / f"{tables[source]}.json"
         return json.loads(path.read_text()) if path.exists() else None
 
     cpp, peers = load("cpp"), load("peers")
     if cpp is None or peers is None:
-        raise SystemExit(f"need cpp-{args.machine}-{args.date}.json and peers-… in {args.results}")
-    text = render(targets(cpp, peers, load("peers-avx512")), args.machine, args.date)
+        raise SystemExit(f"need {tables['cpp']}.json and {tables['peers']}.json in {args.results}")
+    text = render(targets(cpp, peers, load("peers-avx512")), args.machine, args.date, tables)
     out = args.results / f"targets-cpp-{args.machine}-{args.date}.md"
     out.write_text(text)
     print(text)
