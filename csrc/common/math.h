@@ -4,10 +4,9 @@
 // branch-free polynomial evaluations that compilers vectorize:
 //   exp:  x = k ln2 + r, |r| ≤ ln2/2 (Cody–Waite split of ln2), exp(r) by its Taylor polynomial
 //         (degree 13 in double, 7 in float), 2^k assembled in the exponent bits;
-//   tanh: in double, odd Taylor polynomial for |x| < 0.2, 1 − 2/(exp(2|x|) + 1) above, saturated where
-//         tanh rounds to ±1, both branches computed and selected, so the loop has no branch; in float,
-//         a rational function of x² (below).
-// Errors are a few ulp (tested against libm in tests/test_cpp_engine.py).
+//   tanh: in double, expm1(2|x|) / (expm1(2|x|) + 2) from the same reduction; in float, a rational
+//         function of x² (below). Both saturate where tanh rounds to ±1, with no branch.
+// Errors are a few ulp (tests/test_cpp_engine.py against libm; csrc/tests/tanh_driver.cpp over dense sets).
 #pragma once
 #include "config.h"
 
@@ -31,14 +30,14 @@ PYHESSK_HD inline T fast_tanh(T x) {
 
 #else
 
-inline double fast_exp(double x) {
-  x = std::min(std::max(x, -708.0), 709.0);
-  // Round x/ln2 to the nearest integer k by adding 1.5·2^52: k lands in the low mantissa bits, which
-  // also give 2^k's exponent below without a float-to-int conversion (none vectorizes on baseline x86-64).
-  const double shifted = x * 1.4426950408889634074 + 6755399441055744.0;
+// e^y = 2^k (1 + p) with p = expm1(r): y = k ln2 + r, |r| ≤ ln2/2, returns p and sets scale = 2^k. k is
+// rounded by adding 1.5·2^52 to y/ln2: it lands in the low mantissa bits, which also give 2^k's exponent
+// without a float-to-int conversion (none vectorizes on baseline x86-64). For y in [−708, 709].
+inline double exp_reduced(double y, double& scale) {
+  const double shifted = y * 1.4426950408889634074 + 6755399441055744.0;
   const double k = shifted - 6755399441055744.0;
-  const double r = (x - k * 6.93147180369123816490e-01) - k * 1.90821492927058770002e-10;
-  double p = 1.0 / 6227020800.0;  // 1/13!
+  const double r = (y - k * 6.93147180369123816490e-01) - k * 1.90821492927058770002e-10;
+  double p = 1.0 / 6227020800.0;  // expm1(r) = r (1 + r/2! + … + r¹²/13!)
   p = p * r + 1.0 / 479001600.0;
   p = p * r + 1.0 / 39916800.0;
   p = p * r + 1.0 / 3628800.0;
@@ -51,13 +50,17 @@ inline double fast_exp(double x) {
   p = p * r + 1.0 / 6.0;
   p = p * r + 0.5;
   p = p * r + 1.0;
-  p = p * r + 1.0;
   uint64_t bits;
   std::memcpy(&bits, &shifted, sizeof bits);
   bits = (bits + 1023u) << 52;  // the shifter's own bits leave through the top (unsigned: no overflow)
-  double scale;
   std::memcpy(&scale, &bits, sizeof scale);
-  return p * scale;
+  return p * r;
+}
+
+inline double fast_exp(double x) {
+  double scale;
+  const double p = exp_reduced(std::min(std::max(x, -708.0), 709.0), scale);
+  return scale * p + scale;
 }
 
 inline float fast_exp(float x) {
@@ -82,23 +85,16 @@ inline float fast_exp(float x) {
   return p * scale;
 }
 
+// double: tanh(a) = e / (e + 2) with e = expm1(2a) = 2^k (1 + p) − 1, a = |x| ≤ 20 (tanh rounds to 1 from
+// 19.06 on; at 20, e + 2 rounds to e): one exp reduction and one division for every x, accurate down to the
+// smallest x because expm1 is (no cancellation, unlike 1 − 2/(e^{2a} + 1)). At most 3.3 ulp, odd, ±1 from
+// 20 on (csrc/tests/tanh_driver.cpp).
 inline double fast_tanh(double x) {
-  const double ax = std::min(std::fabs(x), 19.0);  // tanh(19) rounds to 1 in double
-  const double z = ax * ax;
-  double p = -3.9278323883316834053e-5;  // odd Taylor coefficients x^23 … x^3, in x² = z
-  p = p * z + 9.6915379569294503256e-5;
-  p = p * z - 2.3912911424355248149e-4;
-  p = p * z + 5.9002744094558598138e-4;
-  p = p * z - 1.4558343870513182682e-3;
-  p = p * z + 3.5921280365724810169e-3;
-  p = p * z - 8.8632355299021965689e-3;
-  p = p * z + 2.1869488536155202822e-2;
-  p = p * z - 5.3968253968253968254e-2;
-  p = p * z + 1.3333333333333333333e-1;
-  p = p * z - 3.3333333333333333333e-1;
-  const double small = ax + ax * z * p;
-  const double large = 1.0 - 2.0 / (fast_exp(2.0 * ax) + 1.0);
-  return std::copysign(ax < 0.2 ? small : large, x);
+  const double a = std::min(std::fabs(x), 20.0);  // NaN passes through
+  double scale;
+  const double p = exp_reduced(2.0 * a, scale);
+  const double e = scale * p + (scale - 1.0);  // 2^k − 1 is exact
+  return std::copysign(e / (e + 2.0), x);
 }
 
 // float: tanh(x) ≈ x·P(x²)/Q(x²) with P and Q of degree 4, a rational fit for relative error on [0, 9]
