@@ -7,7 +7,8 @@ instruction set without cloning:
 - csrc/tests/sweeps_driver.cpp: the register-tiled transpose (csrc/cpu/sweeps.h) on every small shape,
   against a plain loop;
 - csrc/tests/tanh_driver.cpp: the float tanh (csrc/common/math.h) on every float in [2^-30, 20], against
-  libm in double (FMA contraction on x86-64-v3 rounds differently from the baseline).
+  libm in double, and the double tanh on dense grids, against libm in long double (FMA contraction on
+  x86-64-v3 rounds differently from the baseline).
 """
 
 import pathlib
