@@ -104,7 +104,9 @@ PYHESSK_CPU_CLONES void locate_draws(const SumTree& tree, double total, uint64_t
     const double u = uniform01(state) * total;
     int k = 0;  // the group containing the first sum > u, refined level by level
     for (int j = top; j >= 0; --j) k = 16 * k + count_at_most16(data + offset[j] + 16 * k, u);
-    k = std::min(k, tree.n - 1);  // n: u = total after rounding
+    // u = total after rounding: the count can pass the last group of a full level; its read then runs into
+    // the level above (stored after it, so still inside data), and k ends at or above n
+    k = std::min(k, tree.n - 1);
     drawn[r] = k;
     const int64_t first = int64_t(k) * d, last = first + d - 1;  // a row of d values may span two lines
     __builtin_prefetch(Sp + first);

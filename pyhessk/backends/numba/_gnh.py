@@ -381,8 +381,9 @@ def _prefetch(typingctx: Any, arr: Any, index: Any) -> Any:
 
 @jit(inline=True)
 def _locate(tree: Any, off: Any, u: float, n: int) -> int:
-    """The first k with C[k] > u, clamped to n − 1 (u = total after rounding). Unsigned indices: a signed
-    one would make every load test for a negative (wrap-around) index."""
+    """The first k with C[k] > u, clamped to n − 1 (u = total after rounding: the count can then pass the last
+    group of a full level, whose read runs into the level above, stored after it; k ends at or above n).
+    Unsigned indices: a signed one would make every load test for a negative (wrap-around) index."""
     k = 0
     for j in range(off.size - 2, -1, -1):
         base = np.uint64(off[j] + 16 * k)
