@@ -438,7 +438,9 @@ class GnhEntries:
         about 15 times the draws (every one-output network, and e.g. n ≲ 1,700 with d = 10 and s = 112, get
         exact values). ``will_sample`` says which happens; ``allow_exact=False`` always samples when s < n (to
         study the estimator itself). The same seed gives the same result; ``num_samples`` gives the draw
-        count.
+        count. On the C++ and Numba engines the first call that samples keeps a copy of the factors S with
+        each sample's d values adjacent (as much memory again as S, when d > 1), so that a draw reads one
+        or two cache lines instead of d.
         """
         eps, delta, method = self._check_plan(eps, delta, method)
         if seed is not None:
