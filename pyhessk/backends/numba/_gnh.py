@@ -132,8 +132,7 @@ def _nu(nu: Any, AT: Any, ones: Any, sizes: Any, woff: Any, p: int, n: int) -> t
 @jit(inline=True)
 def _weighted_dot(w: Any, x: Any, y: Any, o: int, n: int) -> float:
     """Σ_k w[k] x[o + k] y[o + k] in double, over eight interleaved partial sums added in a fixed order: one
-    chain would wait on every addition, eight independent ones overlap (LLVM keeps them scalar: without
-    fastmath it may not reorder the sums into vectors)."""
+    chain would wait on every addition, eight independent ones overlap (LLVM leaves them scalar here)."""
     p0 = p1 = p2 = p3 = p4 = p5 = p6 = p7 = 0.0
     c = 0
     while c + 8 <= n:
