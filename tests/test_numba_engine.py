@@ -296,7 +296,7 @@ def test_sampler_search_tree_locates_like_searchsorted(n):
     np.testing.assert_allclose(C, np.cumsum(w), rtol=1e-13, atol=0)
     _gnh._build_tree(tree, off, n)
     us = np.concatenate([rng.random(2000) * total, C, [0.0, total]])
-    got = np.array([_gnh._locate(tree, off, u, n) for u in us])
+    got = np.array([_gnh._find_draw(tree, off, u, n) for u in us])
     np.testing.assert_array_equal(got, np.minimum(np.searchsorted(C, us, side="right"), n - 1))
 
 
@@ -313,9 +313,9 @@ def test_sampler_kernel_matches_a_numpy_replica_on_the_same_uniforms():
     u = np.random.default_rng(0).random((rows.size, 70))
     BACKEND.gnh_sample(fac, rows[:1], cols[:1], 2, 0)  # makes the sample-major copy
     got = _gnh.sample(fac.Sk, fac.nu, fac.AT, g.sizes, g.woff, rows, cols, u, 1, n, d, fac.scale, 0.0)[0]
-    ones = np.ones(n)
+    ones, cum = np.ones(n), np.concatenate([[0], np.cumsum(g.sizes)])
     for t, (p, q) in enumerate(zip(rows, cols)):
-        (sp, ap, _), (sq, aq, _) = (_gnh._factor(fac.S, fac.AT, ones, g.sizes, g.woff, x, n, d) for x in (p, q))
+        (sp, ap, _), (sq, aq, _) = (_gnh._factor(fac.S, fac.AT, ones, g.sizes, g.woff, cum, x, n, d) for x in (p, q))
         xp, xq = sp.reshape(d, n) * ap, sq.reshape(d, n) * aq  # x_k = a_p[k] S[i, :, k]
         w = np.linalg.norm(xp, axis=0) * np.linalg.norm(xq, axis=0)
         k = np.minimum(np.searchsorted(np.cumsum(w), u[t] * w.sum(), side="right"), n - 1)

@@ -108,23 +108,29 @@ def locate(p: int, sizes: Any, woff: Any) -> tuple[int, int, int]:
     return l, local - n_w, -1
 
 
+@jit(inline=True)
+def _param(AT: Any, ones: Any, sizes: Any, woff: Any, cum: Any, p: int, n: int) -> tuple[int, int, Any, bool]:
+    """(layer l, unit i, a_{l−1}[j] as (n,) — ones for a bias —, is_weight) of parameter p; cum = prefix(sizes),
+    made once by the caller."""
+    l, i, j = locate(p, sizes, woff)
+    a = AT[n * cum[l - 1] + j * n:n * cum[l - 1] + (j + 1) * n] if j >= 0 else ones
+    return l, i, a, j >= 0
+
+
 @jit
-def _factor(S: Any, AT: Any, ones: Any, sizes: Any, woff: Any, p: int, n: int, d: int) -> tuple[Any, Any, bool]:
+def _factor(S: Any, AT: Any, ones: Any, sizes: Any, woff: Any, cum: Any, p: int, n: int,
+            d: int) -> tuple[Any, Any, bool]:
     """(S_l[i] as (d·n,), element (e, k) at e·n + k; a_{l−1}[j] as (n,) — ones for a bias —; is_weight)
     of parameter p."""
-    cum = prefix(sizes)
-    l, i, j = locate(p, sizes, woff)
+    l, i, a, is_weight = _param(AT, ones, sizes, woff, cum, p, n)
     s0 = n * d * (cum[l] - cum[1]) + i * n * d
-    a = AT[n * cum[l - 1] + j * n:n * cum[l - 1] + (j + 1) * n] if j >= 0 else ones
-    return S[s0:s0 + n * d], a, j >= 0
+    return S[s0:s0 + n * d], a, is_weight
 
 
 @jit
-def _nu(nu: Any, AT: Any, ones: Any, sizes: Any, woff: Any, p: int, n: int) -> tuple[Any, Any]:
+def _nu(nu: Any, AT: Any, ones: Any, sizes: Any, woff: Any, cum: Any, p: int, n: int) -> tuple[Any, Any]:
     """(ν_l[i] (n,), a_{l−1}[j] (n,) — ones for a bias) of parameter p."""
-    cum = prefix(sizes)
-    l, i, j = locate(p, sizes, woff)
-    a = AT[n * cum[l - 1] + j * n:n * cum[l - 1] + (j + 1) * n] if j >= 0 else ones
+    l, i, a, _ = _param(AT, ones, sizes, woff, cum, p, n)
     o = n * (cum[l] - cum[1]) + i * n
     return nu[o:o + n], a
 
@@ -156,10 +162,11 @@ def entries(S: Any, AT: Any, sizes: Any, woff: Any, rows: Any, cols: Any, n: int
     """G[rows[t], cols[t]]: O(n·d) each, Σ_c Σ_k (a_p a_q)[k] S_p[c, k] S_q[c, k]."""
     out = np.empty(rows.size, S.dtype)
     ones = np.ones(n, S.dtype)
+    cum = prefix(sizes)
     w = np.empty(n, np.float64)
     for t in range(rows.size):
-        sp, ap, wp = _factor(S, AT, ones, sizes, woff, rows[t], n, d)
-        sq, aq, _ = _factor(S, AT, ones, sizes, woff, cols[t], n, d)
+        sp, ap, wp = _factor(S, AT, ones, sizes, woff, cum, rows[t], n, d)
+        sq, aq, _ = _factor(S, AT, ones, sizes, woff, cum, cols[t], n, d)
         for k in range(n):
             w[k] = float(ap[k]) * float(aq[k])
         acc = 0.0
@@ -174,8 +181,9 @@ def gather(S: Any, AT: Any, sizes: Any, woff: Any, idx: Any, n: int, d: int) -> 
     """x_{p,k} for p in idx: (len(idx), d·n), element (e, k) of row t at e·n + k."""
     out = np.empty((idx.size, n * d), S.dtype)
     ones = np.ones(n, S.dtype)
+    cum = prefix(sizes)
     for t in range(idx.size):
-        sp, ap, _ = _factor(S, AT, ones, sizes, woff, idx[t], n, d)
+        sp, ap, _ = _factor(S, AT, ones, sizes, woff, cum, idx[t], n, d)
         for e in range(d):
             o = e * n
             for k in range(n):
@@ -380,7 +388,7 @@ def _prefetch(typingctx: Any, arr: Any, index: Any) -> Any:
 
 
 @jit(inline=True)
-def _locate(tree: Any, off: Any, u: float, n: int) -> int:
+def _find_draw(tree: Any, off: Any, u: float, n: int) -> int:
     """The first k with C[k] > u, clamped to n − 1 (u = total after rounding: the count can then pass the last
     group of a full level, whose read runs into the level above, stored after it; k ends at or above n).
     Unsigned indices: a signed one would make every load test for a negative (wrap-around) index."""
@@ -424,24 +432,24 @@ def sample(Sk: Any, nu: Any, AT: Any, sizes: Any, woff: Any, rows: Any, cols: An
     tree[0] = 0.0
     C = tree[1:]  # C[k]: the sum of the weights through sample k; C[−1] = tree[0] = 0
     drawn = np.empty(s, np.int64)
+    cum = prefix(sizes)
     for t in range(m):
-        nup, ap = _nu(nu, AT, ones, sizes, woff, rows[t], n)
-        nuq, aq = _nu(nu, AT, ones, sizes, woff, cols[t], n)
+        sp, ap, wp = _factor(Sk, AT, ones, sizes, woff, cum, rows[t], n, d)  # (n, d): the offsets of S's (d, n)
+        sq, aq, _ = _factor(Sk, AT, ones, sizes, woff, cum, cols[t], n, d)
+        nup, _ = _nu(nu, AT, ones, sizes, woff, cum, rows[t], n)
+        nuq, _ = _nu(nu, AT, ones, sizes, woff, cum, cols[t], n)
         total = _running_sums(ap, nup, aq, nuq, C, n)
-        _, _, wp = locate(rows[t], sizes, woff)
-        diag = l2 if wp >= 0 and rows[t] == cols[t] else 0.0
+        diag = l2 if wp and rows[t] == cols[t] else 0.0
         if not (total > 0.0 and total < np.inf):
             for g in range(groups):
                 out[g, t] = (0.0 if total == 0.0 else np.nan) + diag
             continue
         _build_tree(tree, off, n)
-        sp, _, _ = _factor(Sk, AT, ones, sizes, woff, rows[t], n, d)  # (n, d) each: the offsets of S's (d, n)
-        sq, _, _ = _factor(Sk, AT, ones, sizes, woff, cols[t], n, d)
         for g in range(groups):
             # the samples of the group's draws first, with a prefetch of their factor rows (cache misses on
             # a large batch, which then overlap), then their terms
             for r in range(s):
-                k = _locate(tree, off, u[t, g * s + r] * total, n)
+                k = _find_draw(tree, off, u[t, g * s + r] * total, n)
                 drawn[r] = k
                 for e in (k * d, k * d + d - 1):  # a row of d values may span two cache lines
                     _prefetch(sp, e)
