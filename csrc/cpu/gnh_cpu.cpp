@@ -620,8 +620,8 @@ void GnhFactors<T>::sample(const int64_t* rows, const int64_t* cols, int64_t m, 
     for (int64_t t = 0; t < m; ++t) {
       const Index p = decode(rows[t]), q = decode(cols[t]);
       const T *nup = nu_[p.layer - 1].data() + int64_t(p.row) * n_, *nuq = nu_[q.layer - 1].data() + int64_t(q.row) * n_;
-      const T* ap = p.col < 0 ? ones.data() : act(p);
-      const T* aq = q.col < 0 ? ones.data() : act(q);
+      const T* ap = act(p) ? act(p) : ones.data();  // act: null for a bias
+      const T* aq = act(q) ? act(q) : ones.data();
       const double total = sampling_sums(n_, ap, nup, aq, nuq, tree.sums());
       if (!(total > 0 && total < std::numeric_limits<double>::infinity())) {
         // nothing to sample (the entry is exactly 0), or weights that are not finite numbers
