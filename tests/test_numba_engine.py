@@ -91,6 +91,82 @@ def test_nothing_is_compiled_at_import(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def test_engine_functions_are_cached_under_one_stamp_of_all_engine_sources():
+    """Every engine function is cached through the engine's locators with the stamp over all its sources;
+    a function outside the engine keeps Numba's own locator; and ``SOURCES`` holds every pyhessk module
+    the engine's files import (a module missing there could change compiled code without a recompile)."""
+    import ast
+
+    import numba
+
+    from pyhessk.backends.numba import _jit, _passes
+
+    _passes.prefix(np.array([1, 2], dtype=np.int64))
+    locator = _passes.prefix._cache._impl.locator
+    assert isinstance(locator, tuple(_jit._ENGINE_LOCATORS)), type(locator)
+    assert locator.get_source_stamp() == _jit.sources_stamp()
+
+    def outside(x):
+        return x + 1
+
+    outside.__module__ = __name__
+    foreign = numba.njit(cache=True)(outside)
+    assert not isinstance(foreign._cache._impl.locator, tuple(_jit._ENGINE_LOCATORS))
+
+    package = os.path.dirname(os.path.abspath(hk.__file__))
+    engine = os.path.join("backends", "numba")
+    imported = set()
+    for rel in _jit.SOURCES:
+        if os.path.dirname(rel) != engine:
+            continue
+        here = os.path.dirname(rel).split(os.sep)
+        with open(os.path.join(package, rel)) as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level > 0:
+                base = here[:len(here) - (node.level - 1)]
+                names = [node.module] if node.module else [a.name for a in node.names]
+                for name in names:
+                    path = os.path.join(*base, *name.split("."))
+                    imported.add(path + ".py" if os.path.isfile(os.path.join(package, path + ".py"))
+                                 else os.path.join(path, "__init__.py"))
+            elif isinstance(node, (ast.Import, ast.ImportFrom)) and not getattr(node, "level", 0):
+                mods = [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                assert not any(m and m.split(".")[0] == "pyhessk" for m in mods), (rel, mods)
+    assert imported <= set(_jit.SOURCES), sorted(imported - set(_jit.SOURCES))
+    assert {"_spec.py", os.path.join(engine, "activations.py")} <= imported
+
+
+def test_an_edit_to_an_inlined_source_recompiles(tmp_path):
+    """A loop of ``_passes.py`` compiles in the losses of ``losses.py``: after an edit to ``losses.py``
+    alone, the next process must compile that loop again instead of loading it from the cache."""
+    import shutil
+
+    package = os.path.dirname(os.path.abspath(hk.__file__))
+    shutil.copytree(package, tmp_path / "pyhessk", ignore=shutil.ignore_patterns("__pycache__"))
+    code = textwrap.dedent("""
+        import numpy as np
+        from pyhessk.backends.numba import _passes
+        _passes.output_hessian(0, np.ones((3, 2)), np.ones((3, 1, 2)), 1.0)
+        stats = _passes.output_hessian.stats
+        print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
+    """)
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    env.pop("NUMBA_CACHE_DIR", None)  # the in-tree cache of the copy
+
+    def hits_and_misses():
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                             cwd=str(tmp_path))
+        assert out.returncode == 0, out.stdout + out.stderr
+        return tuple(int(x) for x in out.stdout.split())
+
+    assert hits_and_misses() == (0, 1)
+    assert hits_and_misses() == (1, 0)  # unchanged sources: loaded from the cache
+    with open(tmp_path / "pyhessk" / "backends" / "numba" / "losses.py", "a") as f:
+        f.write("\n# an edit\n")
+    assert hits_and_misses() == (0, 1)
+
+
 def test_two_threads_with_two_snapshots_get_correct_answers():
     """The kernels release the GIL and share no state: concurrent products on two snapshots stay exact."""
     work = []
