@@ -387,18 +387,35 @@ def _prefetch(typingctx: Any, arr: Any, index: Any) -> Any:
     return types.void(arr, index), codegen
 
 
+@intrinsic
+def _count_at_most16(typingctx: Any, arr: Any, start: Any, u: Any) -> Any:
+    """How many of the 16 float64 values arr[start:start + 16] are ≤ u (NaN counts as not): one 16-wide
+    compare, its mask as 16 bits, and a population count. Written as vector IR because the scalar loop
+    compiles to 16 compares chained through one counter (each waits on the one before)."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.float64 and isinstance(start, types.Integer)
+            and u == types.float64):
+        return None
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, sig.args[0], ary, [args[1]])
+        vec = ir.VectorType(ir.DoubleType(), 16)
+        values = builder.load(builder.bitcast(ptr, vec.as_pointer()), align=8)
+        splat = builder.insert_element(ir.Constant(vec, ir.Undefined), args[2], ir.IntType(32)(0))
+        splat = builder.shuffle_vector(splat, ir.Constant(vec, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), 16), [0] * 16))
+        mask = builder.bitcast(builder.fcmp_ordered("<=", values, splat), ir.IntType(16))
+        return builder.zext(builder.ctpop(mask), ir.IntType(64))
+
+    return types.int64(arr, start, u), codegen
+
+
 @jit(inline=True)
 def _find_draw(tree: Any, off: Any, u: float, n: int) -> int:
     """The first k with C[k] > u, clamped to n − 1 (u = total after rounding: the count can then pass the last
-    group of a full level, whose read runs into the level above, stored after it; k ends at or above n).
-    Unsigned indices: a signed one would make every load test for a negative (wrap-around) index."""
+    group of a full level, whose read runs into the level above, stored after it; k ends at or above n)."""
     k = 0
     for j in range(off.size - 2, -1, -1):
-        base = np.uint64(off[j] + 16 * k)
-        c = 0
-        for i in range(np.uint64(16)):
-            c += tree[base + i] <= u
-        k = 16 * k + c
+        k = 16 * k + _count_at_most16(tree, off[j] + 16 * k, u)
     return min(k, n - 1)
 
 
