@@ -376,24 +376,32 @@ def test_sampler_search_tree_locates_like_searchsorted(n):
     np.testing.assert_array_equal(got, np.minimum(np.searchsorted(C, us, side="right"), n - 1))
 
 
-def test_sampler_kernel_matches_a_numpy_replica_on_the_same_uniforms():
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_sampler_kernel_matches_a_numpy_replica_on_the_same_uniforms(dtype):
     """_gnh.sample on given uniforms against the estimator of SPEC §3 written in NumPy (cumsum, searchsorted,
-    the factors gathered from S's own layout): the same draws, so the same estimates to rounding."""
+    the factors gathered from S's own layout): the same draws, so the same estimates to rounding. With
+    float32 factors too: the weights and terms are products in float64 (as in the C++ engine), so the
+    estimate is that of the float32 numbers to double rounding."""
     from pyhessk.backends.numba import BACKEND, _gnh
 
     case = Case((3, 5, 4), "tanh", "softmax_cross_entropy", n=300, seed=5)
-    th, X, Y = case.data()
+    th, X, Y = case.data(dtype)
     e = case.net("numba").linearize(th, X, Y).gnh_entries()
     fac, g, n, d = e._fac, e._fac.geo, e._fac.n, e._fac.d
     rows, cols = np.array([0, 4, 19, 21, 30, 43]), np.array([2, 4, 33, 40, 11, 43])  # N = 44: biases included
     u = np.random.default_rng(0).random((rows.size, 70))
     BACKEND.gnh_sample(fac, rows[:1], cols[:1], 2, 0)  # makes the sample-major copy
     got = _gnh.sample(fac.Sk, fac.nu, fac.AT, g.sizes, g.woff, rows, cols, u, 1, n, d, fac.scale, 0.0)[0]
-    ones, cum = np.ones(n), np.concatenate([[0], np.cumsum(g.sizes)])
+    ones, cum = np.ones(n, fac.S.dtype), np.concatenate([[0], np.cumsum(g.sizes)])
     for t, (p, q) in enumerate(zip(rows, cols)):
         (sp, ap, _), (sq, aq, _) = (_gnh._factor(fac.S, fac.AT, ones, g.sizes, g.woff, cum, x, n, d) for x in (p, q))
+        (nup, _), (nuq, _) = (_gnh._nu(fac.nu, fac.AT, ones, g.sizes, g.woff, cum, x, n) for x in (p, q))
+        sp, ap, sq, aq, nup, nuq = (np.asarray(x, np.float64) for x in (sp, ap, sq, aq, nup, nuq))
         xp, xq = sp.reshape(d, n) * ap, sq.reshape(d, n) * aq  # x_k = a_p[k] S[i, :, k]
-        w = np.linalg.norm(xp, axis=0) * np.linalg.norm(xq, axis=0)
+        w = np.abs(ap * nup) * np.abs(aq * nuq)  # ‖x_k‖‖y_k‖ from the stored norms ν = ‖S[i, :, k]‖
+        if dtype == "float64":
+            np.testing.assert_allclose(w, np.linalg.norm(xp, axis=0) * np.linalg.norm(xq, axis=0), rtol=1e-12)
         k = np.minimum(np.searchsorted(np.cumsum(w), u[t] * w.sum(), side="right"), n - 1)
         want = fac.scale * np.mean(np.sum(xp[:, k] * xq[:, k], axis=0) * w.sum() / w[k])
-        assert abs(got[t] - want) <= 1e-10 * abs(want), (t, got[t], want)
+        tol = 1e-10 if dtype == "float64" else 2.0**-24 * 1.001  # float32: one rounding of the result
+        assert abs(got[t] - want) <= tol * abs(want), (t, got[t], want)

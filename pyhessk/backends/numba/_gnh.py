@@ -59,7 +59,7 @@ def _scale_rows(Sl: Any, G: Any, NU: Any) -> None:
             for k in range(n):
                 v = Sl[i, e, k] * G[i, k]
                 Sl[i, e, k] = v
-                acc[k] += float(v) * float(v)
+                acc[k] += np.float64(v) * np.float64(v)
         for k in range(n):
             NU[i, k] = np.sqrt(acc[k])
 
@@ -142,17 +142,17 @@ def _weighted_dot(w: Any, x: Any, y: Any, o: int, n: int) -> float:
     p0 = p1 = p2 = p3 = p4 = p5 = p6 = p7 = 0.0
     c = 0
     while c + 8 <= n:
-        p0 += w[c] * float(x[o + c]) * float(y[o + c])
-        p1 += w[c + 1] * float(x[o + c + 1]) * float(y[o + c + 1])
-        p2 += w[c + 2] * float(x[o + c + 2]) * float(y[o + c + 2])
-        p3 += w[c + 3] * float(x[o + c + 3]) * float(y[o + c + 3])
-        p4 += w[c + 4] * float(x[o + c + 4]) * float(y[o + c + 4])
-        p5 += w[c + 5] * float(x[o + c + 5]) * float(y[o + c + 5])
-        p6 += w[c + 6] * float(x[o + c + 6]) * float(y[o + c + 6])
-        p7 += w[c + 7] * float(x[o + c + 7]) * float(y[o + c + 7])
+        p0 += w[c] * np.float64(x[o + c]) * np.float64(y[o + c])
+        p1 += w[c + 1] * np.float64(x[o + c + 1]) * np.float64(y[o + c + 1])
+        p2 += w[c + 2] * np.float64(x[o + c + 2]) * np.float64(y[o + c + 2])
+        p3 += w[c + 3] * np.float64(x[o + c + 3]) * np.float64(y[o + c + 3])
+        p4 += w[c + 4] * np.float64(x[o + c + 4]) * np.float64(y[o + c + 4])
+        p5 += w[c + 5] * np.float64(x[o + c + 5]) * np.float64(y[o + c + 5])
+        p6 += w[c + 6] * np.float64(x[o + c + 6]) * np.float64(y[o + c + 6])
+        p7 += w[c + 7] * np.float64(x[o + c + 7]) * np.float64(y[o + c + 7])
         c += 8
     for k in range(c, n):
-        p0 += w[k] * float(x[o + k]) * float(y[o + k])
+        p0 += w[k] * np.float64(x[o + k]) * np.float64(y[o + k])
     return ((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7))
 
 
@@ -168,7 +168,7 @@ def entries(S: Any, AT: Any, sizes: Any, woff: Any, rows: Any, cols: Any, n: int
         sp, ap, wp = _factor(S, AT, ones, sizes, woff, cum, rows[t], n, d)
         sq, aq, _ = _factor(S, AT, ones, sizes, woff, cum, cols[t], n, d)
         for k in range(n):
-            w[k] = float(ap[k]) * float(aq[k])
+            w[k] = np.float64(ap[k]) * np.float64(aq[k])
         acc = 0.0
         for e in range(d):
             acc += _weighted_dot(w, sp, sq, e * n, n)
@@ -265,10 +265,10 @@ def _row_sum(X: Any, r: int) -> float:
     c = 0
     while c + 8 <= m:
         for t in range(8):
-            part[t] += float(x[c + t])
+            part[t] += np.float64(x[c + t])
         c += 8
     for t in range(m - c):
-        part[t] += float(x[c + t])
+        part[t] += np.float64(x[c + t])
     return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]))
 
 
@@ -333,7 +333,7 @@ def _running_sums(ap: Any, nup: Any, aq: Any, nuq: Any, C: Any, n: int) -> float
     by the quarters before them afterwards: every shifted sum is at least the one before it, so the sums stay
     nondecreasing."""
     for k in range(n):
-        C[k] = abs(float(ap[k]) * float(nup[k])) * abs(float(aq[k]) * float(nuq[k]))
+        C[k] = abs(np.float64(ap[k]) * np.float64(nup[k])) * abs(np.float64(aq[k]) * np.float64(nuq[k]))
     q = n // 4
     s0 = s1 = s2 = s3 = 0.0
     for k in range(q):
@@ -449,6 +449,7 @@ def sample(Sk: Any, nu: Any, AT: Any, sizes: Any, woff: Any, rows: Any, cols: An
     tree[0] = 0.0
     C = tree[1:]  # C[k]: the sum of the weights through sample k; C[−1] = tree[0] = 0
     drawn = np.empty(s, np.int64)
+    du = np.uint64(d)
     cum = prefix(sizes)
     for t in range(m):
         sp, ap, wp = _factor(Sk, AT, ones, sizes, woff, cum, rows[t], n, d)  # (n, d): the offsets of S's (d, n)
@@ -472,14 +473,15 @@ def sample(Sk: Any, nu: Any, AT: Any, sizes: Any, woff: Any, rows: Any, cols: An
                     _prefetch(sp, e)
                     _prefetch(sq, e)
             acc = 0.0  # Σ x_k / w_k over the draws; × total / s at the end
-            for r in range(s):
-                k = drawn[r]
-                wk = tree[k + 1] - tree[k]
+            for r in range(s):  # (unsigned indices: a signed one makes every load test for wrap-around)
+                k = np.uint64(drawn[r])
+                k1 = k + np.uint64(1)
+                wk = tree[k1] - tree[k]
                 if wk > 0.0:  # (only after rounding: a sample of zero weight is never drawn)
                     dot = 0.0
-                    for e in range(k * d, (k + 1) * d):
-                        dot += float(sp[e]) * float(sq[e])
-                    acc += float(ap[k]) * float(aq[k]) * dot / wk
+                    for e in range(k * du, k1 * du):
+                        dot += np.float64(sp[e]) * np.float64(sq[e])
+                    acc += np.float64(ap[k]) * np.float64(aq[k]) * dot / wk
             out[g, t] = scale * (acc * total) / s + diag
     return out
 
