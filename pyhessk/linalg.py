@@ -32,11 +32,22 @@ def check_kind(kind: Any) -> str:
     return key
 
 
+def check_curvature(c: Any) -> Curvature:
+    """``c`` itself if it is a ``Curvature`` snapshot (``TypeError`` naming the argument otherwise)."""
+    from .curvature import Curvature
+
+    if not isinstance(c, Curvature):
+        raise TypeError(f"c must be a pyhessk.Curvature (from net.linearize), got {type(c).__name__}")
+    return c
+
+
 def product(c: Curvature, kind: str, damping: float = 0.0) -> Callable[[np.ndarray], np.ndarray]:
     """A float64 block product V ↦ (A + damping·I) V with A = H or G; V of shape (N,) or (N, k).
 
     The vectors are cast to the snapshot's dtype for the product and the result comes back in float64.
     """
+    c = check_curvature(c)
+    damping = as_real(damping, "damping", low=0.0)
     apply = c.hvp if check_kind(kind) == "hessian" else c.gnvp
     dt = c.dtype
 
@@ -72,7 +83,7 @@ class CurvatureOperator(LinearOperator):
     """
 
     def __init__(self, c: Curvature, kind: str = "hessian", damping: float = 0.0) -> None:
-        self.curvature = c
+        self.curvature = check_curvature(c)
         self.kind = check_kind(kind)
         self.damping = as_real(damping, "damping", low=0.0)
         self._apply = c.hvp if self.kind == "hessian" else c.gnvp

@@ -66,6 +66,23 @@ def test_kind_and_damping_are_checked():
         c.linear_operator("gnh", damping=-1.0)
 
 
+@pytest.mark.parametrize("make", [hk.as_linear_operator, hk.inverse_operator,
+                                  lambda c: hk.linalg.product(c, "gnh")])
+def test_operators_name_a_snapshot_that_is_not_one(make):
+    with pytest.raises(TypeError, match="c must be a pyhessk.Curvature"):
+        make(None)
+    with pytest.raises(TypeError, match="c must be a pyhessk.Curvature"):
+        make(np.eye(3))
+
+
+def test_product_checks_its_damping():
+    case = CASES[0]
+    c = case.net().linearize(*case.data())
+    for damping, exc in [(float("nan"), ValueError), (-1.0, ValueError), ("0.1", TypeError)]:
+        with pytest.raises(exc, match="damping"):
+            hk.linalg.product(c, "gnh", damping)
+
+
 # ---- CG ---------------------------------------------------------------------------------------------
 def spd_system(seed=0, N=30, k=3):
     rng = np.random.default_rng(seed)
