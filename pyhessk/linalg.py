@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
-from ._arrays import as_int, as_real
+from ._arrays import as_float, as_int, as_real
 
 if TYPE_CHECKING:
     from .curvature import Curvature
@@ -156,19 +156,29 @@ def cg(A: Any, B: Any, x0: Any = None, rtol: float = 1e-5, atol: float = 0.0, ma
 
     Returns:
         A ``CGResult``; ``x`` is float64 and has the shape of B.
+
+    Raises:
+        ValueError: B or x0 of the wrong shape, or holding NaN or Inf.
+        FloatingPointError: A or M returned NaN or Inf.
     """
     rtol = as_real(rtol, "rtol", low=0.0)
     atol = as_real(atol, "atol", low=0.0)
-    b = np.asarray(B, dtype=np.float64)
-    if b.ndim not in (1, 2):
-        raise ValueError(f"B must have shape (N,) or (N, k), got {b.shape}")
+    b = np.asarray(as_float(B, "B", None, ndim=(1, 2)), dtype=np.float64)
+    if isinstance(A, LinearOperator) and A.shape != (b.shape[0], b.shape[0]):
+        raise ValueError(f"B must have shape ({A.shape[1]},) or ({A.shape[1]}, k) to match A {A.shape}, got {b.shape}")
     single = b.ndim == 1
-    b = b.reshape(b.shape[0], -1)
+    b = b[:, None] if single else b
     N, k = b.shape
     maxiter = 10 * N if maxiter is None else as_int(maxiter, "maxiter", low=0)
     matmat = _as_block_map(A, "A")
     precond = _as_block_map(M, "M") if M is not None else None
-    x = np.zeros_like(b) if x0 is None else np.array(x0, dtype=np.float64).reshape(N, k)
+    if x0 is None:
+        x = np.zeros_like(b)
+    else:
+        x = np.array(as_float(x0, "x0", None, ndim=(1, 2)), dtype=np.float64)
+        if x.shape != ((N,) if single else (N, k)):
+            raise ValueError(f"x0 must have the shape of B, {(N,) if single else (N, k)}, got {x.shape}")
+        x = x.reshape(N, k)
     r = b - matmat(x) if x0 is not None and np.any(x) else b.copy()
     stop = np.maximum(rtol * np.linalg.norm(b, axis=0), atol)
     its = np.zeros(k, dtype=np.int64)
@@ -203,11 +213,27 @@ def cg(A: Any, B: Any, x0: Any = None, rtol: float = 1e-5, atol: float = 0.0, ma
 
 
 def _as_block_map(A: Any, name: str) -> Callable[[np.ndarray], np.ndarray]:
+    """A's block product in float64; ValueError for an answer of the wrong size, FloatingPointError for NaN/Inf."""
     if isinstance(A, LinearOperator):
-        return lambda V: np.asarray(A.matmat(V), dtype=np.float64)
-    if callable(A):
-        return lambda V: np.asarray(A(V), dtype=np.float64).reshape(V.shape)
-    raise TypeError(f"{name} must be a LinearOperator or a callable on (N, k) blocks, got {type(A).__name__}")
+        def raw(V: np.ndarray) -> np.ndarray:
+            return np.asarray(A.matmat(V), dtype=np.float64)
+    elif callable(A):
+        def raw(V: np.ndarray) -> np.ndarray:
+            out = np.asarray(A(V), dtype=np.float64)
+            if out.size != V.size:
+                raise ValueError(f"{name} must map an (N, k) block to an (N, k) block; for a block of shape {V.shape} "
+                                 f"it returned shape {out.shape}")
+            return out.reshape(V.shape)
+    else:
+        raise TypeError(f"{name} must be a LinearOperator or a callable on (N, k) blocks, got {type(A).__name__}")
+
+    def apply(V: np.ndarray) -> np.ndarray:
+        out = raw(V)
+        if not np.isfinite(out).all():
+            raise FloatingPointError(f"{name} returned NaN or Inf for a finite block of shape {V.shape}")
+        return out
+
+    return apply
 
 
 class InverseOperator(LinearOperator):

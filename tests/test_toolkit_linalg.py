@@ -125,6 +125,38 @@ def test_cg_warm_start_and_negative_curvature():
     assert not out.converged[0] and out.iterations[0] == 1
 
 
+def test_cg_rejects_bad_right_hand_sides_and_starts():
+    A, B = spd_system(3)
+    N = A.shape[0]
+    op = ssl.aslinearoperator(A)
+    for bad, exc, match in [(np.full(N, np.nan), ValueError, "B contains NaN"),
+                            (np.full((N, 2), np.inf), ValueError, "B contains NaN"),
+                            (B.astype(complex), TypeError, "B must be a real"),
+                            (np.ones((N, 1, 1)), ValueError, "B must be 1-D or 2-D"),
+                            (np.ones(N + 1), ValueError, rf"B must have shape \({N},\)"),
+                            (np.zeros(0), ValueError, rf"B must have shape \({N},\)")]:
+        with pytest.raises(exc, match=match):
+            hk.cg(op, bad)
+    for x0, exc, match in [(np.ones(N + 1), ValueError, "x0 must have the shape of B"),
+                           (np.ones(N), ValueError, "x0 must have the shape of B"),
+                           (np.full(B.shape, np.nan), ValueError, "x0 contains NaN")]:
+        with pytest.raises(exc, match=match):
+            hk.cg(lambda V: A @ V, B, x0=x0)
+    with pytest.raises(ValueError, match="A must map an"):
+        hk.cg(lambda V: np.ones(3), B)
+    x0, B0 = np.ones(B.shape), B.copy()
+    hk.cg(lambda V: A @ V, B, x0=x0)
+    assert np.array_equal(x0, np.ones(B.shape)) and np.array_equal(B, B0)
+
+
+@pytest.mark.parametrize("where", ["A", "M"])
+def test_cg_raises_when_a_product_is_not_finite(where):
+    A, B = spd_system(4)
+    good, bad = (lambda V: A @ V), (lambda V: np.full(V.shape, np.nan))
+    with pytest.raises(FloatingPointError, match=f"{where} returned NaN"):
+        hk.cg(bad if where == "A" else good, B, M=bad if where == "M" else None)
+
+
 def test_inverse_operator_solves_the_damped_system(backend):
     case = CASES[9]
     theta, X, Y = case.data()

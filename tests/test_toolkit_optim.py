@@ -178,6 +178,16 @@ def test_levenberg_marquardt_reaches_the_least_squares_solution():
         hk.optim.LevenbergMarquardt(net, solver="qr")
 
 
+def test_levenberg_marquardt_cg_rejects_a_mu_whose_products_overflow():
+    rng = np.random.default_rng(0)
+    net = hk.MLP([3, 1], loss="mse", backend="numpy")
+    X, Y = 100 * rng.standard_normal((10, 3)), rng.standard_normal((10, 1))
+    theta = net.init(seed=0)
+    opt = hk.optim.LevenbergMarquardt(net, mu=1e308, mu_max=1.5e308, solver="cg")  # μ·v overflows
+    assert np.array_equal(opt.step(theta, X, Y), theta)
+    assert not opt.history[-1]["accepted"] and opt.history[-1]["trials"] == 1
+
+
 # ---- the scipy.optimize bridge ----------------------------------------------------------------------
 @pytest.mark.parametrize("method", ["Newton-CG", "trust-ncg", "trust-krylov"])
 def test_scipy_problem_minimizes(method):

@@ -105,7 +105,11 @@ class LevenbergMarquardt:
             mul = product(c, "gnh")
 
             def solve(mu: float) -> np.ndarray:
-                return cg(lambda V: mul(V) + mu * V, -g, rtol=self.cg_rtol, maxiter=self.cg_max_iter).x
+                try:
+                    with np.errstate(over="ignore", invalid="ignore"):  # cg raises on a product that overflowed
+                        return cg(lambda V: mul(V) + mu * V, -g, rtol=self.cg_rtol, maxiter=self.cg_max_iter).x
+                except FloatingPointError:  # the damped products overflowed: reject this μ
+                    return np.full(N, np.nan)
 
         mu = self.mu
         while mu <= self.mu_max:
