@@ -250,7 +250,9 @@ class InverseOperator(LinearOperator):
         self.kind = check_kind(kind)
         self.damping = as_real(damping, "damping", low=0.0)
         self.rtol = as_real(rtol, "rtol", low=0.0)
-        self.maxiter = maxiter
+        self.maxiter = None if maxiter is None else as_int(maxiter, "maxiter", low=0)
+        if M is not None:
+            _as_block_map(M, "M")  # TypeError now rather than at the first product
         self.M = M
         self._mul = product(c, self.kind, self.damping)
         N = c.num_params
@@ -263,7 +265,8 @@ class InverseOperator(LinearOperator):
             raise np.linalg.LinAlgError(
                 f"CG did not converge for {int((~result.converged).sum())} of {B.shape[1]} right-hand sides "
                 f"(residual {result.residual_norms[worst]:.2e} after {result.iterations[worst]} iterations); "
-                f"raise damping or maxiter, or use kind='gnh' (positive semi-definite)")
+                + ("raise damping or maxiter, or use kind='gnh' (positive semi-definite)" if self.kind == "hessian"
+                   else "raise damping (G is only positive semi-definite) or maxiter"))
         return result.x
 
     def _matvec(self, x: np.ndarray) -> np.ndarray:

@@ -171,6 +171,20 @@ def test_inverse_operator_solves_the_damped_system(backend):
         hk.inverse_operator(c, "gnh", damping=0.1, maxiter=1) @ B
 
 
+def test_inverse_operator_checks_its_arguments_when_made():
+    case = CASES[9]
+    c = case.net().linearize(*case.data())
+    with pytest.raises(TypeError, match="maxiter"):
+        hk.inverse_operator(c, maxiter=1.5)
+    with pytest.raises(ValueError, match="maxiter"):
+        hk.inverse_operator(c, maxiter=-1)
+    with pytest.raises(TypeError, match="M must be"):
+        hk.inverse_operator(c, M=3)
+    with pytest.raises(np.linalg.LinAlgError, match="did not converge") as err:
+        hk.inverse_operator(c, "gnh", damping=0.1, maxiter=1) @ np.ones(c.num_params)
+    assert "kind='gnh'" not in str(err.value)  # no advice to use the kind already in use
+
+
 @pytest.mark.parametrize("case", CASES[:3], ids=CASE_IDS[:3])
 def test_hessian_inverse_where_positive_definite(case):
     theta, X, Y = case.data()
