@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._arrays import as_int, as_real, to_host
+from ._arrays import as_float, as_int, as_real, to_host
 from .linalg import check_kind, product
 
 if TYPE_CHECKING:
@@ -184,7 +184,8 @@ def slq(c: Curvature, kind: str = "hessian", runs: int = 4, steps: int = 60, see
         runs: number of start vectors n_v.
         steps: Lanczos steps m per run (at most N are taken).
         seed: seed of the Rademacher start vectors.
-        start: optional start vectors (N,) or (N, runs), normalised here; replaces ``runs`` and ``seed``.
+        start: optional start vectors (N,) or (N, runs), nonzero and finite, normalised here (the array
+            given is not modified); replaces ``runs`` and ``seed``.
 
     Returns:
         ``(nodes, weights)``, each (runs, m) float64; each row of weights sums to 1.
@@ -195,11 +196,12 @@ def slq(c: Curvature, kind: str = "hessian", runs: int = 4, steps: int = 60, see
         runs = as_int(runs, "runs", low=1)
         V = _rademacher(np.random.default_rng(_seed(seed)), N, runs)
     else:
-        V = np.array(start, dtype=np.float64)
+        V = np.array(as_float(start, "start", None), dtype=np.float64)
         V = V[:, None] if V.ndim == 1 else V
-        if V.ndim != 2 or V.shape[0] != N or V.shape[1] == 0 or np.any(np.linalg.norm(V, axis=0) == 0):
+        if V.ndim != 2 or V.shape[0] != N or V.shape[1] == 0 or not np.all(np.any(V, axis=0)):
             raise ValueError(f"start must be nonzero vectors of shape ({N},) or ({N}, runs), got {np.shape(start)}")
         runs = V.shape[1]
+        V /= np.abs(V).max(axis=0)  # first to the largest entry 1: the norm below neither overflows nor underflows
     m = min(as_int(steps, "steps", low=1), N)
     V /= np.linalg.norm(V, axis=0)
     Q = np.zeros((m, N, runs))

@@ -128,6 +128,24 @@ def test_slq_start_vectors_are_checked():
     for bad in (np.ones(2 * c.num_params), np.zeros(c.num_params), np.ones((c.num_params, 0))):
         with pytest.raises(ValueError, match="start"):
             hk.slq(c, start=bad)
+    N = c.num_params
+    for bad, exc in [(np.full(N, np.inf), ValueError), (np.full((N, 2), np.nan), ValueError),
+                     (np.ones(N, dtype=complex), TypeError), ("abc", TypeError)]:
+        with pytest.raises(exc, match="start"):
+            hk.slq(c, start=bad)
+
+
+@pytest.mark.parametrize("scale", [1e300, 1e-300])
+def test_slq_start_vectors_of_any_finite_scale(scale):
+    c = snapshot(CASES[0])
+    V = np.random.default_rng(2).standard_normal((c.num_params, 2))
+    want = hk.slq(c, steps=6, start=V)
+    start = scale * V
+    kept = start.copy()
+    got = hk.slq(c, steps=6, start=start)
+    assert np.array_equal(start, kept)
+    for g, w in zip(got, want):
+        assert np.allclose(g, w, rtol=1e-10, atol=1e-12)
 
 
 def test_spectral_density_is_seeded():
