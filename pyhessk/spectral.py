@@ -313,11 +313,12 @@ def trace(c: Curvature, kind: str = "hessian", method: str = "hutch++", probes: 
         The trace as a Python float.
     """
     kind = check_kind(kind)
+    block_size = as_int(block_size, "block_size", low=1)
     if method == "exact":
-        return float(np.sum(diagonal(c, kind, "exact"), dtype=np.float64))
+        return float(np.sum(diagonal(c, kind, "exact", block_size=block_size), dtype=np.float64))
     if method not in ("hutchinson", "hutch++"):
         raise ValueError(f"method must be 'hutch++', 'hutchinson' or 'exact', got {method!r}")
-    mul = _chunked(product(c, kind), as_int(block_size, "block_size", low=1))
+    mul = _chunked(product(c, kind), block_size)
     N = c.num_params
     probes = as_int(probes, "probes", low=3 if method == "hutch++" else 1)
     rng = np.random.default_rng(_seed(seed))
@@ -373,11 +374,11 @@ def diagonal(c: Curvature, kind: str = "gnh", method: str = "exact", probes: int
         ValueError: for "becker_lecun" without ``data``, or with data whose loss differs from ``c.loss``.
     """
     kind = check_kind(kind)
+    block_size = as_int(block_size, "block_size", low=1)
     N = c.num_params
     if method == "exact":
         if kind == "gnh":
             return to_host(c.gnh_entries().diagonal())  # the host, like every other result here
-        block_size = as_int(block_size, "block_size", low=1)
         out = np.empty(N, dtype=c.dtype)
         for s in range(0, N, block_size):
             e = min(N, s + block_size)
@@ -389,7 +390,6 @@ def diagonal(c: Curvature, kind: str = "gnh", method: str = "exact", probes: int
         mul = product(c, kind)
         rng = np.random.default_rng(_seed(seed))
         probes = as_int(probes, "probes", low=1)
-        block_size = as_int(block_size, "block_size", low=1)
         acc = np.zeros(N)
         for s in range(0, probes, block_size):
             V = _rademacher(rng, N, min(block_size, probes - s))

@@ -194,6 +194,18 @@ def test_trace_arguments_are_checked():
         hk.trace(c, method="girard")
     with pytest.raises(ValueError, match="probes"):
         hk.trace(c, method="hutch++", probes=2)
+    for method in ("exact", "hutchinson", "hutch++"):
+        with pytest.raises(ValueError, match="block_size"):
+            hk.trace(c, method=method, block_size=0)
+
+
+def test_exact_hessian_trace_uses_block_size(monkeypatch):
+    c = snapshot(CASES[3])
+    widths = []
+    original = hk.Curvature.hvp
+    monkeypatch.setattr(hk.Curvature, "hvp", lambda self, V: widths.append(V.shape[1]) or original(self, V))
+    assert np.isclose(hk.trace(c, "hessian", method="exact", block_size=5), np.trace(c.hessian()), rtol=1e-12)
+    assert max(widths) == 5 and sum(widths) == c.num_params
 
 
 # ---- diagonals --------------------------------------------------------------------------------------
@@ -227,3 +239,6 @@ def test_diagonal_arguments_are_checked():
     theta, X, Y = CASES[0].data()
     with pytest.raises(ValueError, match="snapshot"):
         hk.diagonal(c, method="becker_lecun", data=(theta + 1.0, X, Y))
+    for kind in ("gnh", "hessian"):
+        with pytest.raises(ValueError, match="block_size"):
+            hk.diagonal(c, kind, "exact", block_size=0)
