@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._arrays import as_float, as_int, as_real, to_host
-from .linalg import check_kind, product
+from .linalg import check_curvature, check_kind, product
 
 if TYPE_CHECKING:
     from .curvature import Curvature
@@ -312,6 +312,7 @@ def trace(c: Curvature, kind: str = "hessian", method: str = "hutch++", probes: 
     Returns:
         The trace as a Python float.
     """
+    c = check_curvature(c)
     kind = check_kind(kind)
     block_size = as_int(block_size, "block_size", low=1)
     if method == "exact":
@@ -373,6 +374,7 @@ def diagonal(c: Curvature, kind: str = "gnh", method: str = "exact", probes: int
     Raises:
         ValueError: for "becker_lecun" without ``data``, or with data whose loss differs from ``c.loss``.
     """
+    c = check_curvature(c)
     kind = check_kind(kind)
     block_size = as_int(block_size, "block_size", low=1)
     N = c.num_params
@@ -401,6 +403,10 @@ def diagonal(c: Curvature, kind: str = "gnh", method: str = "exact", probes: int
         if data is None:
             raise ValueError("method='becker_lecun' needs the layer activations: pass data=(theta, X, Y), the "
                              "arrays the snapshot was made from")
+        if not isinstance(data, (tuple, list)):
+            raise TypeError(f"data must be the tuple (theta, X, Y) the snapshot was made from, got {type(data).__name__}")
+        if len(data) != 3:
+            raise ValueError(f"data must be the tuple (theta, X, Y) the snapshot was made from, got {len(data)} items")
         theta, X, Y = data
         net = c.net
         loss = net.loss(theta, X, Y)

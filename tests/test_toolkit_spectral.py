@@ -197,6 +197,8 @@ def test_trace_arguments_are_checked():
     for method in ("exact", "hutchinson", "hutch++"):
         with pytest.raises(ValueError, match="block_size"):
             hk.trace(c, method=method, block_size=0)
+        with pytest.raises(TypeError, match="c must be a pyhessk.Curvature"):
+            hk.trace(None, method=method)
 
 
 def test_exact_hessian_trace_uses_block_size(monkeypatch):
@@ -239,6 +241,17 @@ def test_diagonal_arguments_are_checked():
     theta, X, Y = CASES[0].data()
     with pytest.raises(ValueError, match="snapshot"):
         hk.diagonal(c, method="becker_lecun", data=(theta + 1.0, X, Y))
+    for data, exc in [((theta, X), ValueError), (theta, TypeError)]:
+        with pytest.raises(exc, match=r"data must be the tuple \(theta, X, Y\)"):
+            hk.diagonal(c, method="becker_lecun", data=data)
     for kind in ("gnh", "hessian"):
         with pytest.raises(ValueError, match="block_size"):
             hk.diagonal(c, kind, "exact", block_size=0)
+        with pytest.raises(TypeError, match="c must be a pyhessk.Curvature"):
+            hk.diagonal(None, kind, "exact")
+
+
+@pytest.mark.parametrize("fn", [hk.eigsh, hk.slq, hk.spectral_density, hk.trace, hk.diagonal])
+def test_a_snapshot_that_is_not_one_is_named(fn):
+    with pytest.raises(TypeError, match="c must be a pyhessk.Curvature"):
+        fn(np.eye(3))
