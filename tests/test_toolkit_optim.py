@@ -35,6 +35,15 @@ def test_hessian_free_solves_linear_least_squares_in_one_step(preconditioner, bi
     assert h["alpha"] == 1.0 and h["cg_stop"] == "residual" and abs(h["rho"] - 1.0) < 1e-8
 
 
+@pytest.mark.parametrize("backtrack", [1e300, 1e200, 300.0])
+def test_hessian_free_takes_any_backtracking_spacing(backtrack):
+    net, X, Y, exact = linear_least_squares(seed=4)
+    opt = hk.optim.HessianFree(net, damping=0.0, backtrack=backtrack, preconditioner=False)
+    theta = opt.step(net.init(seed=0), X, Y)
+    assert opt.history[-1]["backtracked_to"] == opt.history[-1]["cg_iterations"]  # only the last iterate is kept
+    assert np.abs(theta - exact).max() <= 1e-8 * np.abs(exact).max()
+
+
 def test_martens_cg_follows_cg_and_keeps_the_backtracking_iterates():
     rng = np.random.default_rng(0)
     N = 60

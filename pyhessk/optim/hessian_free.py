@@ -51,7 +51,9 @@ def martens_cg(mul: Callable[[np.ndarray], np.ndarray], b: np.ndarray, x0: np.nd
     if np.any(x) and -0.5 * float(x @ (r + b)) >= 0:
         x, r = np.zeros_like(b), b.copy()
     phis = [-0.5 * float(x @ (r + b))]
-    save = {math.ceil(gamma**j) for j in range(1, 200) if gamma**j <= max_iter}
+    # the powers γ^j ≤ max_iter, without forming those past it (a large γ overflows a float)
+    last = 199 if gamma <= 1 else min(199, int(math.log(max(max_iter, 1)) / math.log(gamma)) + 1)
+    save = {math.ceil(gamma**j) for j in range(1, last + 1) if gamma**j <= max_iter}
     stored: list[tuple[int, np.ndarray, float]] = []
     z = Minv(r) if Minv is not None else r
     p = z.copy()
