@@ -44,6 +44,18 @@ def test_hessian_free_takes_any_backtracking_spacing(backtrack):
     assert np.abs(theta - exact).max() <= 1e-8 * np.abs(exact).max()
 
 
+@pytest.mark.parametrize("make", [lambda net: hk.optim.HessianFree(net, damping=0.0),
+                                  lambda net: hk.optim.LevenbergMarquardt(net, mu=1e-13)], ids=["hf", "lm"])
+@pytest.mark.parametrize("as_given", [lambda t: np.zeros(t.shape, dtype=np.int64), lambda t: [0] * t.size],
+                         ids=["int-array", "int-list"])
+def test_integer_parameters_step_in_float64(make, as_given):
+    net, X, Y, exact = linear_least_squares(seed=5)
+    theta = as_given(np.zeros(net.num_params))
+    new = make(net).step(theta, X, Y)
+    assert new.dtype == np.float64
+    assert np.abs(new - exact).max() <= 1e-8 * np.abs(exact).max()
+
+
 def test_martens_cg_follows_cg_and_keeps_the_backtracking_iterates():
     rng = np.random.default_rng(0)
     N = 60

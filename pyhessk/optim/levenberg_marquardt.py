@@ -80,8 +80,8 @@ class LevenbergMarquardt:
         """One Levenberg–Marquardt step on the batch (X, Y); returns the new θ (θ itself is not modified)."""
         net = self.net
         c = net.linearize(theta, X, Y)
-        theta = np.asarray(theta)
-        dt = theta.dtype
+        dt = c.dtype  # the working dtype: integer or list θ computes (and steps) in float64
+        theta = np.asarray(theta, dtype=dt)
         E0 = c.loss
         g = np.asarray(c.grad, dtype=np.float64)
         N = c.num_params
