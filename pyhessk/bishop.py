@@ -31,6 +31,15 @@ if TYPE_CHECKING:
     from .mlp import MLP
 
 
+def check_net(net: Any) -> MLP:
+    """``net`` itself if it is a ``pyhessk.MLP`` (``TypeError`` naming the argument otherwise)."""
+    from .mlp import MLP
+
+    if not isinstance(net, MLP):
+        raise TypeError(f"net must be a pyhessk.MLP, got {type(net).__name__}")
+    return net
+
+
 # ---- a float64 NumPy layer pass --------------------------------------------------------------------
 @dataclass
 class _Layers:
@@ -59,6 +68,7 @@ def _float64(x: Any) -> Any:
 
 
 def _layer_pass(net: MLP, theta: Any, X: Any, Y: Any) -> _Layers:
+    check_net(net)
     net.loss(theta, X, Y)  # validates θ, X and Y with the library's messages
     spec = net.spec
     Ws, bs = net.unflatten(np.asarray(theta, dtype=np.float64).copy())
@@ -168,6 +178,7 @@ def outer_product_vectors(net: MLP, theta: Any, X: Any, Y: Any, chunk_size: int 
     (b = ∇_θ f per output); for sigmoid cross-entropy 5.85 (the factor √(σ(1−σ)) folded into b). J comes
     from ``Curvature.jvp`` in blocks of ``chunk_size`` unit vectors: O(n·d·N) memory, for small nets.
     """
+    check_net(net)
     chunk_size = as_int(chunk_size, "chunk_size", low=1)
     c = net.linearize(theta, X, Y)
     N = net.num_params
@@ -245,6 +256,7 @@ def check_hessian(net: MLP, theta: Any, X: Any, Y: Any, directions: int = 4, h: 
     Returns:
         The maximum relative error, a Python float.
     """
+    check_net(net)
     directions = as_int(directions, "directions", low=1)
     theta, X, Y = (_float64(a) for a in (theta, X, Y))
     theta = np.asarray(theta)

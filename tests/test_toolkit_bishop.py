@@ -163,3 +163,11 @@ def test_empirical_fisher_diagonal_from_per_sample_gradients(case):
     grads = np.stack([single.grad(theta, X[i:i + 1], Ys[i:i + 1]) for i in range(X.shape[0])])
     ref = oracles.scale(case, X.shape[0]) * (grads**2).sum(axis=0) + case.l2 * oracles.weight_mask(case)
     assert np.allclose(hk.empirical_fisher_diagonal(net, theta, X, Y), ref, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("fn", [hk.becker_lecun_diagonal, hk.bishop.empirical_fisher_diagonal, hk.outer_product,
+                                hk.outer_product_vectors, hk.check_hessian])
+def test_a_net_that_is_not_an_mlp_is_named(fn):
+    theta, X, Y = CASES[0].data()
+    with pytest.raises(TypeError, match="net must be a pyhessk.MLP, got NoneType"):
+        fn(None, theta, X, Y)

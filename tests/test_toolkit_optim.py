@@ -56,6 +56,12 @@ def test_integer_parameters_step_in_float64(make, as_given):
     assert np.abs(new - exact).max() <= 1e-8 * np.abs(exact).max()
 
 
+@pytest.mark.parametrize("cls", [hk.optim.HessianFree, hk.optim.LevenbergMarquardt])
+def test_optimizers_name_a_net_that_is_not_an_mlp(cls):
+    with pytest.raises(TypeError, match="net must be a pyhessk.MLP, got NoneType"):
+        cls(None)
+
+
 def test_martens_cg_follows_cg_and_keeps_the_backtracking_iterates():
     rng = np.random.default_rng(0)
     N = 60

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._arrays import as_int, as_real
-from ..bishop import empirical_fisher_diagonal
+from ..bishop import check_net, empirical_fisher_diagonal
 from ..linalg import product
 
 if TYPE_CHECKING:
@@ -143,7 +143,7 @@ class HessianFree:
                  cg_eps: float = 5e-4, cg_tol: float = 1e-10, warm_start: float = 0.95, backtrack: float = 1.3,
                  preconditioner: bool = True, precond_exponent: float = 0.75, curvature_batch: int | None = None,
                  line_search: bool = True, seed: int | None = 0) -> None:
-        self.net = net
+        self.net = check_net(net)
         self.damping = as_real(damping, "damping", low=0.0)
         self.adapt_damping = bool(adapt_damping)
         self.cg_max_iter = as_int(cg_max_iter, "cg_max_iter", low=1)

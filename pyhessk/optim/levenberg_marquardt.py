@@ -8,6 +8,7 @@ import numpy as np
 import scipy.linalg
 
 from .._arrays import as_int, as_real
+from ..bishop import check_net
 from ..linalg import cg, product
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ class LevenbergMarquardt:
     def __init__(self, net: MLP, mu: float = 1e-3, mu_dec: float = 0.1, mu_inc: float = 10.0, mu_max: float = 1e10,
                  min_grad: float = 1e-7, solver: str = "auto", max_dense_params: int = 1024, cg_rtol: float = 1e-8,
                  cg_max_iter: int | None = None) -> None:
-        self.net = net
+        self.net = check_net(net)
         self.mu = as_real(mu, "mu", low=0.0, open_low=True)
         self.mu_dec = as_real(mu_dec, "mu_dec", low=0.0, high=1.0, open_low=True, open_high=True)
         self.mu_inc = as_real(mu_inc, "mu_inc", low=1.0, open_low=True)
