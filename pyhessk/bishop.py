@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._arrays import as_int, as_real
+from ._arrays import as_float, as_int, as_real
 from .backends.numpy.activations import ACTIVATIONS
 from .backends.numpy.losses import LOSSES
 from .linalg import check_kind
@@ -219,16 +219,22 @@ def sherman_morrison(B: Any, alpha: float) -> np.ndarray:
 
     Returns:
         The inverse (N, N), float64.
+
+    Raises:
+        ValueError: B not of shape (m, N) or (N,), or holding NaN or Inf.
+        FloatingPointError: the updates overflow float64 (alpha tiny against the scale of B).
     """
     alpha = as_real(alpha, "alpha", low=0.0, open_low=True)
-    B = np.atleast_2d(np.asarray(B, dtype=np.float64))
-    if B.ndim != 2:
-        raise ValueError(f"B must hold the vectors as rows, shape (m, N), got {B.shape}")
+    B = np.atleast_2d(np.asarray(as_float(B, "B", None, ndim=(1, 2)), dtype=np.float64))
     Hinv = np.eye(B.shape[1]) / alpha
-    for b in B:
-        u = Hinv @ b
-        Hinv -= np.outer(u, u) / (1.0 + b @ u)
-        Hinv = 0.5 * (Hinv + Hinv.T)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # reported below
+        for b in B:
+            u = Hinv @ b
+            Hinv -= np.outer(u, u) / (1.0 + b @ u)
+            Hinv = 0.5 * (Hinv + Hinv.T)
+    if not np.isfinite(Hinv).all():
+        raise FloatingPointError(f"the updates overflowed float64 (alpha={alpha:g}, largest |b| entry "
+                                 f"{np.abs(B).max():.3g}): raise alpha or scale B down")
     return Hinv
 
 

@@ -128,6 +128,20 @@ def test_sherman_morrison_equals_the_inverse(alpha):
         hk.sherman_morrison(B, 0.0)
 
 
+def test_sherman_morrison_checks_b_and_reports_overflow():
+    for bad, exc, match in [(np.full((2, 3), np.nan), ValueError, "B contains NaN"),
+                            (np.full(3, np.inf), ValueError, "B contains NaN"),
+                            (np.ones((2, 3), dtype=complex), TypeError, "B must be a real"),
+                            (np.ones((2, 3, 1)), ValueError, "B must be 1-D or 2-D"),
+                            (np.float64(2.0), ValueError, "B must be 1-D or 2-D")]:
+        with pytest.raises(exc, match=match):
+            hk.sherman_morrison(bad, 1.0)
+    B = np.ones((2, 3))
+    for B_, alpha in [(B, 1e-300), (1e200 * B, 1.0)]:
+        with pytest.raises(FloatingPointError, match="alpha"):
+            hk.sherman_morrison(B_, alpha)
+
+
 @pytest.mark.parametrize("case", [Case((3, 2), "identity", "mse", seed=1, n=8),
                                   Case((4, 3), "identity", "mse", l2=0.3, reduction="sum", seed=2, n=6),
                                   Case((3, 1), "identity", "mse", bias=False, seed=3)], ids=lambda c: c.id)
