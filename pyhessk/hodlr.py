@@ -276,6 +276,13 @@ class _Builder:
         return (Qu @ W[:, :kept]) * s[:kept], Qv @ Zt[:kept].T, r <= kept
 
 
+def _relative(error: float, size: float) -> float:
+    """error / size, with 0/0 = 0 (K̃ and K both zero) and x/0 = inf for x > 0, without NumPy's warnings."""
+    if size > 0:
+        return float(error / size)
+    return 0.0 if error == 0 else float("inf")
+
+
 def _lu(M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """LU factors of M; an exactly zero pivot is left to ``_check_pivots`` (SciPy's warning is dropped)."""
     with warnings.catch_warnings():
@@ -498,7 +505,8 @@ class HodlrMatrix:
         the errors against the dense K = G + λI: relative Frobenius and spectral errors of K̃, the relative
         error of K̃v for a random v, and for a random right-hand side b the relative error of the solve
         against ``numpy.linalg.solve`` and its relative residual ‖K K̃⁻¹b − b‖/‖b‖. Where K̃ or K is singular
-        (damping 0 on a rank-deficient G) the solve fields stay NaN and ``solve_failed`` says why.
+        (damping 0 on a rank-deficient G) the solve fields stay NaN and ``solve_failed`` says why. Against
+        K = 0 (damping 0 on G = 0) a relative error is 0 where K̃ is 0 too, else inf.
 
         ``dense=True`` forms G with ``Curvature.gnh()`` (N² numbers; it refuses N > 8192).
         """
@@ -528,10 +536,10 @@ class HodlrMatrix:
         Kt = self.to_dense()
         rng = np.random.default_rng(seed)
         v = rng.standard_normal(self.shape[0])
-        rep.matvec_rel_fro = float(np.linalg.norm(Kt - K) / np.linalg.norm(K))
-        rep.matvec_rel_spectral = float(np.linalg.norm(Kt - K, 2) / np.linalg.norm(K, 2))
+        rep.matvec_rel_fro = _relative(np.linalg.norm(Kt - K), np.linalg.norm(K))
+        rep.matvec_rel_spectral = _relative(np.linalg.norm(Kt - K, 2), np.linalg.norm(K, 2))
         Kv = K @ v
-        rep.matvec_rel_random = float(np.linalg.norm(self.matmat(v.astype(self.dtype)) - Kv) / np.linalg.norm(Kv))
+        rep.matvec_rel_random = _relative(np.linalg.norm(self.matmat(v.astype(self.dtype)) - Kv), np.linalg.norm(Kv))
         b = rng.standard_normal(self.shape[0])
         rep.cond_estimate = float(np.linalg.cond(K))
         try:

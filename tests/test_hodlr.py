@@ -278,6 +278,16 @@ def test_bad_vectors_and_curvature():
         H.linear_operator(inverse="yes")
 
 
+def test_report_against_a_zero_matrix():
+    net = hk.MLP([3, 2], loss="mse", bias=False, backend="numpy")
+    c = net.linearize(np.zeros(net.num_params), np.zeros((5, 3)), np.ones((5, 2)))  # G = 0
+    rep = hk.gnh_hodlr(c, 0.0, leaf_size=2).report(dense=True)  # K̃ = K = 0
+    assert rep.matvec_rel_fro == rep.matvec_rel_spectral == rep.matvec_rel_random == 0.0
+    assert rep.solve_failed and "singular" in str(rep)
+    rep = hk.gnh_hodlr(c, 0.1, leaf_size=2).report(dense=np.zeros((6, 6)))  # K̃ = 0.1·I against K = 0
+    assert rep.matvec_rel_fro == rep.matvec_rel_spectral == rep.matvec_rel_random == np.inf
+
+
 def test_docstring_example():
     import doctest
 
