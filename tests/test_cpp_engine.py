@@ -109,6 +109,45 @@ def test_one_snapshot_shared_by_threads_stays_correct():
         np.testing.assert_allclose(out[i], ref.gnvp(V), rtol=1e-12, atol=1e-14)
 
 
+_BIG_CALL = """
+import sys
+import numpy as np
+sys.path.insert(0, "tests")
+from cases import Case
+case = Case((6, 16, 10), "tanh", "softmax_cross_entropy", n=4096, seed=7)
+c = case.net("cpp").linearize(*case.data())
+e = c.gnh_entries()
+rng = np.random.default_rng(3)
+rows, cols = rng.integers(0, c.num_params, 3300), rng.integers(0, c.num_params, 3300)
+np.save(sys.argv[1], np.stack([e.entries(rows, cols),
+                               e.estimate(rows, cols, eps=0.25, delta=0.1, seed=5, allow_exact=False)]))
+"""
+
+
+def test_entry_loops_agree_on_one_thread_and_on_a_team(tmp_path):
+    """Calls with tens of milliseconds of work run the exact and sampled entry loops on an OpenMP team, smaller
+    ones on one thread (gnh_cpu.cpp, kParallelWork). The same large call (3,300 entries at n = 4,096, d = 10,
+    past the threshold in both loops) with OMP_NUM_THREADS=1 and with the default team: equal numbers."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = {}
+    for label, threads in (("one", "1"), ("team", None)):
+        env = dict(os.environ)
+        env.pop("OMP_NUM_THREADS", None)
+        if threads:
+            env["OMP_NUM_THREADS"] = threads
+        path = tmp_path / f"{label}.npy"
+        proc = subprocess.run([sys.executable, "-c", _BIG_CALL, str(path)], env=env, cwd=root, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        out[label] = np.load(path)
+    assert np.all(np.isfinite(out["one"])) and np.any(out["one"][1] != out["one"][0])  # (it sampled)
+    np.testing.assert_array_equal(out["team"], out["one"])
+
+
 @pytest.mark.parametrize("name", ["tanh", "sigmoid", "silu", "softplus", "sin"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_activations_match_libm_to_a_few_ulp(name, dtype):

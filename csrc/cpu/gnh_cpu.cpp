@@ -14,7 +14,13 @@
 namespace pyhessk::cpu {
 namespace {
 
-constexpr int64_t kParallelEntries = 64;  // entries per call below which the loops stay on one thread
+// The entry loops use an OpenMP team only for calls that take tens of milliseconds on one thread. OpenBLAS's
+// workers spin for about 0.1 s after every GEMM, and beside them a team's second thread waited one to four
+// scheduler ticks (4 ms each) for a core: measured on 2 cores right after a linearization, 200 sampled
+// entries at n = 1,000 took 8–16 ms with a team against 0.6 ms on one thread, and exact ones 5 against 0.8.
+// The work is counted in numbers: n·d streamed per exact entry; n per sampled entry and, per draw, 4·d
+// (a gathered number costs about four streamed ones).
+constexpr double kParallelWork = double(int64_t(1) << 25);
 constexpr int kDrawBatch = 64;            // draws of the sampler located before their terms are summed
 
 // splitmix64: a counter-based stream, so entry t's draws depend only on (seed, t).
@@ -424,7 +430,7 @@ void GnhFactors<T>::gather(const Index& x, T* out) const {
 template <typename T>
 void GnhFactors<T>::entries(const int64_t* rows, const int64_t* cols, int64_t m, T* out) const {
   for (int64_t t = 0; t < m; ++t) decode(rows[t]), decode(cols[t]);  // range checks before any work
-#pragma omp parallel for schedule(static) if (m >= kParallelEntries)
+#pragma omp parallel for schedule(static) if (double(m) * n_ * d_ >= kParallelWork)
   for (int64_t t = 0; t < m; ++t) {
     const Index p = decode(rows[t]), q = decode(cols[t]);
     const T *Sp = S(p), *Sq = S(q);
@@ -609,7 +615,7 @@ void GnhFactors<T>::sample(const int64_t* rows, const int64_t* cols, int64_t m, 
                            T* out, int64_t groups) const {
   for (int64_t t = 0; t < m; ++t) decode(rows[t]), decode(cols[t]);
   sample_major();
-#pragma omp parallel if (m >= kParallelEntries)
+#pragma omp parallel if (double(m) * (n_ + 4.0 * double(groups) * double(s) * d_) >= kParallelWork)
   {
     // per thread, reused by its entries: a row of ones standing in for a bias's a, and the distribution
     const std::vector<T> ones(n_, T(1));
