@@ -112,7 +112,7 @@ def test_one_snapshot_shared_by_threads_stays_correct():
 _BIG_CALL = """
 import sys
 import numpy as np
-sys.path.insert(0, "tests")
+sys.path.insert(0, sys.argv[2])
 from cases import Case
 case = Case((6, 16, 10), "tanh", "softmax_cross_entropy", n=4096, seed=7)
 c = case.net("cpp").linearize(*case.data())
@@ -132,7 +132,7 @@ def test_entry_loops_agree_on_one_thread_and_on_a_team(tmp_path):
     import subprocess
     import sys
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    tests = os.path.dirname(os.path.abspath(__file__))
     out = {}
     for label, threads in (("one", "1"), ("team", None)):
         env = dict(os.environ)
@@ -140,8 +140,9 @@ def test_entry_loops_agree_on_one_thread_and_on_a_team(tmp_path):
         if threads:
             env["OMP_NUM_THREADS"] = threads
         path = tmp_path / f"{label}.npy"
-        proc = subprocess.run([sys.executable, "-c", _BIG_CALL, str(path)], env=env, cwd=root, capture_output=True,
-                              text=True, timeout=300)
+        # (run outside the source tree: the pyhessk under test is the installed one, as in this process)
+        proc = subprocess.run([sys.executable, "-c", _BIG_CALL, str(path), tests], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
         out[label] = np.load(path)
     assert np.all(np.isfinite(out["one"])) and np.any(out["one"][1] != out["one"][0])  # (it sampled)
