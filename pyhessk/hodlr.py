@@ -38,6 +38,7 @@ import scipy.linalg as sla
 from scipy.sparse.linalg import LinearOperator
 
 from ._arrays import as_float, as_int, as_real, host_float64
+from .linalg import check_curvature
 
 if TYPE_CHECKING:
     from .curvature import Curvature
@@ -588,10 +589,7 @@ def gnh_hodlr(c: Curvature, damping: float, tol: float = 1e-6, max_rank: int | N
         >>> bool(np.allclose(K @ b, Kd @ b) and np.allclose(K.solve(b), np.linalg.solve(Kd, b)))
         True
     """
-    from .curvature import Curvature
-
-    if not isinstance(c, Curvature):
-        raise TypeError(f"c must be a pyhessk.Curvature (from net.linearize), got {type(c).__name__}")
+    check_curvature(c)
     damping = as_real(damping, "damping", low=0.0)
     tol = as_real(tol, "tol", low=0.0, high=1.0, open_high=True)
     if max_rank is not None:
