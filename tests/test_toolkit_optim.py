@@ -246,3 +246,19 @@ def test_scipy_problem_products_and_cache(monkeypatch):
     problem["fun"](theta + 1.0)
     assert len(calls) == 2
     assert np.allclose(hk.scipy_problem(net, X, Y, kind="gnh")["hessp"](theta, v), c.gnvp(v), rtol=1e-14)
+
+
+def test_scipy_problem_checks_its_arguments_before_scipy_calls_it():
+    net = hk.MLP([3, 1], loss="mse", backend="numpy")
+    X, Y = np.ones((4, 3)), np.ones(4)
+    with pytest.raises(TypeError, match="net must be a pyhessk.MLP"):
+        hk.scipy_problem(None, X, Y)
+    with pytest.raises(ValueError, match=r"X must have shape \(n, 3\)"):
+        hk.scipy_problem(net, np.ones((4, 2)), Y)
+    with pytest.raises(ValueError, match=r"Y must have shape \(4, 1\)"):
+        hk.scipy_problem(net, X, np.ones(5))
+    with pytest.raises(ValueError, match="kind"):
+        hk.scipy_problem(net, X, Y, kind="fisher")
+    X32 = np.ones((4, 3), dtype=np.float32)
+    problem = hk.scipy_problem(net, X32, Y)
+    assert X32.dtype == np.float32 and problem["jac"](net.init(seed=0)).dtype == np.float64

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._arrays import is_gpu_array
+from ..bishop import check_net
 from ..linalg import check_kind
 
 if TYPE_CHECKING:
@@ -33,11 +35,10 @@ def scipy_problem(net: MLP, X: Any, Y: Any, kind: str = "hessian") -> dict[str, 
     Returns:
         A dict with keys "fun", "jac" and "hessp".
     """
+    net = check_net(net)
     kind = check_kind(kind)
-    X = np.asarray(X)
-    X = X.astype(np.float64) if X.dtype.kind == "f" else X
-    Yarr = np.asarray(Y)
-    Y = Yarr.astype(np.float64) if Yarr.dtype.kind == "f" else Y
+    X, Y = _float64(X), _float64(Y)
+    net._batch(np.zeros(net.num_params), X, Y, net._engine_for(X=X, Y=Y))  # bad data fails here, not in SciPy
     cache: dict[str, Any] = {}
 
     def snapshot(x: np.ndarray) -> Any:
@@ -59,3 +60,9 @@ def scipy_problem(net: MLP, X: Any, Y: Any, kind: str = "hessian") -> dict[str, 
         return c.hvp(p) if kind == "hessian" else c.gnvp(p)
 
     return {"fun": fun, "jac": jac, "hessp": hessp}
+
+
+def _float64(a: Any) -> Any:
+    """``a`` with a floating dtype raised to float64 (integer labels and non-arrays pass unchanged)."""
+    arr = a if is_gpu_array(a) else np.asarray(a)
+    return arr.astype(np.float64) if arr.dtype.kind == "f" and arr.dtype != np.float64 else arr
