@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._arrays import as_float, as_real
+from ._arrays import as_float, as_real, is_gpu_array, namespace_of
 from .mlp import MLP
 
 if TYPE_CHECKING:
@@ -115,36 +115,40 @@ def from_layers(Ws: Sequence[Any], bs: Sequence[Any] | None = None) -> np.ndarra
         bs: biases ``(n_l,)`` (``(n_l, k)`` for a block), or None / [] for a network without biases.
 
     Returns:
-        ``(N,)`` or ``(N, k)``, in the dtype of ``Ws[0]`` (float32 or float64).
+        ``(N,)`` or ``(N, k)``, in the dtype of ``Ws[0]`` (float32 or float64); a CuPy array on the GPU if any
+        of the arrays is a GPU array (host arrays among them are uploaded).
     """
     if not _is_list(Ws) or len(Ws) == 0:
         raise TypeError(f"Ws must be a non-empty list of arrays, got {type(Ws).__name__}")
     bs = [] if bs is None else bs
     if not _is_list(bs) or len(bs) not in (0, len(Ws)):
         raise ValueError(f"bs must be None or a list of {len(Ws)} arrays (one per layer)")
-    first = as_float(Ws[0], "Ws[0]", None, ndim=(2, 3))
+    gpu = any(is_gpu_array(a) for a in [*Ws, *bs])
+    xp = namespace_of(next(a for a in [*Ws, *bs] if is_gpu_array(a))) if gpu else np
+    first = as_float(Ws[0], "Ws[0]", None, ndim=(2, 3), device=gpu)
     rest = first.shape[2:]
     parts = []
     for l in range(len(Ws)):
-        w = as_float(Ws[l], f"Ws[{l}]", first.dtype, ndim=2 + len(rest), ref="Ws[0]")
+        w = as_float(Ws[l], f"Ws[{l}]", first.dtype, ndim=2 + len(rest), ref="Ws[0]", device=gpu)
         if w.shape[2:] != rest:
             raise ValueError(f"Ws[{l}] must have a trailing block axis {rest} like Ws[0], got shape {w.shape}")
-        parts.append(w.reshape(-1, *rest))
+        parts.append(xp.asarray(w).reshape(-1, *rest))
         if bs:
-            b = as_float(bs[l], f"bs[{l}]", first.dtype, ndim=1 + len(rest), ref="Ws[0]")
+            b = as_float(bs[l], f"bs[{l}]", first.dtype, ndim=1 + len(rest), ref="Ws[0]", device=gpu)
             if b.shape != (w.shape[0], *rest):
                 raise ValueError(f"bs[{l}] must have shape {(w.shape[0], *rest)} to match Ws[{l}], got {b.shape}")
-            parts.append(b)
-    return np.concatenate(parts, axis=0)
+            parts.append(xp.asarray(b))
+    return xp.concatenate(parts, axis=0)
 
 
 def to_layers(v: Any, like_Ws: Sequence[Any], like_bs: Sequence[Any] | None = None) -> Layers:
     """Split a flat vector ``(N,)`` or block ``(N, k)`` into per-layer arrays shaped like ``(like_Ws, like_bs)``.
 
-    Returns views into ``v`` where it is already a C-contiguous float array (no copy).
+    Returns views into ``v`` where it is already a C-contiguous float array (no copy); a GPU ``v`` gives
+    CuPy views.
     """
     sizes, bias = _sizes(like_Ws, like_bs)
-    arr = as_float(v, "v", None, ndim=(1, 2))
+    arr = as_float(v, "v", None, ndim=(1, 2), device=is_gpu_array(v))
     N = sum(o * (i + bias) for i, o in zip(sizes[:-1], sizes[1:]))
     if arr.shape[0] != N:
         raise ValueError(f"v must have shape ({N},) or ({N}, k) to match the layers, got {arr.shape}")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import _dispatch, _spec
-from ._arrays import _check_host, as_float, as_int, as_real, is_gpu_array, to_host_copy, working_dtype
+from ._arrays import _check_host, as_float, as_int, as_real, is_gpu_array, to_cupy, to_host_copy, working_dtype
 from .backends._base import ModelSpec
 
 if TYPE_CHECKING:
@@ -143,13 +143,18 @@ class MLP:
         return theta.astype(dt)
 
     def unflatten(self, theta: Any) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Views ``([W_1, …, W_L], [b_1, …, b_L])`` into θ (W_l of shape (n_l, n_{l−1})); no biases → []."""
-        theta = self._theta(theta, copy_ok=False)
+        """Views ``([W_1, …, W_L], [b_1, …, b_L])`` into θ (W_l of shape (n_l, n_{l−1})); no biases → [].
+
+        On the ``cuda`` engine a GPU θ gives CuPy views (θ must then be a CuPy float32 or float64 array)."""
+        on_gpu = self._on_device(theta=theta)
+        theta = self._device_theta_views(theta) if on_gpu else self._theta(theta, copy_ok=False)
         pairs = [self._model.layer_views(theta, l) for l in range(1, self._model.num_layers + 1)]
         return [W for W, _ in pairs], [b for _, b in pairs if b is not None]
 
     def flatten(self, Ws: Sequence[Any], bs: Sequence[Any] | None = None) -> np.ndarray:
-        """The flat θ from lists of weights (n_l, n_{l−1}) and biases (n_l,); the inverse of ``unflatten``."""
+        """The flat θ from lists of weights (n_l, n_{l−1}) and biases (n_l,); the inverse of ``unflatten``.
+
+        On the ``cuda`` engine (or ``backend="auto"`` with a GPU), GPU arrays give a CuPy θ on their device."""
         L = self._model.num_layers
         n_b = L if self.bias else 0
         if not isinstance(Ws, Sequence) or isinstance(Ws, (str, bytes)):
@@ -161,19 +166,25 @@ class MLP:
             raise TypeError(f"bs must be a list of {n_b} bias vectors (bias={self.bias}), got {type(bs).__name__}")
         if len(bs) != n_b:
             raise ValueError(f"bs must be a list of {n_b} bias vectors (bias={self.bias}), got {len(bs)}")
-        first = as_float(Ws[0], "Ws[0]", None)
-        theta = np.empty(self.num_params, dtype=first.dtype)
+        device = self._on_device(**{f"Ws[{l}]": w for l, w in enumerate(Ws)},
+                                 **{f"bs[{l}]": b for l, b in enumerate(bs)})
+        if device:
+            import cupy as xp
+        else:
+            xp = np
+        first = as_float(Ws[0], "Ws[0]", None, device=device)
+        theta = xp.empty(self.num_params, dtype=first.dtype)
         for l in range(1, L + 1):
             W, b = self._model.layer_views(theta, l)
-            w = as_float(Ws[l - 1], f"Ws[{l - 1}]", first.dtype, ndim=2, ref="Ws[0]")
+            w = as_float(Ws[l - 1], f"Ws[{l - 1}]", first.dtype, ndim=2, ref="Ws[0]", device=device)
             if w.shape != W.shape:
                 raise ValueError(f"Ws[{l - 1}] must have shape {W.shape}, got {w.shape}")
-            W[...] = w
+            W[...] = xp.asarray(w)
             if b is not None:
-                v = as_float(bs[l - 1], f"bs[{l - 1}]", first.dtype, ndim=1, ref="Ws[0]")
+                v = as_float(bs[l - 1], f"bs[{l - 1}]", first.dtype, ndim=1, ref="Ws[0]", device=device)
                 if v.shape != b.shape:
                     raise ValueError(f"bs[{l - 1}] must have shape {b.shape}, got {v.shape}")
-                b[...] = v
+                b[...] = xp.asarray(v)
         return theta
 
     # ---- validation --------------------------------------------------------------------------------------
@@ -187,6 +198,29 @@ class MLP:
             raise TypeError(f"{gpu} is a GPU array, but the 'cuda' engine cannot run here: {reason}")
         return engine
 
+    def _on_device(self, **arrays: Any) -> bool:
+        """Whether these arrays are handled on the GPU: one of them is a GPU array and their engine is ``cuda``
+        (``backend="auto"`` with no usable GPU engine raises ``_engine_for``'s TypeError)."""
+        if not any(is_gpu_array(a) for a in arrays.values()):
+            return False
+        return self._engine_for(**arrays).name == "cuda"
+
+    def _device_theta_views(self, theta: Any) -> Any:
+        """A GPU θ as the CuPy array to take views of (no copy; ``unflatten`` on the ``cuda`` engine)."""
+        arr = to_cupy(theta, "theta")
+        if arr.dtype not in (np.float32, np.float64):
+            raise TypeError(f"theta must be a float32 or float64 array to take views of it, got {arr.dtype}")
+        if arr.ndim != 1:
+            raise ValueError(f"theta must be 1-D, got shape {arr.shape}")
+        self._check_length(arr)
+        return arr
+
+    def _check_length(self, theta: Any) -> None:
+        if theta.shape[0] != self.num_params:
+            raise ValueError(
+                f"theta must have length {self.num_params} (num_params of {self.sizes}), got {theta.shape[0]}"
+            )
+
     def _theta(self, theta: Any, copy_ok: bool = True, device: bool = False) -> np.ndarray:
         if copy_ok:
             arr = as_float(theta, "theta", None, ndim=1, device=device)
@@ -198,10 +232,7 @@ class MLP:
             arr = theta
             if arr.ndim != 1:
                 raise ValueError(f"theta must be 1-D, got shape {arr.shape}")
-        if arr.shape[0] != self.num_params:
-            raise ValueError(
-                f"theta must have length {self.num_params} (num_params of {self.sizes}), got {arr.shape[0]}"
-            )
+        self._check_length(arr)
         return arr
 
     def _inputs(self, theta: Any, X: Any, engine: Any = None) -> tuple[np.ndarray, np.ndarray]:

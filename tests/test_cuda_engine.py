@@ -108,6 +108,33 @@ def test_auto_picks_cuda_for_gpu_arrays():
     assert "picks 'cuda' for GPU arrays" in hk.show_config()
 
 
+@pytest.mark.parametrize("backend", ["cuda", "auto"])
+def test_functional_api_and_flatten_take_gpu_weights(backend):
+    from pyhessk import functional as F
+
+    case = Case((3, 4, 2), "tanh", "mse", n=5)
+    th, X, Y = case.data("float64")
+    net = case.net("numpy")
+    Ws, bs = net.unflatten(th)
+    dWs, dbs = [cupy.asarray(w) for w in Ws], [cupy.asarray(b) for b in bs]
+    gpu_net = case.net(backend)
+    theta = gpu_net.flatten(dWs, dbs)
+    assert isinstance(theta, cupy.ndarray) and np.array_equal(_host(theta), th)
+    views = gpu_net.unflatten(theta)[0][1]
+    assert isinstance(views, cupy.ndarray) and views.data.ptr == theta.data.ptr + 4 * 3 * 8 + 4 * 8
+    flat = F.from_layers(dWs, [bs[0], dbs[1]])  # a host array among GPU ones is uploaded
+    assert isinstance(flat, cupy.ndarray) and np.array_equal(_host(flat), th)
+    V = np.random.default_rng(1).standard_normal(th.size)
+    VWs, Vbs = F.to_layers(cupy.asarray(V), dWs, dbs)
+    assert isinstance(VWs[0], cupy.ndarray)
+    got = F.hvp(dWs, dbs, cupy.asarray(X), cupy.asarray(Y), (VWs, Vbs), backend=backend)
+    ref = F.hvp(Ws, bs, X, Y, F.to_layers(V, Ws, bs), backend="numpy")
+    for g, r in zip(got[0] + got[1], ref[0] + ref[1]):
+        assert isinstance(g, cupy.ndarray) and rel_err(_host(g), r) < 1e-12
+    loss, g = F.loss_and_grad(dWs, dbs, X, Y, backend=backend)
+    assert rel_err(_host(g), net.grad(th, X, Y)) < 1e-12
+
+
 def test_torch_cuda_tensors_are_read_without_copies():
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():

@@ -130,6 +130,27 @@ def _layers(dtype=np.float64):
     return [np.zeros((4, 3), dtype), np.zeros((2, 4), dtype)], [np.zeros(4, dtype), np.zeros(2, dtype)]
 
 
+@pytest.mark.skipif("cuda" in hk.available_backends(), reason="here backend='auto' sends GPU arrays to 'cuda'")
+def test_gpu_weights_name_why_no_engine_takes_them():
+    from pyhessk import functional as F
+
+    Ws, bs = _layers()
+    gpu_Ws = [FakeGpuArray((4, 3)), Ws[1]]
+    X, Y = np.zeros((5, 3)), np.zeros((5, 2))
+    auto = r"Ws\[0\] is a GPU array, but the 'cuda' engine cannot run here"
+    for call in (lambda: hk.MLP([3, 4, 2]).flatten(gpu_Ws, bs), lambda: F.loss_and_grad(gpu_Ws, bs, X, Y),
+                 lambda: F.hvp(gpu_Ws, bs, X, Y, np.zeros(26))):
+        with pytest.raises(TypeError, match=auto):
+            call()
+    with pytest.raises(TypeError, match=r"theta is a GPU array, but the 'cuda' engine cannot run here"):
+        hk.MLP([3, 4, 2]).unflatten(FakeGpuArray((26,)))
+    cpu = r"Ws\[0\] is a GPU array, but this MLP runs on a CPU engine"
+    with pytest.raises(TypeError, match=cpu):
+        hk.MLP([3, 4, 2], backend="numpy").flatten(gpu_Ws, bs)
+    with pytest.raises(TypeError, match=cpu):
+        F.loss_and_grad(gpu_Ws, bs, X, Y, backend="numpy")
+
+
 @pytest.mark.parametrize(
     "edit, exc, match",
     [
