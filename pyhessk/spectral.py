@@ -323,9 +323,12 @@ def trace(c: Curvature, kind: str = "hessian", method: str = "hutch++", probes: 
     N = c.num_params
     probes = as_int(probes, "probes", low=3 if method == "hutch++" else 1)
     rng = np.random.default_rng(_seed(seed))
-    if method == "hutchinson":
-        V = _rademacher(rng, N, probes)
-        return float(np.einsum("ij,ij->", V, mul(V)) / probes)
+    if method == "hutchinson":  # block by block: N·block_size numbers held, whatever the number of probes
+        total = 0.0
+        for s in range(0, probes, block_size):
+            V = _rademacher(rng, N, min(block_size, probes - s))
+            total += float(np.einsum("ij,ij->", V, mul(V)))
+        return total / probes
     m3 = probes // 3
     S = _rademacher(rng, N, m3)
     G = _rademacher(rng, N, probes - 2 * m3)

@@ -210,6 +210,20 @@ def test_exact_hessian_trace_uses_block_size(monkeypatch):
     assert max(widths) == 5 and sum(widths) == c.num_params
 
 
+def test_hutchinson_trace_draws_its_probes_block_by_block(monkeypatch):
+    from pyhessk import spectral
+
+    c = snapshot(CASES[3])
+    drawn = []
+    original = spectral._rademacher
+    monkeypatch.setattr(spectral, "_rademacher", lambda rng, N, m: drawn.append(m) or original(rng, N, m))
+    est = hk.trace(c, "gnh", method="hutchinson", probes=12, block_size=5, seed=4)
+    assert drawn == [5, 5, 2]
+    rng = np.random.default_rng(4)
+    V = np.hstack([original(rng, c.num_params, m) for m in (5, 5, 2)])
+    assert np.isclose(est, np.einsum("ij,ij->", V, c.gnvp(V)) / 12, rtol=1e-12)
+
+
 # ---- diagonals --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_exact_diagonals(case, backend):
