@@ -350,6 +350,48 @@ def test_sample_groups_share_one_distribution_per_entry():
     assert np.all(np.abs(many.mean(axis=0) - exact) <= 0.05 * scale)  # 20 000 draws: σ ≤ scale / 141
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_weighted_dot_against_exact_sums(dtype):
+    """The exact entries' kernel Σ_k w[k] x[o + k] y[o + k] (32 vectorized partial sums and a tail) against
+    math.fsum of the same float64 terms, for lengths around the group of 32 and offsets into the rows."""
+    import math
+
+    import numba
+
+    from pyhessk.backends.numba import _gnh
+
+    @numba.njit
+    def call(w, x, y, o, n):
+        return _gnh._weighted_dot(w, x, y, o, n, np.empty(32))
+
+    rng = np.random.default_rng(5)
+    for n in (1, 2, 31, 32, 33, 63, 64, 65, 1000, 1023):
+        w = rng.standard_normal(n)
+        x, y = (rng.standard_normal(3 * n).astype(dtype) for _ in range(2))
+        for o in (0, n, 2 * n):
+            terms = w * x[o:o + n].astype(np.float64) * y[o:o + n].astype(np.float64)
+            got = call(w, x, y, o, n)
+            assert abs(got - math.fsum(terms)) <= 1e-15 * np.abs(terms).sum() * max(1, math.log2(n)), (n, o)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("n", [33, 100, 517])
+def test_exact_entries_at_batches_past_one_group_of_32(dtype, n):
+    """Numba's exact entries against the NumPy engine's dense G (assembled from products, another code path)
+    at batches whose n is past the kernel's group of 32 (the random architectures use n ≤ 6)."""
+    case = Case((4, 6, 3), "tanh", "softmax_cross_entropy", l2=0.2, n=n, seed=n)
+    th, X, Y = case.data("float64")
+    G = case.net("numpy").linearize(th, X, Y).gnh()
+    cast = (lambda a: a.astype(np.float32) if a.dtype.kind == "f" else a) if dtype == "float32" else (lambda a: a)
+    e = case.net("numba").linearize(cast(th), cast(X), cast(Y)).gnh_entries()
+    N = th.size
+    rows, cols = np.repeat(np.arange(N), 3), np.random.default_rng(0).integers(0, N, 3 * N)
+    got = e.entries(rows, cols)
+    assert got.dtype == np.dtype(dtype)
+    tol = 1e-12 if dtype == "float64" else 2e-5
+    assert np.abs(got - G[rows, cols]).max() <= tol * np.abs(G).max()
+
+
 @pytest.mark.parametrize("n", [1, 2, 15, 16, 17, 255, 256, 257, 4097])
 def test_sampler_search_tree_locates_like_searchsorted(n):
     """The sampler's running sums and their 16-ary search tree (pyhessk/backends/numba/_gnh.py) against NumPy:
