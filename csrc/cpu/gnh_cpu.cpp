@@ -258,8 +258,8 @@ PYHESSK_CPU_CLONES void contract_in(int m, int d, int k, int n, const T* S, cons
     }
 }
 
-// Σ_s of the product of the first kFactors rows at s: x0[s], x0[s]·x1[s], x0[s]·(x1[s]·x2[s]) or
-// (x0[s]·x1[s])·(x2[s]·x3[s]), over [0, n) in a fixed order (the result does not depend on the machine). The
+// Σ_s of the product of the first kFactors rows at s: x0[s], x0[s]·x1[s] or x0[s]·(x1[s]·x2[s]), over
+// [0, n) in a fixed order (the result does not depend on the machine). The
 // whole groups of 32 terms go to 32 interleaved partial sums in T, added into acc_t every kBlock terms, so
 // that no float partial sums more than 16 terms and the error does not grow with n; the last n mod 32
 // terms go straight to acc_t. Written as sums of rows of 32 through restrict pointers so that the x86-64-v3
@@ -267,13 +267,12 @@ PYHESSK_CPU_CLONES void contract_in(int m, int d, int k, int n, const T* S, cons
 // measured 1.5–4× slower there, and a running sum in double 9× slower.
 template <int kFactors, typename T>
 PYHESSK_CPU_CLONES acc_t<T> blocked_dot(int n, const T* __restrict x0, const T* __restrict x1 = nullptr,
-                                        const T* __restrict x2 = nullptr, const T* __restrict x3 = nullptr) {
+                                        const T* __restrict x2 = nullptr) {
   constexpr int kParts = 32, kBlock = 512;
   auto term = [&](int s) {
     if constexpr (kFactors == 1) return x0[s];
     else if constexpr (kFactors == 2) return x0[s] * x1[s];
-    else if constexpr (kFactors == 3) return x0[s] * (x1[s] * x2[s]);
-    else return (x0[s] * x1[s]) * (x2[s] * x3[s]);
+    else return x0[s] * (x1[s] * x2[s]);
   };
   acc_t<T> acc[kParts] = {};
   T part[kParts];
@@ -286,12 +285,10 @@ PYHESSK_CPU_CLONES acc_t<T> blocked_dot(int n, const T* __restrict x0, const T* 
       const T* __restrict r0 = x0 + b;
       const T* __restrict r1 = kFactors > 1 ? x1 + b : nullptr;
       const T* __restrict r2 = kFactors > 2 ? x2 + b : nullptr;
-      const T* __restrict r3 = kFactors > 3 ? x3 + b : nullptr;
       for (int t = 0; t < kParts; ++t) {
         if constexpr (kFactors == 1) part[t] += r0[t];
         else if constexpr (kFactors == 2) part[t] += r0[t] * r1[t];
-        else if constexpr (kFactors == 3) part[t] += r0[t] * (r1[t] * r2[t]);
-        else part[t] += (r0[t] * r1[t]) * (r2[t] * r3[t]);
+        else part[t] += r0[t] * (r1[t] * r2[t]);
       }
     }
     for (int t = 0; t < kParts; ++t) acc[t] += part[t];
@@ -301,6 +298,12 @@ PYHESSK_CPU_CLONES acc_t<T> blocked_dot(int n, const T* __restrict x0, const T* 
   for (; s < n; ++s) total += term(s);
   for (int t = 0; t < kParts; ++t) total += acc[t];
   return total;
+}
+
+// w = a ⊙ b in T: the first product of the terms (a[k]·b[k])·(x[k]·y[k]) of an entry with two activations.
+template <typename T>
+PYHESSK_CPU_CLONES void weights(int n, const T* __restrict a, const T* __restrict b, T* __restrict w) {
+  for (int k = 0; k < n; ++k) w[k] = a[k] * b[k];
 }
 
 template <typename T>
@@ -430,24 +433,32 @@ void GnhFactors<T>::gather(const Index& x, T* out) const {
 template <typename T>
 void GnhFactors<T>::entries(const int64_t* rows, const int64_t* cols, int64_t m, T* out) const {
   for (int64_t t = 0; t < m; ++t) decode(rows[t]), decode(cols[t]);  // range checks before any work
-#pragma omp parallel for schedule(static) if (double(m) * n_ * d_ >= kParallelWork)
-  for (int64_t t = 0; t < m; ++t) {
-    const Index p = decode(rows[t]), q = decode(cols[t]);
-    const T *Sp = S(p), *Sq = S(q);
-    // Σ_k a_p[k] a_q[k] ⟨S_p[:, k], S_q[:, k]⟩, swept output by output so every pass runs over contiguous samples
-    const T* ap = act(p);
-    const T* aq = act(q);
-    acc_t<T> total = 0;
-    for (int c = 0; c < d_; ++c) {
-      const T *x = Sp + int64_t(c) * n_, *y = Sq + int64_t(c) * n_;
-      if (ap && aq)
-        total += blocked_dot<4>(n_, ap, aq, x, y);
-      else if (ap || aq)
-        total += blocked_dot<3>(n_, ap ? ap : aq, x, y);
-      else
-        total += blocked_dot<2>(n_, x, y);
+#pragma omp parallel if (double(m) * n_ * d_ >= kParallelWork)
+  {
+    std::vector<T> w(n_);  // per thread: a_p ⊙ a_q of the entry, the product the 4-factor term starts with
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < m; ++t) {
+      const Index p = decode(rows[t]), q = decode(cols[t]);
+      const T *Sp = S(p), *Sq = S(q);
+      // Σ_k a_p[k] a_q[k] ⟨S_p[:, k], S_q[:, k]⟩, swept output by output so every pass runs over contiguous
+      // samples. With two activations their product is formed once per entry, not once per output: the
+      // terms w[k]·(x[k]·y[k]) are those of (a_p[k]·a_q[k])·(x[k]·y[k]), rounding included.
+      const T* ap = act(p);
+      const T* aq = act(q);
+      if (ap && aq) {
+        weights(n_, ap, aq, w.data());
+        ap = w.data(), aq = nullptr;
+      }
+      acc_t<T> total = 0;
+      for (int c = 0; c < d_; ++c) {
+        const T *x = Sp + int64_t(c) * n_, *y = Sq + int64_t(c) * n_;
+        if (ap || aq)
+          total += blocked_dot<3>(n_, ap ? ap : aq, x, y);
+        else
+          total += blocked_dot<2>(n_, x, y);
+      }
+      out[t] = scale_ * T(total) + l2_term(rows[t], cols[t]);
     }
-    out[t] = scale_ * T(total) + l2_term(rows[t], cols[t]);
   }
 }
 
