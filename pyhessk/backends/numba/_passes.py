@@ -202,7 +202,8 @@ def pack(sizes: Any, woff: Any, boff: Any, V: Any, Vp: Any, Vq: Any) -> None:
     if k == 1:
         for buf in (Vp, Vq):
             if buf.size > 0:
-                buf[:] = V[:, 0]
+                for r in range(buf.size):  # a loop: slice assignment compiles Numba's shape-error formatting
+                    buf[r] = V[r, 0]
         return
     for l in range(1, sizes.size):
         n_l, n_p, w0, b0 = sizes[l], sizes[l - 1], woff[l - 1], boff[l - 1]
@@ -241,7 +242,8 @@ def unpack(sizes: Any, woff: Any, boff: Any, k: int, P: Any, Q: Any, V: Any, l2:
     out = np.empty((N, k), P.dtype)
     use_v = l2 != 0.0 and V.size > 0
     if k == 1 and Q.size == 0:  # one vector: P is already in V's layout
-        out[:, 0] = P[:N]
+        for r in range(N):
+            out[r, 0] = P[r]
         if use_v:
             add_weight_decay(sizes, woff, l2, V, out)
         return out
