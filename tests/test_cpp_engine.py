@@ -109,44 +109,65 @@ def test_one_snapshot_shared_by_threads_stays_correct():
         np.testing.assert_allclose(out[i], ref.gnvp(V), rtol=1e-12, atol=1e-14)
 
 
-_BIG_CALL = """
+_SHARED_CALLS = """
+import os
+import signal
 import sys
 import numpy as np
 sys.path.insert(0, sys.argv[2])
 from cases import Case
-case = Case((6, 16, 10), "tanh", "softmax_cross_entropy", n=4096, seed=7)
+from pyhessk import _core_cpu
+case = Case((6, 16, 10), "tanh", "softmax_cross_entropy", n=2048, seed=7)
 c = case.net("cpp").linearize(*case.data())
 e = c.gnh_entries()
 rng = np.random.default_rng(3)
-rows, cols = rng.integers(0, c.num_params, 3300), rng.integers(0, c.num_params, 3300)
-np.save(sys.argv[1], np.stack([e.entries(rows, cols),
-                               e.estimate(rows, cols, eps=0.25, delta=0.1, seed=5, allow_exact=False)]))
+rows, cols = rng.integers(0, c.num_params, 1500), rng.integers(0, c.num_params, 1500)
+calls = lambda: np.stack([e.entries(rows, cols), e.estimate(rows, cols, eps=0.25, delta=0.1, seed=5,
+                                                            allow_exact=False)])
+first = calls()
+for _ in range(200):  # until helper threads have run some entries (they join only when they get a core)
+    if _core_cpu.entry_helpers()["helped"] > 0:
+        break
+    assert np.array_equal(calls(), first)
+assert np.array_equal(calls(), first)
+pid = os.fork()  # a child forked after the helpers started has none, and must neither hang nor differ
+if pid == 0:
+    signal.alarm(120)
+    os._exit(0 if np.array_equal(calls(), first) else 3)
+_, status = os.waitpid(pid, 0)
+assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+np.save(sys.argv[1], first)
+print(_core_cpu.entry_helpers()["threads"], _core_cpu.entry_helpers()["helped"])
 """
 
 
-def test_entry_loops_agree_on_one_thread_and_on_a_team(tmp_path):
-    """Calls with tens of milliseconds of work run the exact and sampled entry loops on an OpenMP team, smaller
-    ones on one thread (gnh_cpu.cpp, kParallelWork). The same large call (3,300 entries at n = 4,096, d = 10,
-    past the threshold in both loops) with OMP_NUM_THREADS=1 and with the default team: equal numbers."""
+def test_entry_loops_agree_on_one_thread_and_with_helpers(tmp_path):
+    """The exact and sampled entry loops share their entries with helper threads (csrc/cpu/helpers.h): the
+    same calls with OMP_NUM_THREADS=1 and with the default thread count give equal numbers, also when the
+    helpers ran some of the entries, and in a child forked after the helpers started."""
     import os
     import subprocess
     import sys
 
     tests = os.path.dirname(os.path.abspath(__file__))
-    out = {}
-    for label, threads in (("one", "1"), ("team", None)):
+    out, report = {}, {}
+    for label, threads in (("one", "1"), ("shared", None)):
         env = dict(os.environ)
         env.pop("OMP_NUM_THREADS", None)
         if threads:
             env["OMP_NUM_THREADS"] = threads
         path = tmp_path / f"{label}.npy"
         # (run outside the source tree: the pyhessk under test is the installed one, as in this process)
-        proc = subprocess.run([sys.executable, "-c", _BIG_CALL, str(path), tests], env=env, cwd=tmp_path,
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run([sys.executable, "-c", _SHARED_CALLS, str(path), tests], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr
         out[label] = np.load(path)
+        report[label] = [int(x) for x in proc.stdout.split()]
+    assert report["one"] == [1, 0]  # one thread: no helpers
+    if report["shared"][0] > 1:
+        assert report["shared"][1] > 0, "no helper thread ever joined"
     assert np.all(np.isfinite(out["one"])) and np.any(out["one"][1] != out["one"][0])  # (it sampled)
-    np.testing.assert_array_equal(out["team"], out["one"])
+    np.testing.assert_array_equal(out["shared"], out["one"])
 
 
 @pytest.mark.parametrize("name", ["tanh", "sigmoid", "silu", "softplus", "sin"])

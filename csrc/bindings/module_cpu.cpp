@@ -15,6 +15,7 @@
 #include "common/views.h"
 #include "cpu/gemm_cpu.h"
 #include "cpu/gnh_cpu.h"
+#include "cpu/helpers.h"
 #include "cpu/linearization_cpu.h"
 
 namespace py = pybind11;
@@ -296,6 +297,12 @@ PYBIND11_MODULE(_core_cpu, m, py::mod_gil_not_used()) {
     info["version"] = std::string(PYHESSK_VERSION);
     return info;
   }, "How this module was built: OpenMP version (or None), compiler, pyhessk version.");
+  m.def("entry_helpers", [] {
+    py::dict info;
+    info["threads"] = pyhessk::cpu::Helpers::max_threads();
+    info["helped"] = pyhessk::cpu::Helpers::helped();
+    return info;
+  }, "The GNH entry loops' threads (OpenMP's count) and how many items helper threads have run so far.");
   bind_dtype<float>(m, "F32");
   bind_dtype<double>(m, "F64");
 }

@@ -9,18 +9,15 @@
 #include "common/dispatch.h"
 #include "cpu/clones.h"
 #include "cpu/gemm_cpu.h"
+#include "cpu/helpers.h"
 #include "cpu/sweeps.h"
 
 namespace pyhessk::cpu {
 namespace {
 
-// The entry loops use an OpenMP team only for calls that take tens of milliseconds on one thread. OpenBLAS's
-// workers spin for about 0.1 s after every GEMM, and beside them a team's second thread waited one to four
-// scheduler ticks (4 ms each) for a core: measured on 2 cores right after a linearization, 200 sampled
-// entries at n = 1,000 took 8–16 ms with a team against 0.6 ms on one thread, and exact ones 5 against 0.8.
-// The work is counted in numbers: n·d streamed per exact entry; n per sampled entry and, per draw, 4·d
-// (a gathered number costs about four streamed ones).
-constexpr double kParallelWork = double(int64_t(1) << 25);
+// The entry loops share their items with opportunistic helper threads (cpu/helpers.h), which never make
+// the caller wait for a core. The work of an item is counted in numbers: n·d streamed per exact entry; n
+// per sampled entry and, per draw, 4·d (a gathered number costs about four streamed ones).
 constexpr int kDrawBatch = 64;            // draws of the sampler located before their terms are summed
 
 // splitmix64: a counter-based stream, so entry t's draws depend only on (seed, t).
@@ -433,11 +430,9 @@ void GnhFactors<T>::gather(const Index& x, T* out) const {
 template <typename T>
 void GnhFactors<T>::entries(const int64_t* rows, const int64_t* cols, int64_t m, T* out) const {
   for (int64_t t = 0; t < m; ++t) decode(rows[t]), decode(cols[t]);  // range checks before any work
-#pragma omp parallel if (double(m) * n_ * d_ >= kParallelWork)
-  {
-    std::vector<T> w(n_);  // per thread: a_p ⊙ a_q of the entry, the product the 4-factor term starts with
-#pragma omp for schedule(static)
-    for (int64_t t = 0; t < m; ++t) {
+  Helpers::run(m, double(n_) * d_, [&](int64_t begin, int64_t end) {
+    std::vector<T> w(n_);  // a_p ⊙ a_q of an entry, the product the 4-factor term starts with
+    for (int64_t t = begin; t < end; ++t) {
       const Index p = decode(rows[t]), q = decode(cols[t]);
       const T *Sp = S(p), *Sq = S(q);
       // Σ_k a_p[k] a_q[k] ⟨S_p[:, k], S_q[:, k]⟩, swept output by output so every pass runs over contiguous
@@ -459,7 +454,7 @@ void GnhFactors<T>::entries(const int64_t* rows, const int64_t* cols, int64_t m,
       }
       out[t] = scale_ * T(total) + l2_term(rows[t], cols[t]);
     }
-  }
+  });
 }
 
 template <typename T>
@@ -626,15 +621,13 @@ void GnhFactors<T>::sample(const int64_t* rows, const int64_t* cols, int64_t m, 
                            T* out, int64_t groups) const {
   for (int64_t t = 0; t < m; ++t) decode(rows[t]), decode(cols[t]);
   sample_major();
-#pragma omp parallel if (double(m) * (n_ + 4.0 * double(groups) * double(s) * d_) >= kParallelWork)
-  {
-    // per thread, reused by its entries: a row of ones standing in for a bias's a, and the distribution
+  Helpers::run(m, n_ + 4.0 * double(groups) * double(s) * d_, [&](int64_t begin, int64_t end) {
+    // per chunk, reused by its entries: a row of ones standing in for a bias's a, and the distribution
     const std::vector<T> ones(n_, T(1));
     SumTree tree(n_);
     const double* C = tree.sums();  // C[k]: the sum of the weights through sample k; C[−1] = 0
     int drawn[kDrawBatch];
-#pragma omp for schedule(static)
-    for (int64_t t = 0; t < m; ++t) {
+    for (int64_t t = begin; t < end; ++t) {
       const Index p = decode(rows[t]), q = decode(cols[t]);
       const T *nup = nu_[p.layer - 1].data() + int64_t(p.row) * n_, *nuq = nu_[q.layer - 1].data() + int64_t(q.row) * n_;
       const T* ap = act(p) ? act(p) : ones.data();  // act: null for a bias
@@ -668,7 +661,7 @@ void GnhFactors<T>::sample(const int64_t* rows, const int64_t* cols, int64_t m, 
         out[g * m + t] = T(double(scale_) * (acc * total) / double(s)) + l2_term(rows[t], cols[t]);
       }
     }
-  }
+  });
 }
 
 template class GnhFactors<float>;

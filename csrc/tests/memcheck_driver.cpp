@@ -2,19 +2,24 @@
 // Python in the process: plain reference GEMMs stand in for SciPy's BLAS. It exercises every activation,
 // loss, both dtypes and blocks of k = 1 and k = 3 directions, checks symmetry vᵀHw = wᵀHv, compares J v
 // against central differences of the forward pass, and runs blocks in chunks of samples against single
-// directions, and assembles the dense H and G against block products. See the README for the command.
+// directions, and assembles the dense H and G against block products. Built with -fopenmp, it also runs
+// the GNH entry loops with helper threads against one thread. See the README for the command.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <random>
 #include <vector>
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 
 #include "common/activations.h"
 #include "common/losses.h"
 #include "common/views.h"
 #include "cpu/gemm_cpu.h"
 #include "cpu/gnh_cpu.h"
+#include "cpu/helpers.h"
 #include "cpu/linearization_cpu.h"
 #include "cpu/pool.h"
 
@@ -224,6 +229,46 @@ int check_pool() {
 
 }  // namespace
 
+// The exact and sampled entry loops with enough work to share (cpu/helpers.h) give the same numbers with
+// the helper threads as on one thread; repeated until a helper has run some entries (up to 200 rounds).
+// Without OpenMP there is one thread and nothing to compare.
+int check_helpers() {
+#if defined(_OPENMP)
+  using pyhessk::MlpShape;
+  MlpShape shape({8, 16, 10}, {0}, 1, 0.0, true, true);
+  const int n = 512, d = 10;
+  const int64_t N = shape.num_params;
+  std::mt19937 gen(7);
+  std::vector<double> theta(N), X(n * 8), Y(n * d), V(N);
+  random_problem(gen, n, d, 1, theta, X, Y, V);
+  pyhessk::cpu::Linearization<double> lin(shape, theta.data(), X.data(), Y.data(), n, false);
+  lin.backward();
+  pyhessk::cpu::GnhFactors<double> fac(lin);
+  std::vector<int64_t> rows(N), cols(N);
+  for (int64_t i = 0; i < N; ++i) rows[i] = i, cols[i] = (i * 7) % N;
+  auto calls = [&](std::vector<double>& out) {
+    fac.entries(rows.data(), cols.data(), N, out.data());
+    fac.sample(rows.data(), cols.data(), N, 64, 9u, out.data() + N);
+  };
+  const int threads = omp_get_max_threads();
+  std::vector<double> one(2 * N), shared(2 * N);
+  omp_set_num_threads(1);
+  calls(one);
+  omp_set_num_threads(std::max(threads, 2));
+  const int64_t before = pyhessk::cpu::Helpers::helped();
+  for (int round = 0; round < 200 && pyhessk::cpu::Helpers::helped() == before; ++round) {
+    calls(shared);
+    if (shared != one) {
+      std::printf("helpers: entries differ from one thread's\n");
+      return 1;
+    }
+  }
+  omp_set_num_threads(threads);
+  if (pyhessk::cpu::Helpers::helped() == before) std::printf("helpers: no helper joined in 200 rounds\n");
+#endif
+  return 0;
+}
+
 int main() {
   auto& table = pyhessk::cpu::blas_table();
   table.sgemm = &ref_gemm<float>;
@@ -236,6 +281,7 @@ int main() {
     }
   for (int act : {1, 3}) failures += run_chunked(act, act == 1 ? 1 : 0);
   failures += check_pool();
+  failures += check_helpers();
   std::printf("%s: %d failures\n", failures ? "FAILED" : "ok", failures);
   return failures ? 1 : 0;
 }

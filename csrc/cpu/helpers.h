@@ -1,0 +1,143 @@
+// Opportunistic helper threads for the CPU engine's entry loops (GNH entries and the sampler).
+//
+// An OpenMP team waits at its start for every one of its threads. Beside OpenBLAS's workers, which spin
+// for about 0.1 s after every GEMM, a team's second thread waited one to four scheduler ticks (4 ms each)
+// for a core: measured on 2 cores right after a linearization, 200 sampled entries at n = 1,000 took
+// 8–16 ms with a team against 0.6 ms on one thread. Here the calling thread starts at once and claims
+// chunks of the loop from an atomic counter; sleeping helper threads are woken and claim chunks too, if
+// they get a core in time. The caller never waits for a helper that has not started: when the counter
+// runs out it withdraws the job and waits only for the chunks that helpers are inside. Every item runs
+// on one thread alone, so the results do not depend on which thread ran it.
+//
+// The number of threads is OpenMP's (OMP_NUM_THREADS; one thread without OpenMP). One job is shared at a
+// time: a second caller meanwhile runs its loop alone. A forked child starts with a fresh, empty set of
+// helpers (the parent's threads do not exist there).
+#pragma once
+#include <pthread.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+#include <type_traits>
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace pyhessk::cpu {
+
+class Helpers {
+ public:
+  // Loops of fewer numbers of work run on the calling thread alone: waking a helper costs microseconds.
+  static constexpr double kShareWork = double(1 << 16);
+  // Each chunk holds about this much work (and the loop at least 4 chunks per thread), so that a late
+  // helper still finds chunks and the caller's wait for a helper's last chunk stays short.
+  static constexpr double kChunkWork = double(1 << 15);
+
+  // body(begin, end) over [0, m), in chunks; `work` is the cost of one item in numbers streamed.
+  template <typename Body>
+  static void run(int64_t m, double work, Body&& body) {
+    if (m <= 0) return;
+    const int threads = max_threads();
+    if (threads <= 1 || double(m) * work < kShareWork) {
+      body(int64_t(0), m);
+      return;
+    }
+    const int64_t by_work = std::max<int64_t>(1, int64_t(kChunkWork / std::max(work, 1.0)));
+    const int64_t by_count = std::max<int64_t>(1, m / (4 * int64_t(threads)));
+    auto call = [](void* ctx, int64_t b, int64_t e) { (*static_cast<std::remove_reference_t<Body>*>(ctx))(b, e); };
+    instance().share(m, std::min(by_work, by_count), threads - 1, call, &body);
+  }
+
+  static int max_threads() {
+#if defined(_OPENMP)
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+  }
+
+  // Items run by helper threads since the process started (tests check that the shared path ran).
+  static int64_t helped() { return instance().helped_.load(std::memory_order_relaxed); }
+
+ private:
+  using Fn = void (*)(void*, int64_t, int64_t);
+  struct Job {
+    std::atomic<int64_t> next{0};
+    int64_t m = 0, chunk = 1;
+    int helpers = 0;  // at most this many helpers join
+    int busy = 0;     // helpers inside the job (under the mutex)
+    Fn fn = nullptr;
+    void* ctx = nullptr;
+  };
+
+  static Helpers& instance() {
+    static std::atomic<Helpers*>& current = make();
+    return *current.load(std::memory_order_acquire);
+  }
+  static std::atomic<Helpers*>& make() {
+    static std::atomic<Helpers*> current{new Helpers()};  // never destroyed: helpers sleep until exit
+    pthread_atfork(nullptr, nullptr, [] { current.store(new Helpers(), std::memory_order_release); });
+    return current;
+  }
+
+  void share(int64_t m, int64_t chunk, int helpers, Fn fn, void* ctx) {
+    Job job;
+    job.m = m, job.chunk = chunk, job.helpers = helpers, job.fn = fn, job.ctx = ctx;
+    bool shared = false;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (job_ == nullptr) {
+        for (; started_ < helpers; ++started_) std::thread(&Helpers::serve, this, seq_).detach();
+        job_ = &job;
+        ++seq_;
+        shared = true;
+      }
+    }
+    if (shared) wake_.notify_all();
+    work(job, false);
+    if (shared) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      job_ = nullptr;  // helpers that wake from now on find nothing to join
+      idle_.wait(lock, [&] { return job.busy == 0; });
+    }
+  }
+
+  void work(Job& job, bool helper) {
+    for (;;) {
+      const int64_t b = job.next.fetch_add(job.chunk, std::memory_order_relaxed);
+      if (b >= job.m) return;
+      const int64_t e = std::min(job.m, b + job.chunk);
+      job.fn(job.ctx, b, e);
+      if (helper) helped_.fetch_add(e - b, std::memory_order_relaxed);
+    }
+  }
+
+  // A helper's life: sleep until a job it has not seen is shared, join it while it lasts and has room.
+  void serve(uint64_t seen) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (;;) {
+      wake_.wait(lock, [&] { return job_ != nullptr && seq_ != seen; });
+      seen = seq_;
+      Job* job = job_;
+      if (job->busy >= job->helpers) continue;
+      ++job->busy;
+      lock.unlock();
+      work(*job, true);
+      lock.lock();
+      if (--job->busy == 0) idle_.notify_all();
+    }
+  }
+
+  Helpers() = default;
+  std::mutex mutex_;
+  std::condition_variable wake_, idle_;
+  Job* job_ = nullptr;  // the shared job, while its caller works on it
+  uint64_t seq_ = 0;    // jobs shared so far
+  int started_ = 0;     // helper threads started
+  std::atomic<int64_t> helped_{0};
+};
+
+}  // namespace pyhessk::cpu
