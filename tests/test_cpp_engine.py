@@ -138,6 +138,8 @@ _, status = os.waitpid(pid, 0)
 assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
 np.save(sys.argv[1], first)
 print(_core_cpu.entry_helpers()["threads"], _core_cpu.entry_helpers()["helped"])
+from pyhessk.backends.cpp import DESCRIPTION
+print(DESCRIPTION, file=sys.stderr)
 """
 
 
@@ -162,10 +164,12 @@ def test_entry_loops_agree_on_one_thread_and_with_helpers(tmp_path):
                               capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr
         out[label] = np.load(path)
-        report[label] = [int(x) for x in proc.stdout.split()]
-    assert report["one"] == [1, 0]  # one thread: no helpers
-    if report["shared"][0] > 1:
-        assert report["shared"][1] > 0, "no helper thread ever joined"
+        report[label] = [int(x) for x in proc.stdout.split()] + [proc.stderr.strip().splitlines()[-1]]
+    assert report["one"] == [1, 0, "GNH entry loops on one thread (OpenMP's thread count is 1)"]  # no helpers
+    threads, helped, described = report["shared"]
+    if threads > 1:
+        assert helped > 0, "no helper thread ever joined"
+        assert described.startswith(f"GNH entry loops on up to {threads} threads")  # what show_config prints
     assert np.all(np.isfinite(out["one"])) and np.any(out["one"][1] != out["one"][0])  # (it sampled)
     np.testing.assert_array_equal(out["shared"], out["one"])
 

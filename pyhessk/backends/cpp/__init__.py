@@ -10,4 +10,17 @@ from .mlp import CppBackend
 
 BACKEND = CppBackend(_core_cpu)
 
-__all__ = ["BACKEND", "CppBackend"]
+
+def _describe() -> str:
+    threads = _core_cpu.entry_helpers()["threads"]
+    if _core_cpu.build_info().get("openmp") is None:
+        return "GNH entry loops on one thread (built without OpenMP)"
+    if threads == 1:
+        return "GNH entry loops on one thread (OpenMP's thread count is 1)"
+    return f"GNH entry loops on up to {threads} threads (OpenMP's count; helpers join when a core is free)"
+
+
+#: what ``pyhessk.show_config()`` prints for the engine
+DESCRIPTION = _describe()
+
+__all__ = ["BACKEND", "CppBackend", "DESCRIPTION"]
