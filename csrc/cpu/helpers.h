@@ -20,6 +20,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
+#include <new>
 #include <thread>
 #include <type_traits>
 #if defined(_OPENMP)
@@ -79,7 +80,10 @@ class Helpers {
   }
   static std::atomic<Helpers*>& make() {
     static std::atomic<Helpers*> current{new Helpers()};  // never destroyed: helpers sleep until exit
-    pthread_atfork(nullptr, nullptr, [] { current.store(new Helpers(), std::memory_order_release); });
+    // A forked child gets a fresh object in static storage (no allocation between fork and exec); the
+    // parent's, copied with whatever state its mutex had, is left alone.
+    alignas(Helpers) static unsigned char child[sizeof(Helpers)];
+    pthread_atfork(nullptr, nullptr, [] { current.store(new (child) Helpers(), std::memory_order_release); });
     return current;
   }
 
