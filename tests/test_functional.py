@@ -170,3 +170,15 @@ def test_errors_name_the_argument():
         F.to_layers(np.ones(N - 1), Ws, bs)
     with pytest.raises(ValueError, match="Y must have shape"):
         F.loss_and_grad(Ws, bs, X, Y[:, :1])
+    with pytest.raises(TypeError, match="bs must be a list of bias vectors"):
+        F.loss_and_grad(Ws, "b", X, Y)
+    with pytest.raises(TypeError, match="Ws must be a non-empty list of arrays"):
+        F.from_layers(Ws[0], bs)
+    with pytest.raises(ValueError, match="bs must be None or a list of 2 arrays"):
+        F.from_layers(Ws, bs[:1])
+    with pytest.raises(ValueError, match=r"Ws\[1\] must have a trailing block axis \(3,\)"):
+        F.from_layers([np.ones((*Ws[0].shape, 3)), np.ones((*Ws[1].shape, 2))], None)
+    with pytest.raises(ValueError, match=r"bs\[0\] must have shape \(4, 3\) to match Ws\[0\]"):
+        F.from_layers([np.ones((*W.shape, 3)) for W in Ws], [np.ones((4, 2)), np.ones((2, 3))])
+    with pytest.raises(ValueError, match="V: a per-layer vector must be \\(VWs, Vbs\\) with 2 weight arrays"):
+        F.hvp(Ws, bs, X, Y, (Ws[:1], bs))

@@ -206,6 +206,24 @@ def test_inverse_is_a_preconditioner_for_cg():
     assert rel(H.linear_operator() @ b, H @ b) == 0.0
 
 
+def test_zero_rows_of_dead_units_are_handled():
+    """A ReLU layer whose first 20 units never fire: their 420 parameters have zero rows in G, so whole
+    off-diagonal blocks are zero (ACA must stop at rank 0 without a pivot). Matvec and solve against dense."""
+    rng = np.random.default_rng(0)
+    net = hk.MLP([20, 40, 3], activation="relu", loss="mse", backend="numpy")
+    th = net.init(seed=1)
+    Ws, bs = net.unflatten(th)
+    Ws[0][:20], bs[0][:20] = 0.0, -1.0  # pre-activation −1 on every sample
+    c = net.linearize(th, rng.standard_normal((30, 20)), rng.standard_normal((30, 3)))
+    K = c.gnh() + 0.3 * np.eye(c.num_params)
+    assert (np.abs(K - 0.3 * np.eye(c.num_params)).sum(axis=1) == 0).sum() == 480
+    V = rng.standard_normal((c.num_params, 2))
+    for tol in (1e-10, 1e-4):
+        H = hk.gnh_hodlr(c, 0.3, tol=tol, leaf_size=32)
+        assert rel(H @ V, K @ V) < max(tol, 1e-13)
+        assert rel(H.solve(V), np.linalg.solve(K, V)) < max(10 * tol, 1e-12)
+
+
 def test_report_text_and_fields():
     c = snapshot(LOW_RANK)
     H = hk.gnh_hodlr(c, 0.1, tol=1e-4, leaf_size=16)
