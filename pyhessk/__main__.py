@@ -1,4 +1,5 @@
-"""Command line: ``python -m pyhessk [demo|config|bench] [options]`` (also installed as the ``pyhessk`` command)."""
+"""Command line: ``python -m pyhessk [demo|config|bench|warmup] [options]`` (also installed as the ``pyhessk``
+command)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import argparse
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="pyhessk", description="Exact second-order information of MLPs.")
-    parser.add_argument("command", nargs="?", default="demo", choices=["demo", "config", "bench"],
+    parser.add_argument("command", nargs="?", default="demo", choices=["demo", "config", "bench", "warmup"],
                         help="demo: train on the digits data with three optimizers and analyse the curvature "
                              "(default); config: which engines can run; bench: cached products against their "
-                             "GEMM ideal over width, batch size and block size (short; --full for the long run)")
+                             "GEMM ideal over width, batch size and block size (short; --full for the long run); "
+                             "warmup: compile the Numba engine's kernels into its disk cache now")
     demo = parser.add_argument_group("demo options")
     demo.add_argument("--out", default="pyhessk-demo-report", metavar="DIR",
                       help="folder for the report: summary.md and PNG plots (default: %(default)s); with "
@@ -29,12 +31,21 @@ def main(argv: list[str] | None = None) -> None:
     bench.add_argument("--engines", default="", help="comma list of engines (default: every one that can run)")
     bench.add_argument("--machine", default="local", help="machine label of the written files (default: local)")
     bench.add_argument("--quiet", action="store_true", help="no progress lines")
+    warm = parser.add_argument_group("warmup options")
+    warm.add_argument("--dtypes", default="float32,float64", help="comma list (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.command == "bench":
         from ._bench.sweeps import main as bench_main
 
         args.out = args.out if args.out != parser.get_default("out") else None
         bench_main(args)
+    elif args.command == "warmup":
+        from .warmup import warmup
+
+        try:
+            warmup([d for d in args.dtypes.split(",") if d], verbose=True)
+        except (TypeError, RuntimeError) as exc:
+            parser.error(str(exc))
     elif args.command == "config":
         from . import show_config
 

@@ -167,6 +167,62 @@ def test_an_edit_to_an_inlined_source_recompiles(tmp_path):
     assert hits_and_misses() == (0, 1)
 
 
+_CACHED_USE = """
+import numba, numpy as np
+import pyhessk as hk
+from pyhessk.backends.numba import _blas, _dense, _gnh, _passes, activations, losses
+net = hk.MLP([5, 7, 6, 3], activation=["sigmoid", "gelu"], loss="mse", bias=False, backend="numba")
+rng = np.random.default_rng(1)
+th = net.init(seed=2)
+X, Y = rng.standard_normal((25, 5)), rng.standard_normal((25, 3))
+N = net.num_params
+V, U = rng.standard_normal((N, 4)), rng.standard_normal((25, 3, 2))
+net.forward(th, X)
+c = net.linearize(th, X, Y)
+c.hvp(V), c.hvp(V[:, 0]), c.gnvp(V), c.jvp(V), c.vjp(U), c.hessian(), c.gnh()
+e = c.gnh_entries()
+idx = np.arange(N)
+e.entries(idx, idx), e.block(idx[:3], idx[:9]), e.column(idx[[1]]), e.diagonal(), e.gnvp(V)
+for method in ("mean", "median_of_means"):
+    e.estimate(idx[:4], idx[:4], eps=0.5, delta=0.1, method=method, allow_exact=False)
+c.gnh_solve(V, 0.5)
+hits = misses = 0
+for m in (_blas, _dense, _gnh, _passes, activations, losses):
+    for v in vars(m).values():
+        if isinstance(v, numba.core.dispatcher.Dispatcher):
+            hits += sum(v.stats.cache_hits.values())
+            misses += sum(v.stats.cache_misses.values())
+print(hits, misses)
+"""
+
+
+def test_warmup_fills_the_cache_for_every_operation(tmp_path):
+    """``python -m pyhessk warmup --dtypes float64`` into an empty cache; then another process, on another
+    architecture, activations, loss and bias setting, uses every product and GNH read and compiles nothing:
+    every engine function it calls loads from the cache."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    env.pop("PYHESSK_DISABLE", None)
+    warm = subprocess.run([sys.executable, "-m", "pyhessk", "warmup", "--dtypes", "float64"], env=env,
+                          capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
+    assert warm.returncode == 0, warm.stdout + warm.stderr
+    assert "numba engine, float64: ready in" in warm.stdout
+    use = subprocess.run([sys.executable, "-c", _CACHED_USE], env=env, capture_output=True, text=True,
+                         timeout=300, cwd=str(tmp_path))
+    assert use.returncode == 0, use.stdout + use.stderr
+    hits, misses = (int(x) for x in use.stdout.split())
+    assert misses == 0 and hits > 0, (hits, misses)
+
+
+def test_warmup_arguments_are_checked(tmp_path):
+    from pyhessk.warmup import warmup
+
+    with pytest.raises(TypeError, match="dtypes must be float32 or float64, got float16"):
+        warmup(["float16"])
+    proc = subprocess.run([sys.executable, "-m", "pyhessk", "warmup", "--dtypes", "int8"], capture_output=True,
+                          text=True, timeout=120, cwd=str(tmp_path))
+    assert proc.returncode == 2 and "dtypes must be float32 or float64" in proc.stderr
+
+
 def test_two_threads_with_two_snapshots_get_correct_answers():
     """The kernels release the GIL and share no state: concurrent products on two snapshots stay exact."""
     work = []
