@@ -25,7 +25,7 @@ def test_kernels_are_clean_under_asan_and_ubsan(tmp_path):
              "-fno-sanitize-recover=undefined", "-DPYHESSK_POISON_BUFFERS", "-fopenmp", f"-I{ROOT / 'csrc'}"]
     subprocess.run(["g++", *flags, *sources, "-o", str(exe)], check=True, capture_output=True, timeout=300)
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300,
-                         env={"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0", "UBSAN_OPTIONS": "print_stacktrace=1"})
+                         env={"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:detect_stack_use_after_return=1", "UBSAN_OPTIONS": "print_stacktrace=1"})
     assert run.returncode == 0, run.stdout + run.stderr
     assert "ok: 0 failures" in run.stdout
     assert "runtime error" not in run.stderr

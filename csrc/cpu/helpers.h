@@ -19,7 +19,9 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <mutex>
+#include <system_error>
 #include <new>
 #include <thread>
 #include <type_traits>
@@ -68,8 +70,9 @@ class Helpers {
   struct Job {
     std::atomic<int64_t> next{0};
     int64_t m = 0, chunk = 1;
-    int helpers = 0;  // at most this many helpers join
+    int helpers = 0;  // at most this many helpers inside the job at once
     int busy = 0;     // helpers inside the job (under the mutex)
+    std::exception_ptr error;  // the first exception of a chunk (under the mutex), rethrown by the caller
     Fn fn = nullptr;
     void* ctx = nullptr;
   };
@@ -94,28 +97,54 @@ class Helpers {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (job_ == nullptr) {
-        for (; started_ < helpers; ++started_) std::thread(&Helpers::serve, this, seq_).detach();
-        job_ = &job;
-        ++seq_;
-        shared = true;
+        while (started_ < helpers && !spawn_failed_) {
+          try {
+            std::thread(&Helpers::serve, this, seq_).detach();
+            ++started_;
+          } catch (const std::system_error&) {  // no more threads allowed: share with those there are
+            spawn_failed_ = true;
+          }
+        }
+        if (started_ > 0) {
+          job_ = &job;
+          ++seq_;
+          shared = true;
+        }
       }
     }
-    if (shared) wake_.notify_all();
+    if (!shared) {
+      body_alone(job);
+      return;
+    }
+    wake_.notify_all();
     work(job, false);
-    if (shared) {
+    std::exception_ptr error;
+    {
       std::unique_lock<std::mutex> lock(mutex_);
       job_ = nullptr;  // helpers that wake from now on find nothing to join
       idle_.wait(lock, [&] { return job.busy == 0; });
+      error = job.error;
     }
+    if (error) std::rethrow_exception(error);
   }
 
+  static void body_alone(Job& job) { job.fn(job.ctx, 0, job.m); }
+
+  // Chunks until the counter runs out. An exception (an allocation that failed) stops the job: it is kept
+  // for the caller to rethrow once every helper has left, and never escapes a helper thread.
   void work(Job& job, bool helper) {
-    for (;;) {
-      const int64_t b = job.next.fetch_add(job.chunk, std::memory_order_relaxed);
-      if (b >= job.m) return;
-      const int64_t e = std::min(job.m, b + job.chunk);
-      job.fn(job.ctx, b, e);
-      if (helper) helped_.fetch_add(e - b, std::memory_order_relaxed);
+    try {
+      for (;;) {
+        const int64_t b = job.next.fetch_add(job.chunk, std::memory_order_relaxed);
+        if (b >= job.m) return;
+        const int64_t e = b + std::min(job.chunk, job.m - b);
+        job.fn(job.ctx, b, e);
+        if (helper) helped_.fetch_add(e - b, std::memory_order_relaxed);
+      }
+    } catch (...) {
+      job.next.store(job.m, std::memory_order_relaxed);
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!job.error) job.error = std::current_exception();
     }
   }
 
@@ -141,6 +170,7 @@ class Helpers {
   Job* job_ = nullptr;  // the shared job, while its caller works on it
   uint64_t seq_ = 0;    // jobs shared so far
   int started_ = 0;     // helper threads started
+  bool spawn_failed_ = false;  // the system refused a thread: no more attempts
   std::atomic<int64_t> helped_{0};
 };
 

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <random>
+#include <stdexcept>
 #include <vector>
 #if defined(_OPENMP)
 #include <omp.h>
@@ -263,8 +264,35 @@ int check_helpers() {
       return 1;
     }
   }
-  omp_set_num_threads(threads);
   if (pyhessk::cpu::Helpers::helped() == before) std::printf("helpers: no helper joined in 200 rounds\n");
+  // an exception in one chunk reaches the caller, after every helper has left the job, whichever thread
+  // ran that chunk; the job is withdrawn, so the next loop shares again and gives the same numbers
+  for (int round = 0; round < 20; ++round) {
+    std::vector<double> sink(4096);
+    bool caught = false;
+    try {
+      pyhessk::cpu::Helpers::run(4096, 1e4, [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; ++t) {
+          if (t == 3000 - 7 * round) throw std::runtime_error("chunk failed");
+          double x = double(t);
+          for (int r = 0; r < 2000; ++r) x = std::sqrt(x + 1.0);
+          sink[t] = x;
+        }
+      });
+    } catch (const std::runtime_error&) {
+      caught = true;
+    }
+    if (!caught) {
+      std::printf("helpers: an exception in a chunk did not reach the caller\n");
+      return 1;
+    }
+  }
+  calls(shared);
+  omp_set_num_threads(threads);
+  if (shared != one) {
+    std::printf("helpers: entries differ from one thread's after the exceptions\n");
+    return 1;
+  }
 #endif
   return 0;
 }
