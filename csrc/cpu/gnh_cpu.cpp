@@ -430,8 +430,9 @@ void GnhFactors<T>::gather(const Index& x, T* out) const {
 template <typename T>
 void GnhFactors<T>::entries(const int64_t* rows, const int64_t* cols, int64_t m, T* out) const {
   for (int64_t t = 0; t < m; ++t) decode(rows[t]), decode(cols[t]);  // range checks before any work
-  Helpers::run(m, double(n_) * d_, [&](int64_t begin, int64_t end) {
-    std::vector<T> w(n_);  // a_p ⊙ a_q of an entry, the product the 4-factor term starts with
+  Helpers::run(m, double(n_) * d_, [&](Helpers::Claim& next) {
+    std::vector<T> w(n_);  // per thread: a_p ⊙ a_q of an entry, the product the 4-factor term starts with
+    for (int64_t begin, end; next(begin, end);)
     for (int64_t t = begin; t < end; ++t) {
       const Index p = decode(rows[t]), q = decode(cols[t]);
       const T *Sp = S(p), *Sq = S(q);
@@ -621,12 +622,13 @@ void GnhFactors<T>::sample(const int64_t* rows, const int64_t* cols, int64_t m, 
                            T* out, int64_t groups) const {
   for (int64_t t = 0; t < m; ++t) decode(rows[t]), decode(cols[t]);
   sample_major();
-  Helpers::run(m, n_ + 4.0 * double(groups) * double(s) * d_, [&](int64_t begin, int64_t end) {
-    // per chunk, reused by its entries: a row of ones standing in for a bias's a, and the distribution
-    const std::vector<T> ones(n_, T(1));
+  const std::vector<T> ones(n_, T(1));  // standing in for a bias's a
+  Helpers::run(m, n_ + 4.0 * double(groups) * double(s) * d_, [&](Helpers::Claim& next) {
+    // per thread, reused by its entries: the distribution
     SumTree tree(n_);
     const double* C = tree.sums();  // C[k]: the sum of the weights through sample k; C[−1] = 0
     int drawn[kDrawBatch];
+    for (int64_t begin, end; next(begin, end);)
     for (int64_t t = begin; t < end; ++t) {
       const Index p = decode(rows[t]), q = decode(cols[t]);
       const T *nup = nu_[p.layer - 1].data() + int64_t(p.row) * n_, *nuq = nu_[q.layer - 1].data() + int64_t(q.row) * n_;

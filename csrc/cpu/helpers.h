@@ -32,6 +32,8 @@
 namespace pyhessk::cpu {
 
 class Helpers {
+  struct Job;
+
  public:
   // Loops of fewer numbers of work run on the calling thread alone: waking a helper costs microseconds.
   static constexpr double kShareWork = double(1 << 16);
@@ -39,19 +41,46 @@ class Helpers {
   // helper still finds chunks and the caller's wait for a helper's last chunk stays short.
   static constexpr double kChunkWork = double(1 << 15);
 
-  // body(begin, end) over [0, m), in chunks; `work` is the cost of one item in numbers streamed.
+  // What a thread's body calls for its next chunk [begin, end) of the loop; false when none is left.
+  class Claim {
+   public:
+    bool operator()(int64_t& begin, int64_t& end) {
+      const int64_t b = job_->next.fetch_add(job_->chunk, std::memory_order_relaxed);
+      if (b >= job_->m) return false;
+      begin = b, end = b + std::min(job_->chunk, job_->m - b);
+      if (helped_) helped_->fetch_add(end - begin, std::memory_order_relaxed);
+      return true;
+    }
+
+   private:
+    friend class Helpers;
+    Claim(Job* job, std::atomic<int64_t>* helped) : job_(job), helped_(helped) {}
+    Job* job_;
+    std::atomic<int64_t>* helped_;  // counts a helper's items; null on the caller
+  };
+
+  // The loop over [0, m), `work` being the cost of one item in numbers streamed. body(claim) runs once on
+  // each thread that takes part (the caller, and helpers that get a core), so it can make its scratch once
+  // and then run chunks while claim(begin, end) gives one.
   template <typename Body>
   static void run(int64_t m, double work, Body&& body) {
     if (m <= 0) return;
     const int threads = max_threads();
+    Job job;
+    job.m = m;
+    job.fn = [](void* ctx, Claim& claim) { (*static_cast<std::remove_reference_t<Body>*>(ctx))(claim); };
+    job.ctx = &body;
     if (threads <= 1 || double(m) * work < kShareWork) {
-      body(int64_t(0), m);
+      job.chunk = m;
+      Claim claim(&job, nullptr);
+      body(claim);
       return;
     }
     const int64_t by_work = std::max<int64_t>(1, int64_t(kChunkWork / std::max(work, 1.0)));
     const int64_t by_count = std::max<int64_t>(1, m / (4 * int64_t(threads)));
-    auto call = [](void* ctx, int64_t b, int64_t e) { (*static_cast<std::remove_reference_t<Body>*>(ctx))(b, e); };
-    instance().share(m, std::min(by_work, by_count), threads - 1, call, &body);
+    job.chunk = std::min(by_work, by_count);
+    job.helpers = threads - 1;
+    instance().share(job);
   }
 
   static int max_threads() {
@@ -66,13 +95,13 @@ class Helpers {
   static int64_t helped() { return instance().helped_.load(std::memory_order_relaxed); }
 
  private:
-  using Fn = void (*)(void*, int64_t, int64_t);
+  using Fn = void (*)(void*, Claim&);
   struct Job {
     std::atomic<int64_t> next{0};
     int64_t m = 0, chunk = 1;
     int helpers = 0;  // at most this many helpers inside the job at once
     int busy = 0;     // helpers inside the job (under the mutex)
-    std::exception_ptr error;  // the first exception of a chunk (under the mutex), rethrown by the caller
+    std::exception_ptr error;  // the first exception of a body (under the mutex), rethrown by the caller
     Fn fn = nullptr;
     void* ctx = nullptr;
   };
@@ -90,14 +119,12 @@ class Helpers {
     return current;
   }
 
-  void share(int64_t m, int64_t chunk, int helpers, Fn fn, void* ctx) {
-    Job job;
-    job.m = m, job.chunk = chunk, job.helpers = helpers, job.fn = fn, job.ctx = ctx;
+  void share(Job& job) {
     bool shared = false;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (job_ == nullptr) {
-        while (started_ < helpers && !spawn_failed_) {
+        while (started_ < job.helpers && !spawn_failed_) {
           try {
             std::thread(&Helpers::serve, this, seq_).detach();
             ++started_;
@@ -113,7 +140,8 @@ class Helpers {
       }
     }
     if (!shared) {
-      body_alone(job);
+      Claim claim(&job, nullptr);
+      job.fn(job.ctx, claim);
       return;
     }
     wake_.notify_all();
@@ -128,19 +156,12 @@ class Helpers {
     if (error) std::rethrow_exception(error);
   }
 
-  static void body_alone(Job& job) { job.fn(job.ctx, 0, job.m); }
-
-  // Chunks until the counter runs out. An exception (an allocation that failed) stops the job: it is kept
+  // One thread's part of a shared job. An exception (an allocation that failed) stops the job: it is kept
   // for the caller to rethrow once every helper has left, and never escapes a helper thread.
   void work(Job& job, bool helper) {
     try {
-      for (;;) {
-        const int64_t b = job.next.fetch_add(job.chunk, std::memory_order_relaxed);
-        if (b >= job.m) return;
-        const int64_t e = b + std::min(job.chunk, job.m - b);
-        job.fn(job.ctx, b, e);
-        if (helper) helped_.fetch_add(e - b, std::memory_order_relaxed);
-      }
+      Claim claim(&job, helper ? &helped_ : nullptr);
+      job.fn(job.ctx, claim);
     } catch (...) {
       job.next.store(job.m, std::memory_order_relaxed);
       std::lock_guard<std::mutex> lock(mutex_);

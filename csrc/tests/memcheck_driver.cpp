@@ -271,13 +271,14 @@ int check_helpers() {
     std::vector<double> sink(4096);
     bool caught = false;
     try {
-      pyhessk::cpu::Helpers::run(4096, 1e4, [&](int64_t b, int64_t e) {
-        for (int64_t t = b; t < e; ++t) {
-          if (t == 3000 - 7 * round) throw std::runtime_error("chunk failed");
-          double x = double(t);
-          for (int r = 0; r < 2000; ++r) x = std::sqrt(x + 1.0);
-          sink[t] = x;
-        }
+      pyhessk::cpu::Helpers::run(4096, 1e4, [&](pyhessk::cpu::Helpers::Claim& next) {
+        for (int64_t b, e; next(b, e);)
+          for (int64_t t = b; t < e; ++t) {
+            if (t == 3000 - 7 * round) throw std::runtime_error("chunk failed");
+            double x = double(t);
+            for (int r = 0; r < 2000; ++r) x = std::sqrt(x + 1.0);
+            sink[t] = x;
+          }
       });
     } catch (const std::runtime_error&) {
       caught = true;
