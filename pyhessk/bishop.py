@@ -25,19 +25,10 @@ import numpy as np
 from ._arrays import as_float, as_int, as_real
 from .backends.numpy.activations import ACTIVATIONS
 from .backends.numpy.losses import LOSSES
-from .linalg import check_kind
+from .linalg import check_kind, check_net
 
 if TYPE_CHECKING:
     from .mlp import MLP
-
-
-def check_net(net: Any) -> MLP:
-    """``net`` itself if it is a ``pyhessk.MLP`` (``TypeError`` naming the argument otherwise)."""
-    from .mlp import MLP
-
-    if not isinstance(net, MLP):
-        raise TypeError(f"net must be a pyhessk.MLP, got {type(net).__name__}")
-    return net
 
 
 # ---- a float64 NumPy layer pass --------------------------------------------------------------------

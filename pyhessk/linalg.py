@@ -18,6 +18,7 @@ from ._arrays import as_float, as_int, as_real
 
 if TYPE_CHECKING:
     from .curvature import Curvature
+    from .mlp import MLP
 
 KINDS = ("hessian", "gnh")
 
@@ -39,6 +40,15 @@ def check_curvature(c: Any) -> Curvature:
     if not isinstance(c, Curvature):
         raise TypeError(f"c must be a pyhessk.Curvature (from net.linearize), got {type(c).__name__}")
     return c
+
+
+def check_net(net: Any) -> MLP:
+    """``net`` itself if it is a ``pyhessk.MLP`` (``TypeError`` naming the argument otherwise)."""
+    from .mlp import MLP
+
+    if not isinstance(net, MLP):
+        raise TypeError(f"net must be a pyhessk.MLP, got {type(net).__name__}")
+    return net
 
 
 def product(c: Curvature, kind: str, damping: float = 0.0) -> Callable[[np.ndarray], np.ndarray]:

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._arrays import as_int, as_real
-from ..bishop import check_net, empirical_fisher_diagonal
-from ..linalg import product
+from ..bishop import empirical_fisher_diagonal
+from ..linalg import check_net, product
 
 if TYPE_CHECKING:
     from collections.abc import Callable

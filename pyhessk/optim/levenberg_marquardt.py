@@ -8,8 +8,7 @@ import numpy as np
 import scipy.linalg
 
 from .._arrays import as_int, as_real
-from ..bishop import check_net
-from ..linalg import cg, product
+from ..linalg import cg, check_net, product
 
 if TYPE_CHECKING:
     from ..mlp import MLP

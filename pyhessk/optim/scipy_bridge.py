@@ -7,8 +7,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._arrays import is_gpu_array
-from ..bishop import check_net
-from ..linalg import check_kind
+from ..linalg import check_kind, check_net
 
 if TYPE_CHECKING:
     from ..mlp import MLP
