@@ -8,7 +8,7 @@ from cases import CASES, Case
 
 import pyhessk as hk
 import pyhessk.optim.hessian_free as hf_module
-from pyhessk.optim.hessian_free import martens_cg
+from pyhessk.optim.hessian_free import martens_cg, minibatch_product
 
 
 def linear_least_squares(seed=0, n=40, n0=5, d=2, bias=True):
@@ -161,6 +161,68 @@ def test_hessian_free_trains_with_a_curvature_minibatch():
     for _ in range(10):
         again = twin.step(again, X, Y)
     assert np.array_equal(theta, again)
+
+
+def linear_jacobian(net, X):
+    """J (n·d, N) of a one-layer network f = W x + b, in closed form: row (k, o) holds x_k at W[o, :], 1 at b[o]."""
+    n, (n0, d) = X.shape[0], net.sizes
+    J = np.zeros((n, d, net.num_params))
+    for o in range(d):
+        W, b = np.zeros((n, d, n0)), np.zeros((n, d))
+        W[:, o, :], b[:, o] = X, 1.0
+        J[:, o, :] = [net.flatten([W[k]], [b[k]]) for k in range(n)]
+    return J.reshape(n * d, -1)
+
+
+@pytest.mark.parametrize("l2", [0.0, 0.3])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_hessian_free_minibatch_curvature_is_at_the_batch_scale(reduction, l2, monkeypatch):
+    # The damped product CG uses equals s(n)·(n/m)·J_mᵀJ_m + λP_W + δI (mse: H_out = I), J_m the mini-batch's
+    # Jacobian in closed form: a sum over m samples stands for one over n.
+    n, m, damping = 60, 15, 0.7
+    rng = np.random.default_rng(3)
+    X, Y = rng.standard_normal((n, 4)), rng.standard_normal((n, 2))
+    net = hk.MLP([4, 2], loss="mse", l2=l2, reduction=reduction, backend="numpy")
+    batches, muls = [], []
+    linearize, cg_run = hk.MLP.linearize, hf_module.martens_cg
+    monkeypatch.setattr(hk.MLP, "linearize", lambda self, t, X, Y: batches.append(X) or linearize(self, t, X, Y))
+    monkeypatch.setattr(hf_module, "martens_cg", lambda mul, *a: muls.append(mul) or cg_run(mul, *a))
+    hk.optim.HessianFree(net, damping=damping, curvature_batch=m, preconditioner=False).step(net.init(seed=0), X, Y)
+    assert len(batches) == 2 and batches[1].shape == (m, 4)
+    Jm = linear_jacobian(net, batches[1])
+    s = 1.0 / n if reduction == "mean" else 1.0
+    expected = s * (n / m) * Jm.T @ Jm + np.diag(l2 * net.spec.weight_mask()) + damping * np.eye(net.num_params)
+    got = np.column_stack([muls[0](e) for e in np.eye(net.num_params)])
+    assert np.allclose(got, expected, rtol=1e-12, atol=1e-12 * np.abs(expected).max())
+    c = net.linearize(net.init(seed=0), X[:m], Y[:m])
+    direct = np.column_stack([minibatch_product(c, n, damping)(e) for e in np.eye(net.num_params)])
+    assert np.allclose(direct, s * (n / m) * linear_jacobian(net, X[:m]).T @ linear_jacobian(net, X[:m])
+                       + np.diag(l2 * net.spec.weight_mask()) + damping * np.eye(net.num_params), rtol=1e-12)
+    with pytest.raises(ValueError, match=f"n must be at least {m}"):
+        minibatch_product(c, m - 1)
+    with pytest.raises(TypeError, match="c must be a pyhessk.Curvature"):
+        minibatch_product(None, n)
+
+
+def test_hessian_free_steps_do_not_depend_on_the_reduction():
+    # E_sum = n·E_mean when λ and the damping are n times larger: the gradient, G, the preconditioner's
+    # diagonal and the damping all scale by n, so every iterate, ρ and α are the same (Newton's step is
+    # invariant under scaling the objective), also with a curvature mini-batch.
+    n = 120
+    case = Case((4, 7, 3), "tanh", "softmax_cross_entropy", l2=1e-3, n=n, seed=11)
+    theta, X, Y = case.data()
+    nets = {r: hk.MLP([4, 7, 3], activation="tanh", loss="softmax_cross_entropy", l2=case.l2 * (n if r == "sum" else 1),
+                      reduction=r, backend="numpy") for r in ("mean", "sum")}
+    opts = {r: hk.optim.HessianFree(nets[r], damping=0.5 * (n if r == "sum" else 1), curvature_batch=30, seed=1)
+            for r in ("mean", "sum")}
+    thetas = {r: theta for r in opts}
+    for _ in range(4):
+        thetas = {r: opts[r].step(thetas[r], X, Y) for r in opts}
+        assert np.allclose(thetas["sum"], thetas["mean"], rtol=1e-8, atol=1e-10)
+    for hm, hs in zip(opts["mean"].history, opts["sum"].history):
+        assert np.isclose(hs["rho"], hm["rho"], rtol=1e-6) and hs["alpha"] == hm["alpha"]
+        assert np.isclose(hs["damping"], n * hm["damping"], rtol=1e-12)
+    assert opts["mean"].history[0]["rho"] > 0
 
 
 # ---- Levenberg–Marquardt ----------------------------------------------------------------------------

@@ -10,11 +10,12 @@ import numpy as np
 
 from .._arrays import as_int, as_real
 from ..bishop import empirical_fisher_diagonal
-from ..linalg import check_net, product
+from ..linalg import check_curvature, check_net, product
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ..curvature import Curvature
     from ..mlp import MLP
 
 
@@ -90,6 +91,31 @@ def martens_cg(mul: Callable[[np.ndarray], np.ndarray], b: np.ndarray, x0: np.nd
     return CGRun(x, stored, its, reason)
 
 
+def minibatch_product(c: Curvature, n: int, damping: float = 0.0) -> Callable[[np.ndarray], np.ndarray]:
+    r"""V ↦ (Ĝ + damping·I) V, Ĝ the Gauss–Newton matrix of an n-sample batch estimated from the m samples of ``c``.
+
+    The data part of G is s(n)·Σ over the batch (s the reduction's 1/n or 1) and λP_W does not depend on
+    the samples, so Ĝ = r·(G_m − λP_W) + λP_W with r = n·s(n) / (m·s(m)): r = 1 for ``reduction="mean"``
+    (both are averages), r = n/m for ``"sum"`` (a sum over m samples stands for one over n). Vectors of
+    shape (N,), float64 in and out.
+    """
+    c = check_curvature(c)
+    m = c.num_samples
+    n = as_int(n, "n", low=m)
+    damping = as_real(damping, "damping", low=0.0)
+    spec = c.net.spec
+    ratio = n / m if spec.reduction == "sum" else 1.0  # n·s(n) / (m·s(m)), without rounding
+    if ratio == 1.0:
+        return product(c, "gnh", damping)
+    base = product(c, "gnh")
+    shift = (1.0 - ratio) * spec.l2 * spec.weight_mask() + damping  # r·G_m V + shift·V = (Ĝ + δI) V
+
+    def mul(V: np.ndarray) -> np.ndarray:
+        return ratio * base(V) + shift * np.asarray(V, dtype=np.float64)
+
+    return mul
+
+
 class HessianFree:
     r"""Martens' Hessian-free optimizer (2010), in full (ALGORITHMS §7.1).
 
@@ -97,7 +123,9 @@ class HessianFree:
     :math:`q(p) = gᵀp + \frac12 pᵀ(G + λI)p` by CG on Gauss–Newton products:
 
     - **curvature mini-batch**: G comes from ``curvature_batch`` samples drawn afresh each step (all of the
-      batch by default); the gradient and the objective use the whole batch;
+      batch by default); the gradient and the objective use the whole batch. With ``reduction="sum"`` the
+      mini-batch's data part is scaled by n/m (``minibatch_product``), so that G, the gradient, the objective
+      and the preconditioner (from the whole batch) all stand for the same n-sample sum;
     - **Tikhonov damping with the Levenberg–Marquardt rule**: with ρ = (E(θ+p) − E(θ))/(q(p) − q(0)),
       λ ← 3/2·λ if ρ < 1/4 and λ ← 2/3·λ if ρ > 3/4;
     - **CG** with the relative-progress stop (``martens_cg``), preconditioned by
@@ -167,13 +195,13 @@ class HessianFree:
         theta = np.asarray(theta, dtype=dt)
         E0 = c.loss
         g = np.asarray(c.grad, dtype=np.float64)
-        curv = c
+        lam = self.damping
         n = c.num_samples
         if self.curvature_batch is not None and self.curvature_batch < n:
             idx = np.sort(self._rng.choice(n, self.curvature_batch, replace=False))
-            curv = net.linearize(theta, np.asarray(X)[idx], np.asarray(Y)[idx])
-        lam = self.damping
-        mul = product(curv, "gnh", lam)
+            mul = minibatch_product(net.linearize(theta, np.asarray(X)[idx], np.asarray(Y)[idx]), n, lam)
+        else:
+            mul = product(c, "gnh", lam)
         Minv = None
         if self.preconditioner:
             m = (empirical_fisher_diagonal(net, theta, X, Y) + lam) ** self.precond_exponent
