@@ -67,7 +67,10 @@ def dense(theta: Any, sizes: Any, woff: Any, boff: Any, modes: Any, acts: Any, d
         At = []
         for l in range(L):
             a = np.ones((nc, sizes[l] + bias), dt)
-            a[:, :sizes[l]] = mat(acts, n * cum[l], n, sizes[l])[s0:s0 + nc]
+            src = mat(acts, n * cum[l], n, sizes[l])
+            for k in range(nc):  # (a loop: a slice assignment would compile Numba's shape-error formatting)
+                for j in range(sizes[l]):
+                    a[k, j] = src[s0 + k, j]
             At.append(a)
         # S_l, l = L..1, stored (n_l, nc, n_l) in flat arrays
         S = [np.empty(0, dt) for _ in range(L + 1)]
