@@ -255,7 +255,40 @@ def test_levenberg_marquardt_mu_rule():
     stuck = hk.optim.LevenbergMarquardt(net, mu=1e-8, mu_max=1e-8 * 10 ** (h["trials"] - 2))
     assert np.array_equal(stuck.step(theta, X, Y), theta)  # every μ up to mu_max is rejected: no step
     assert not stuck.history[-1]["accepted"] and stuck.history[-1]["trials"] == h["trials"] - 1
-    assert stuck.mu > stuck.mu_max
+    assert stuck.history[-1]["exhausted"] and not h["exhausted"]
+    assert stuck.mu == stuck.mu_max  # the next step tries again, from the most damped step
+    stuck.step(theta, X, Y)
+    assert stuck.history[-1]["trials"] == 1 and stuck.history[-1]["mu"] == stuck.mu_max
+
+
+def test_levenberg_marquardt_tries_again_after_giving_up():
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((20, 3)), rng.standard_normal((20, 1))
+    net = hk.MLP([3, 4, 1], activation="tanh", loss="mse", backend="numpy")
+    theta = net.init(seed=0)
+    opt = hk.optim.LevenbergMarquardt(net, mu=1e-3, mu_max=5e-3, solver="dense")
+    assert np.array_equal(opt.step(theta, X, Y), theta)  # μ = 1e-3 overshoots and 1e-2 is past mu_max
+    assert opt.history[-1]["exhausted"] and opt.history[-1]["trials"] == 1 and opt.mu == 5e-3
+    new = opt.step(theta, X, Y)  # from μ = mu_max, which decreases the objective here
+    h = opt.history[-1]
+    assert h["accepted"] and not h["exhausted"] and h["trials"] == 1 and h["mu"] == 5e-3
+    c = net.linearize(theta, X, Y)
+    ref = np.linalg.solve(c.gnh() + 5e-3 * np.eye(net.num_params), -c.grad)
+    assert np.linalg.norm((new - theta) - ref) <= 1e-10 * np.linalg.norm(ref)
+    assert net.loss(new, X, Y) < net.loss(theta, X, Y) and np.isclose(opt.mu, 5e-4)
+
+
+def test_levenberg_marquardt_mu_stays_positive_and_below_mu_max():
+    with pytest.raises(ValueError, match=r"mu must be <= mu_max \(0.5\), got 1.0"):
+        hk.optim.LevenbergMarquardt(hk.MLP([3, 1], backend="numpy"), mu=1.0, mu_max=0.5)
+    net, X, Y, exact = linear_least_squares(seed=3)
+    opt = hk.optim.LevenbergMarquardt(net, mu=5e-324)  # μ·mu_dec rounds to 0, and 0·mu_inc stays 0
+    theta = opt.step(net.init(seed=0), X, Y)
+    assert opt.history[-1]["accepted"] and np.abs(theta - exact).max() <= 1e-9 * np.abs(exact).max()
+    assert opt.mu == np.finfo(np.float64).tiny
+    opt.mu = 1e20  # set past mu_max by hand: the step clamps it
+    opt.step(theta + 1.0, X, Y)
+    assert opt.history[-1]["trials"] == 1 and opt.history[-1]["mu"] == opt.mu_max
 
 
 def test_levenberg_marquardt_reaches_the_least_squares_solution():

@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     from ..mlp import MLP
 
 SOLVERS = ("auto", "dense", "cg")
+#: μ never falls below the smallest normal float64: μ = 0 would stay 0 under μ·mu_inc, and a rejected step
+#: would then never end.
+_MU_MIN = float(np.finfo(np.float64).tiny)
 
 
 class LevenbergMarquardt:
@@ -23,9 +26,11 @@ class LevenbergMarquardt:
     ``reduction="sum"`` that is this step exactly (G = JᵀJ, g = Jᵀe). With ``"mean"`` the same step has
     μ scaled by 1/n, and for the cross-entropy losses G is their Gauss–Newton (Fisher) matrix.
 
-    Each ``step`` tries μ: if the objective decreases it accepts the step and sets μ ← μ·``mu_dec``;
-    otherwise μ ← μ·``mu_inc`` and it solves again, giving up (θ unchanged) once μ exceeds ``mu_max``.
-    Defaults are MATLAB ``trainlm``'s. The linear systems are solved
+    Each ``step`` tries μ: if the objective decreases it accepts the step and sets μ ← μ·``mu_dec`` (never
+    below the smallest normal float64); otherwise μ ← μ·``mu_inc`` and it solves again, giving up (θ
+    unchanged) once μ exceeds ``mu_max``. After a step that gave up, μ is ``mu_max``: the next step (on
+    the same batch or a new one) starts from the most damped step and tries again, and its history entry
+    says ``exhausted`` (a μ above ``mu_max`` set by hand is taken as ``mu_max``). Defaults are MATLAB ``trainlm``'s. The linear systems are solved
 
     - ``"dense"``: with the explicit G from ``c.gnh()`` (N Gauss–Newton product columns, once per step)
       and a Cholesky factorisation per μ (N³/3 flops);
@@ -34,7 +39,7 @@ class LevenbergMarquardt:
 
     Args:
         net: the network.
-        mu: the initial μ > 0.
+        mu: the initial μ, 0 < μ ≤ ``mu_max``.
         mu_dec: factor applied to μ after an accepted step (< 1).
         mu_inc: factor applied to μ after a rejected trial (> 1).
         mu_max: the largest μ tried.
@@ -47,7 +52,8 @@ class LevenbergMarquardt:
     Attributes:
         mu: the current μ.
         history: one dict per step: loss, new_loss, mu (the μ of the accepted step, or the last tried),
-            trials, solver, accepted.
+            trials, solver, accepted, exhausted (every μ up to ``mu_max`` was rejected, and μ was set to
+            ``mu_max``).
 
     Example (with μ → 0 a linear model reaches its least-squares solution in one step):
         >>> import numpy as np, pyhessk as hk
@@ -67,6 +73,8 @@ class LevenbergMarquardt:
         self.mu_dec = as_real(mu_dec, "mu_dec", low=0.0, high=1.0, open_low=True, open_high=True)
         self.mu_inc = as_real(mu_inc, "mu_inc", low=1.0, open_low=True)
         self.mu_max = as_real(mu_max, "mu_max", low=0.0, open_low=True)
+        if self.mu > self.mu_max:
+            raise ValueError(f"mu must be <= mu_max ({self.mu_max}), got {self.mu}")
         self.min_grad = as_real(min_grad, "min_grad", low=0.0)
         if solver not in SOLVERS:
             raise ValueError(f"solver must be one of {list(SOLVERS)}, got {solver!r}")
@@ -88,7 +96,9 @@ class LevenbergMarquardt:
         solver = self.solver
         if solver == "auto":
             solver = "dense" if N <= self.max_dense_params else "cg"
-        record = {"loss": E0, "new_loss": E0, "mu": self.mu, "trials": 0, "solver": solver, "accepted": False}
+        mu = min(self.mu, self.mu_max)
+        record = {"loss": E0, "new_loss": E0, "mu": mu, "trials": 0, "solver": solver, "accepted": False,
+                  "exhausted": False}
         self.history.append(record)
         if np.linalg.norm(g) < self.min_grad:
             return theta.copy()
@@ -111,7 +121,6 @@ class LevenbergMarquardt:
                 except FloatingPointError:  # the damped products overflowed: reject this μ
                     return np.full(N, np.nan)
 
-        mu = self.mu
         while mu <= self.mu_max:
             record["trials"] += 1
             record["mu"] = mu
@@ -123,8 +132,9 @@ class LevenbergMarquardt:
                     E1 = np.inf
                 if E1 < E0:
                     record.update(new_loss=E1, accepted=True)
-                    self.mu = mu * self.mu_dec
+                    self.mu = max(mu * self.mu_dec, _MU_MIN)
                     return (theta + delta).astype(dt)
             mu *= self.mu_inc
-        self.mu = mu
+        record["exhausted"] = True
+        self.mu = self.mu_max
         return theta.copy()
