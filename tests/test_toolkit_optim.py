@@ -343,6 +343,25 @@ def test_scipy_problem_products_and_cache(monkeypatch):
     assert np.allclose(hk.scipy_problem(net, X, Y, kind="gnh")["hessp"](theta, v), c.gnvp(v), rtol=1e-14)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_scipy_problem_is_a_snapshot_of_the_batch(dtype):
+    case = Case((3, 4, 3), "tanh", "softmax_cross_entropy", n=20, seed=12)
+    theta, X, Y = case.data()
+    net = case.net()
+    X = X.astype(dtype)
+    ref = net.linearize(theta, X.astype(np.float64), Y.copy())
+    problem = hk.scipy_problem(net, X, Y)
+    v = np.linspace(-1.0, 1.0, net.num_params)
+    X[:] = 0.0  # the caller refills its buffers in place
+    Y[:] = 0
+    for _ in range(2):  # from the cached snapshot, then after others have evicted it
+        assert problem["fun"](theta) == ref.loss
+        assert np.array_equal(problem["jac"](theta), ref.grad)
+        assert np.allclose(problem["hessp"](theta, v), ref.hvp(v), rtol=1e-13)
+        problem["fun"](theta + 1.0)
+        problem["fun"](theta - 1.0)
+
+
 def test_scipy_problem_checks_its_arguments_before_scipy_calls_it():
     net = hk.MLP([3, 1], loss="mse", backend="numpy")
     X, Y = np.ones((4, 3)), np.ones(4)

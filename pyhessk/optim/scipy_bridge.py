@@ -19,7 +19,9 @@ def scipy_problem(net: MLP, X: Any, Y: Any, kind: str = "hessian") -> dict[str, 
     ``hessp(θ, p)`` is the exact H p (``kind="hessian"``, for Newton-CG, trust-ncg, trust-krylov) or the
     Gauss–Newton G p (``kind="gnh"``: positive semi-definite, so every CG-based method stays well posed).
     The three share one ``linearize`` per distinct θ: the latest snapshot is cached and reused while SciPy
-    asks about the same point. SciPy works in float64, so float32 inputs are cast to float64 here.
+    asks about the same point. The problem is a snapshot of the batch: X and Y are copied here (floating
+    ones in float64, which SciPy works in), so later changes to the caller's arrays do not change it; build
+    a new problem for new data.
 
     Example:
         >>> import numpy as np, scipy.optimize, pyhessk as hk
@@ -36,7 +38,7 @@ def scipy_problem(net: MLP, X: Any, Y: Any, kind: str = "hessian") -> dict[str, 
     """
     net = check_net(net)
     kind = check_kind(kind)
-    X, Y = _float64(X), _float64(Y)
+    X, Y = _snapshot(X), _snapshot(Y)
     net._batch(np.zeros(net.num_params), X, Y, net._engine_for(X=X, Y=Y))  # bad data fails here, not in SciPy
     cache: dict[str, Any] = {}
 
@@ -61,7 +63,7 @@ def scipy_problem(net: MLP, X: Any, Y: Any, kind: str = "hessian") -> dict[str, 
     return {"fun": fun, "jac": jac, "hessp": hessp}
 
 
-def _float64(a: Any) -> Any:
-    """``a`` with a floating dtype raised to float64 (integer labels and non-arrays pass unchanged)."""
+def _snapshot(a: Any) -> Any:
+    """A copy of ``a`` (on its device), floating dtypes raised to float64 (integer labels keep theirs)."""
     arr = a if is_gpu_array(a) else np.asarray(a)
-    return arr.astype(np.float64) if arr.dtype.kind == "f" and arr.dtype != np.float64 else arr
+    return arr.astype(np.float64 if arr.dtype.kind == "f" else arr.dtype, copy=True)
