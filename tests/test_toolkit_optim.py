@@ -225,6 +225,42 @@ def test_hessian_free_steps_do_not_depend_on_the_reduction():
     assert opts["mean"].history[0]["rho"] > 0
 
 
+def test_hessian_free_zero_gradient_is_a_zero_step_without_cg(monkeypatch):
+    X = np.array([[1.0, 2.0], [-1.0, 0.0], [3.0, 1.0], [0.0, -2.0]])
+    net = hk.MLP([2, 1], loss="mse", backend="numpy")
+    theta = np.array([2.0, -1.0, 0.5])
+    Y = X @ theta[:2, None] + theta[2]  # exact in floating point: residuals, gradient and loss are 0
+    assert not np.any(net.grad(theta, X, Y))
+    calls = []
+    monkeypatch.setattr(hf_module, "martens_cg", lambda *a: calls.append("cg"))
+    monkeypatch.setattr(hf_module, "empirical_fisher_diagonal", lambda *a: calls.append("fisher"))
+    opt = hk.optim.HessianFree(net, damping=1.0, curvature_batch=2)
+    for _ in range(3):
+        assert np.array_equal(opt.step(theta, X, Y), theta)
+    assert calls == [] and opt.damping == 1.0
+    h = opt.history[-1]
+    assert np.isnan(h["rho"]) and h["cg_iterations"] == 0 and h["alpha"] == 0 and h["new_loss"] == h["loss"] == 0
+    run = martens_cg(lambda v: calls.append("product") or v, np.zeros(3), x0=np.ones(3))
+    assert calls == [] and not np.any(run.x) and run.reason == "residual" and run.iterations == 0
+    assert [(i, phi) for i, _, phi in run.stored] == [(0, 0.0)] and not np.any(run.stored[0][1])
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_hessian_free_keeps_the_damping_at_a_stationary_point(dtype):
+    # At the least-squares solution ‖g‖ is rounding, and so are q(p) ≥ −‖g‖²/(2λ) and E(θ+p) − E(θ): ρ says
+    # nothing, and λ must not drift (it grew by 3/2 per step).
+    net, X, Y, exact = linear_least_squares(seed=6)
+    X, Y, theta = X.astype(dtype), Y.astype(dtype), exact.astype(dtype)
+    opt = hk.optim.HessianFree(net, damping=1.0)
+    for _ in range(5):
+        new = opt.step(theta, X, Y)
+        assert np.abs(new - exact).max() <= 10 * np.finfo(dtype).eps * np.abs(exact).max()
+    assert opt.damping == 1.0 and all(np.isnan(h["rho"]) for h in opt.history)
+    X, Y, start = X.astype(np.float64), Y.astype(np.float64), exact + 0.1
+    moved = opt.step(start, X, Y)  # away from it the rule is back
+    assert opt.history[-1]["rho"] > 0.75 and opt.damping == 2 / 3 and net.loss(moved, X, Y) < net.loss(start, X, Y)
+
+
 # ---- Levenberg–Marquardt ----------------------------------------------------------------------------
 @pytest.mark.parametrize("solver", ["dense", "cg"])
 @pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[5]], ids=lambda c: c.id)

@@ -19,6 +19,11 @@ if TYPE_CHECKING:
     from ..mlp import MLP
 
 
+#: The model reduction −q(p) counts as negligible, and λ is left as it is, when at most this many machine
+#: epsilons of the objective: the measured change of E is then mostly rounding.
+_NEGLIGIBLE = 100.0
+
+
 @dataclass
 class CGRun:
     """What ``martens_cg`` returns.
@@ -44,9 +49,13 @@ def martens_cg(mul: Callable[[np.ndarray], np.ndarray], b: np.ndarray, x0: np.nd
     It stops at iteration i when i > k, φ(x_i) < 0 and (φ(x_i) − φ(x_{i−k}))/φ(x_i) < k·ε with
     k = max(10, 0.1·i); also when ‖b − Ax‖ ≤ tol·‖b‖, after ``max_iter`` iterations, or on a direction of
     non-positive curvature. φ is tracked without extra products as φ(x) = −½ xᵀ(r + b), r = b − Ax. The
-    iterates at i = ⌈γ^j⌉ are kept for backtracking. A warm start x0 with φ(x0) ≥ 0 is dropped for 0.
+    iterates at i = ⌈γ^j⌉ are kept for backtracking. A warm start x0 with φ(x0) ≥ 0 is dropped for 0;
+    b = 0 returns x = 0 at once, without a product.
     """
     bnorm = float(np.linalg.norm(b))
+    if bnorm == 0:  # x = 0 solves it exactly; a warm start could only raise φ
+        x = np.zeros_like(b)
+        return CGRun(x, [(0, x.copy(), 0.0)], 0, "residual")
     x = np.zeros_like(b) if x0 is None else np.array(x0, dtype=np.float64)
     r = b - mul(x) if np.any(x) else b.copy()
     if np.any(x) and -0.5 * float(x @ (r + b)) >= 0:
@@ -60,7 +69,7 @@ def martens_cg(mul: Callable[[np.ndarray], np.ndarray], b: np.ndarray, x0: np.nd
     p = z.copy()
     rz = float(r @ z)
     its, reason = 0, "max_iter"
-    if bnorm == 0 or np.linalg.norm(r) <= tol * bnorm:
+    if np.linalg.norm(r) <= tol * bnorm:
         reason = "residual"
     while reason == "max_iter" and its < max_iter:
         Ap = mul(p)
@@ -127,7 +136,10 @@ class HessianFree:
       mini-batch's data part is scaled by n/m (``minibatch_product``), so that G, the gradient, the objective
       and the preconditioner (from the whole batch) all stand for the same n-sample sum;
     - **Tikhonov damping with the Levenberg–Marquardt rule**: with ρ = (E(θ+p) − E(θ))/(q(p) − q(0)),
-      λ ← 3/2·λ if ρ < 1/4 and λ ← 2/3·λ if ρ > 3/4;
+      λ ← 3/2·λ if ρ < 1/4 and λ ← 2/3·λ if ρ > 3/4. Where the predicted reduction is at rounding level,
+      −q(p) ≤ 100·ε·|E(θ)| with ε the working dtype's machine epsilon (near a stationary point), the
+      measured E(θ+p) − E(θ) is rounding noise: ρ is NaN and λ stays. A zero gradient gives a zero step
+      at once, without CG;
     - **CG** with the relative-progress stop (``martens_cg``), preconditioned by
       M = [diag(s Σ_i ∇ℓ_i ⊙ ∇ℓ_i) + λI]^α, α = 0.75 (the empirical Fisher diagonal, computed by
       ``pyhessk.bishop.empirical_fisher_diagonal``);
@@ -154,8 +166,9 @@ class HessianFree:
 
     Attributes:
         damping: the current λ.
-        history: one dict per step: loss, new_loss, rho, damping (the λ used), cg_iterations, cg_stop,
-            backtracked_to (the CG iteration taken), alpha.
+        history: one dict per step: loss, new_loss, rho (NaN where the model reduction is negligible),
+            damping (the λ used), cg_iterations, cg_stop, backtracked_to (the CG iteration taken), alpha
+            (0: no step).
 
     Example (one step reaches the least-squares solution of a linear model):
         >>> import numpy as np, pyhessk as hk
@@ -196,6 +209,11 @@ class HessianFree:
         E0 = c.loss
         g = np.asarray(c.grad, dtype=np.float64)
         lam = self.damping
+        if not np.any(g):  # a stationary point: the model's minimizer is p = 0, no CG needed
+            self._p_prev = np.zeros_like(g)
+            self.history.append({"loss": E0, "new_loss": E0, "rho": math.nan, "damping": lam, "cg_iterations": 0,
+                                 "cg_stop": "residual", "backtracked_to": 0, "alpha": 0.0})
+            return theta.copy()
         n = c.num_samples
         if self.curvature_batch is not None and self.curvature_batch < n:
             idx = np.sort(self._rng.choice(n, self.curvature_batch, replace=False))
@@ -225,8 +243,10 @@ class HessianFree:
                 break
             best, E_best = j, E_j
         it, p, phi = run.stored[best]
-        rho = (E_best - E0) / phi if phi < 0 else -math.inf
-        if self.adapt_damping:
+        # a negligible model reduction (p = 0 included): E(θ+p) − E(θ) would measure rounding, λ stays
+        negligible = -phi <= _NEGLIGIBLE * np.finfo(dt).eps * abs(E0)
+        rho = math.nan if negligible else (E_best - E0) / phi
+        if self.adapt_damping and not math.isnan(rho):
             if rho < 0.25:
                 self.damping = lam * 1.5
             elif rho > 0.75:
