@@ -379,6 +379,38 @@ def test_scipy_problem_products_and_cache(monkeypatch):
     assert np.allclose(hk.scipy_problem(net, X, Y, kind="gnh")["hessp"](theta, v), c.gnvp(v), rtol=1e-14)
 
 
+def test_scipy_problem_keeps_the_two_latest_points(monkeypatch):
+    case = CASES[3]
+    theta, X, Y = case.data()
+    net = case.net()
+    problem = hk.scipy_problem(net, X, Y)
+    seen = []
+    original = hk.MLP.linearize
+    monkeypatch.setattr(hk.MLP, "linearize", lambda self, t, *a: seen.append(t.copy()) or original(self, t, *a))
+    a, b, c = theta, theta + 0.1, theta - 0.1
+    v = np.ones(net.num_params)
+    problem["fun"](a), problem["jac"](a)
+    problem["fun"](b)  # a trial point, rejected: back to a
+    problem["hessp"](a, v), problem["fun"](b), problem["jac"](a)
+    problem["fun"](c)  # evicts b, the least recently used
+    problem["jac"](a), problem["fun"](c), problem["fun"](b)
+    assert [x.tolist() for x in seen] == [a.tolist(), b.tolist(), c.tolist(), b.tolist()]
+    assert problem["fun"](b) == net.loss(b, X, Y) and np.array_equal(problem["jac"](c), net.grad(c, X, Y))
+
+
+@pytest.mark.parametrize("method", ["trust-ncg", "trust-krylov", "trust-constr"])
+def test_scipy_problem_linearizes_each_point_once(method, monkeypatch):
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((60, 4)), rng.standard_normal((60, 2))
+    net = hk.MLP([4, 8, 2], activation="tanh", loss="mse", backend="numpy")
+    problem = hk.scipy_problem(net, X, Y)
+    seen = []
+    original = hk.MLP.linearize
+    monkeypatch.setattr(hk.MLP, "linearize", lambda self, t, *a: seen.append(t.tobytes()) or original(self, t, *a))
+    res = scipy.optimize.minimize(**problem, x0=net.init(seed=0), method=method, options={"maxiter": 30})
+    assert res.nfev > 10 and len(seen) == len(set(seen))
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_scipy_problem_is_a_snapshot_of_the_batch(dtype):
     case = Case((3, 4, 3), "tanh", "softmax_cross_entropy", n=20, seed=12)

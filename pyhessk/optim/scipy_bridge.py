@@ -18,8 +18,9 @@ def scipy_problem(net: MLP, X: Any, Y: Any, kind: str = "hessian") -> dict[str, 
 
     ``hessp(θ, p)`` is the exact H p (``kind="hessian"``, for Newton-CG, trust-ncg, trust-krylov) or the
     Gauss–Newton G p (``kind="gnh"``: positive semi-definite, so every CG-based method stays well posed).
-    The three share one ``linearize`` per distinct θ: the latest snapshot is cached and reused while SciPy
-    asks about the same point. The problem is a snapshot of the batch: X and Y are copied here (floating
+    The three share one ``linearize`` per distinct θ: the snapshots of the two most recently used points
+    are cached, so that SciPy can evaluate a trial point, reject it and go on asking about the current
+    iterate without a new linearization (each snapshot holds the batch's forward pass). The problem is a snapshot of the batch: X and Y are copied here (floating
     ones in float64, which SciPy works in), so later changes to the caller's arrays do not change it; build
     a new problem for new data.
 
@@ -40,14 +41,18 @@ def scipy_problem(net: MLP, X: Any, Y: Any, kind: str = "hessian") -> dict[str, 
     kind = check_kind(kind)
     X, Y = _snapshot(X), _snapshot(Y)
     net._batch(np.zeros(net.num_params), X, Y, net._engine_for(X=X, Y=Y))  # bad data fails here, not in SciPy
-    cache: dict[str, Any] = {}
+    cache: list[tuple[np.ndarray, Any]] = []  # (θ, its snapshot), the most recently used first; two at most
 
     def snapshot(x: np.ndarray) -> Any:
         x = np.asarray(x, dtype=np.float64)
-        if "x" not in cache or not np.array_equal(cache["x"], x):
-            cache["c"] = net.linearize(x, X, Y)
-            cache["x"] = x.copy()
-        return cache["c"]
+        for i, (seen, c) in enumerate(cache):
+            if np.array_equal(seen, x):
+                cache.insert(0, cache.pop(i))
+                return c
+        c = net.linearize(x, X, Y)
+        cache.insert(0, (x.copy(), c))
+        del cache[2:]
+        return c
 
     def fun(x: np.ndarray) -> float:
         return snapshot(x).loss
