@@ -18,7 +18,9 @@ Supported activation modules (exact types, default arguments): ``Identity``, ``T
 ``LeakyReLU`` (slope 0.01 only: the registry's slope), ``Softplus`` (``beta=1``; torch switches to the identity
 above ``threshold=20``, where the exact softplus pyhessk computes differs by less than 3e-9), ``GELU``
 (``approximate="none"``), ``SiLU``, and :class:`Sin` from this module. Two ``Linear`` layers with nothing in
-between use the identity.
+between use the identity, and nested ``Sequential`` containers are flattened. One activation instance may sit at
+several positions; one ``Linear`` at two positions (tied weights) is refused, as pyhessk's layers own their
+parameters.
 
 Losses. A registry name (``"mse"``, ``"cross_entropy"``, ``"binary_cross_entropy"``, …) means the SPEC
 objective. A torch loss module means torch's objective, mapped onto pyhessk's by a constant factor c on the
@@ -117,8 +119,15 @@ def _activation_name(module: nn.Module, where: str) -> str:
 
 
 def _flat_modules(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
+    """(position, module) in the order the model calls them, nested Sequentials flattened.
+
+    A module placed at several positions is listed at each of them (``named_children()`` would list it once),
+    as ``Sequential.forward`` calls it once per position.
+    """
     out = []
-    for key, m in model.named_children():
+    for key, m in model._modules.items():
+        if m is None:
+            continue
         if type(m) is nn.Sequential:
             out += _flat_modules(m, f"{prefix}{key}.")
         else:
@@ -137,6 +146,13 @@ def _read_sequential(model: Any) -> tuple[list[int], list[str], bool, torch.dtyp
         raise ValueError("model must contain at least one nn.Linear layer")
     if type(mods[0][1]) is not nn.Linear:
         raise ValueError(f"model[{mods[0][0]}]: the first module must be nn.Linear, got {type(mods[0][1]).__name__}")
+    first_at: dict[int, str] = {}
+    for key, m in linears:
+        if id(m) in first_at:
+            raise ValueError(f"model[{key}]: the nn.Linear of model[{first_at[id(m)]}] is used again here (tied "
+                             "weights); pyhessk gives every layer its own parameters, so each position needs its own "
+                             "nn.Linear")
+        first_at[id(m)] = key
     if type(mods[-1][1]) is not nn.Linear:
         raise ValueError(f"model[{mods[-1][0]}]: the last module must be nn.Linear (pyhessk's output layer is linear; "
                          f"an output {type(mods[-1][1]).__name__} belongs in the loss, e.g. Sigmoid + BCELoss "

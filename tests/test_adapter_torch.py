@@ -202,6 +202,30 @@ def test_round_trip_and_activation_modules():
     assert hkt.from_sequential(direct)[0].mlp.activations == ["identity"]
 
 
+def test_a_module_placed_twice():
+    # one activation instance at two positions acts at both, also across nested Sequentials
+    act = nn.Tanh()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 5), act, nn.Linear(5, 5), act, nn.Sequential(nn.Linear(5, 5), act),
+                          nn.Linear(5, 2)).double()
+    X, Y = data([3, 5, 5, 5, 2], "real")
+    net, theta = hkt.from_sequential(model, nn.MSELoss())
+    assert net.mlp.activations == ["tanh", "tanh", "tanh"]
+    assert rel(net.forward(theta, X), model(X).detach()) < 1e-14
+    objective, _, theta0 = torch_oracle(model, nn.MSELoss(), X, Y)
+    V = torch.randn(theta.numel(), 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    assert rel(net.linearize(theta, X, Y).hvp(V), torch.func.hessian(objective)(theta0) @ V) < 1e-12
+    # one Linear at two positions is a weight-tied network, which pyhessk's layers cannot express
+    lin = nn.Linear(4, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"model\[2\]: the nn.Linear of model\[0\] is used again here \(tied"):
+        hkt.from_sequential(nn.Sequential(lin, nn.Tanh(), lin))
+    block = nn.Sequential(nn.Linear(4, 4, dtype=torch.float64), nn.Tanh())
+    tied = nn.Sequential(nn.Linear(3, 4, dtype=torch.float64), nn.Tanh(), block, block,
+                         nn.Linear(4, 2, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"model\[3\.0\]: the nn.Linear of model\[2\.0\] is used again"):
+        hkt.from_sequential(tied)
+
+
 def test_tensors_cross_without_copies_and_inputs_are_untouched():
     model = make_model([3, 4, 2], [nn.Tanh()])
     X, Y = data([3, 4, 2], "real")
