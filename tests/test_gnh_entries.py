@@ -74,10 +74,14 @@ def test_diagonal_sum_is_the_trace_of_g(backend):
 SAMPLER_CASE = Case((5, 8, 6, 3), "tanh", "softmax_cross_entropy", n=400, seed=31, l2=0.05)
 
 
+# one output (d = 1): the norms ν are |S| there, computed without a square root on the C++ engine
+SAMPLER_CASE_D1 = Case((5, 8, 6, 1), "tanh", "mse", n=400, seed=32, l2=0.05)
+
+
 @cache
-def sampler_setup(backend: str):
-    th, X, Y = SAMPLER_CASE.data()
-    c = SAMPLER_CASE.net(backend).linearize(th, X, Y)
+def sampler_setup(backend: str, case: Case = SAMPLER_CASE):
+    th, X, Y = case.data()
+    c = case.net(backend).linearize(th, X, Y)
     e = c.gnh_entries()
     N = c.num_params
     rng = np.random.default_rng(1)
@@ -96,10 +100,12 @@ def test_estimate_is_reproducible_and_exact_when_s_exceeds_n(backend):
     assert np.array_equal(e.estimate(rows, cols, eps=0.05, delta=0.01, seed=0), e.entries(rows, cols))
 
 
-@pytest.mark.parametrize("eps,delta", [(0.5, 0.5), (0.4, 0.25), (0.3, 0.2)])
-def test_estimate_is_unbiased_within_its_variance_bound(backend, eps, delta):
+@pytest.mark.parametrize("eps,delta,case", [(0.5, 0.5, SAMPLER_CASE), (0.4, 0.25, SAMPLER_CASE),
+                                            (0.3, 0.2, SAMPLER_CASE), (0.4, 0.25, SAMPLER_CASE_D1)],
+                         ids=["d3-0.5", "d3-0.4", "d3-0.3", "d1-0.4"])
+def test_estimate_is_unbiased_within_its_variance_bound(backend, eps, delta, case):
     """SPEC §3: E Ĝ = G_pq, Var Ĝ ≤ G_pp G_qq / s, and |Ĝ − G_pq| ≤ ε√(G_pp G_qq) with probability ≥ 1 − δ."""
-    e, N, pairs = sampler_setup(backend)
+    e, N, pairs = sampler_setup(backend, case)
     s = e.num_samples(eps, delta)
     assert s < 400
     R = 4000
@@ -107,7 +113,7 @@ def test_estimate_is_unbiased_within_its_variance_bound(backend, eps, delta):
         exact = float(e.entries([p], [q])[0])
         gpp, gqq = e.entries([p, q], [p, q])
         est = e.estimate(np.full(R, p), np.full(R, q), eps=eps, delta=delta, seed=p * N + q, allow_exact=False)
-        lam = SAMPLER_CASE.l2 if (p == q and p in weight_indices()) else 0.0
+        lam = case.l2 if (p == q and p in weight_indices(case)) else 0.0
         var = est.var(ddof=1)
         bound = (gpp - lam) * (gqq - lam) / s  # the bound on the sampled part (the λ term is exact)
         assert abs(est.mean() - exact) <= 5 * np.sqrt(var / R) + 1e-12 * abs(exact)
@@ -116,10 +122,10 @@ def test_estimate_is_unbiased_within_its_variance_bound(backend, eps, delta):
         assert coverage >= 1 - delta - 0.02
 
 
-def weight_indices() -> set[int]:
+def weight_indices(case: Case = SAMPLER_CASE) -> set[int]:
     from oracles import weight_mask
 
-    return set(np.flatnonzero(weight_mask(SAMPLER_CASE)).tolist())
+    return set(np.flatnonzero(weight_mask(case)).tolist())
 
 
 def test_estimate_of_a_structural_zero_is_zero(backend):
