@@ -57,6 +57,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils import parametrize, prune
+from torch.nn.utils.weight_norm import WeightNorm
 
 from . import _dispatch, _spec
 from .functional import _AdaptedCurvature, _AdaptedMLP
@@ -135,12 +137,49 @@ def _flat_modules(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Modu
     return out
 
 
-def _read_sequential(model: Any) -> tuple[list[int], list[str], bool, torch.dtype, torch.device]:
-    """(sizes, hidden activation names, bias, dtype, device) of an nn.Sequential MLP."""
+def _check_plain_linear(key: str, m: nn.Linear) -> list[nn.Parameter]:
+    """[weight, bias] (or [weight]) of a Linear whose forward uses exactly these two registered parameters."""
+    for hook in m._forward_pre_hooks.values():
+        if isinstance(hook, prune.BasePruningMethod):
+            name = getattr(hook, "_tensor_name", "weight")
+            raise ValueError(f"model[{key}]: the Linear is pruned (torch.nn.utils.prune: its {name} is {name}_orig "
+                             "times a mask, applied in a forward pre-hook); pyhessk reads plain parameters, so make "
+                             f"the pruning permanent first with torch.nn.utils.prune.remove(module, {name!r})")
+        if isinstance(hook, WeightNorm):
+            raise ValueError(f"model[{key}]: the Linear has torch.nn.utils.weight_norm (its weight is g·v/‖v‖, "
+                             "computed in a forward pre-hook); pyhessk reads plain parameters, so remove it first "
+                             "with torch.nn.utils.remove_weight_norm(module)")
+    own = dict(m.named_parameters(recurse=False))
+    names = ["weight", "bias"] if m.bias is not None else ["weight"]
+    for name in names:
+        if own.get(name) is not getattr(m, name):
+            raise ValueError(f"model[{key}]: the Linear's {name} is not one of its parameters (it is computed, e.g. "
+                             f"in a forward pre-hook); pyhessk reads weight and bias as nn.Parameters")
+    extra = [k for k in own if k not in names]
+    if extra:
+        raise ValueError(f"model[{key}]: the Linear has the parameters {extra} besides {names}; pyhessk's layers "
+                         "have a weight and a bias only")
+    if list(own) != names:
+        raise ValueError(f"model[{key}]: the Linear's parameters are registered as {list(own)}, so "
+                         "model.parameters() lists the bias before the weight (as prune.remove, remove_weight_norm "
+                         "and remove_parametrizations leave them), but pyhessk's θ, in the order of "
+                         "model.parameters(), has the weight first; register the bias again after the weight: "
+                         "b = module.bias; del module.bias; module.bias = b")
+    return [own[k] for k in names]
+
+
+def _read_sequential(model: Any) -> tuple[list[int], list[str], bool, list[nn.Parameter]]:
+    """(sizes, hidden activation names, bias, the Linear parameters in θ order) of an nn.Sequential MLP."""
     if not isinstance(model, nn.Sequential):
         raise TypeError(f"model must be a torch.nn.Sequential of nn.Linear and activation modules, got "
                         f"{type(model).__name__}")
     mods = _flat_modules(model)
+    for key, m in mods:
+        if parametrize.is_parametrized(m):
+            raise ValueError(f"model[{key}]: {type(m).__name__} has parametrizations of {list(m.parametrizations)} "
+                             "(torch.nn.utils.parametrize, e.g. parametrizations.weight_norm), so its weight is "
+                             "computed from other parameters; pyhessk reads plain nn.Linear parameters "
+                             "(torch.nn.utils.parametrize.remove_parametrizations(module, name) makes them plain)")
     linears = [(k, m) for k, m in mods if type(m) is nn.Linear]
     if not linears:
         raise ValueError("model must contain at least one nn.Linear layer")
@@ -179,7 +218,21 @@ def _read_sequential(model: Any) -> tuple[list[int], list[str], bool, torch.dtyp
         without = [k for (k, _), b in zip(linears, biases) if not b]
         raise ValueError(f"model: either every Linear layer has a bias or none has; the layers {without} have none "
                          "(pyhessk's bias= applies to all layers)")
-    params = list(model.parameters())
+    params, owner = [], {}
+    for key, m in linears:
+        for name, p in zip(("weight", "bias"), _check_plain_linear(key, m)):
+            if id(p) in owner:
+                raise ValueError(f"model[{key}]: its {name} is the same Parameter as the {owner[id(p)]} (tied "
+                                 "weights); pyhessk gives every layer its own parameters")
+            owner[id(p)] = f"{name} of model[{key}]"
+            params.append(p)
+    extra = [k for k, p in model.named_parameters() if id(p) not in owner]
+    if extra:
+        raise ValueError(f"model: the parameters {extra} belong to no Linear layer; pyhessk's θ holds the weights "
+                         "and biases of the Linear layers only")
+    if [id(p) for p in model.parameters()] != [id(p) for p in params]:
+        raise ValueError("model: model.parameters() must list the weight and bias of each Linear layer, layer by "
+                         "layer, in the order the model calls them")
     dtypes = {p.dtype for p in params}
     if len(dtypes) > 1:
         raise TypeError(f"model: all parameters must share one dtype, got {sorted(map(str, dtypes))}")
@@ -190,7 +243,7 @@ def _read_sequential(model: Any) -> tuple[list[int], list[str], bool, torch.dtyp
     devices = {p.device for p in params}
     if len(devices) > 1:
         raise ValueError(f"model: all parameters must be on one device, got {sorted(map(str, devices))}")
-    return sizes, acts, all(biases), dtype, params[0].device
+    return sizes, acts, all(biases), params
 
 
 def _loss_mapping(loss: Any, reduction: str | None) -> tuple[str, str, Any]:
@@ -357,12 +410,14 @@ def from_sequential(model: Any, loss: Any = "mse", *, l2: float = 0.0, reduction
 
     Raises:
         TypeError: a model that is not an nn.Sequential, an unsupported module or loss module, a non-float dtype.
-        ValueError: mixed biases, unsupported activation arguments, unknown loss names, inconsistent widths.
+        ValueError: mixed biases, unsupported activation arguments, unknown loss names, inconsistent widths;
+            a Linear that is pruned, weight-normed or parametrized, or placed twice; parameters outside the
+            Linear layers or shared between them; ``model.parameters()`` in another order than θ's.
     """
-    sizes, acts, bias, _dtype, _device = _read_sequential(model)
+    sizes, acts, bias, params = _read_sequential(model)
     name, red, factor = _loss_mapping(loss, reduction)
     net = TorchMLP(sizes, acts, name, red, bias, l2, factor(sizes[-1]), backend)
-    theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    theta = torch.cat([p.detach().reshape(-1) for p in params])
     return net, theta
 
 

@@ -226,6 +226,59 @@ def test_a_module_placed_twice():
         hkt.from_sequential(tied)
 
 
+def test_only_plain_linear_parameters():
+    """θ is read from the weight and bias of each Linear, and only where they are what its forward uses."""
+    import warnings
+
+    from torch.nn.utils import prune
+
+    def model():
+        return make_model([3, 4, 2], [nn.Tanh()])
+
+    pruned = model()
+    prune.l1_unstructured(pruned[0], "weight", amount=0.5)
+    with pytest.raises(ValueError, match=r"model\[0\]: the Linear is pruned .*prune.remove\(module, 'weight'\)"):
+        hkt.from_sequential(pruned)
+    prune.remove(pruned[0], "weight")  # permanent, but the weight is registered again after the bias
+    with pytest.raises(ValueError, match=r"model\[0\]: the Linear's parameters are registered as \['bias', 'weight'\]"):
+        hkt.from_sequential(pruned)
+    b = pruned[0].bias
+    del pruned[0].bias
+    pruned[0].bias = b
+    X, Y = data([3, 4, 2], "real")
+    net, theta = hkt.from_sequential(pruned, nn.MSELoss())
+    objective, _, theta0 = torch_oracle(pruned, nn.MSELoss(), X, Y)
+    assert torch.equal(theta, theta0) and int((theta[:12] == 0).sum()) == 6
+    assert rel(net.forward(theta, X), pruned(X).detach()) < 1e-14
+    V = torch.randn(theta.numel(), dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    assert rel(net.linearize(theta, X, Y).hvp(V), torch.func.hessian(objective)(theta0) @ V) < 1e-12
+
+    old_norm = model()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch deprecates it in favour of parametrizations
+        nn.utils.weight_norm(old_norm[2])
+    with pytest.raises(ValueError, match=r"model\[2\]: the Linear has torch.nn.utils.weight_norm"):
+        hkt.from_sequential(old_norm)
+    new_norm = model()
+    nn.utils.parametrizations.weight_norm(new_norm[0])
+    with pytest.raises(ValueError, match=r"model\[0\]: ParametrizedLinear has parametrizations of \['weight'\]"):
+        hkt.from_sequential(new_norm)
+    computed = model()
+    w = computed[2].weight.detach().clone()
+    del computed[2].weight
+    computed[2].weight = w
+    with pytest.raises(ValueError, match=r"model\[2\]: the Linear's weight is not one of its parameters"):
+        hkt.from_sequential(computed)
+    extra = model()
+    extra.register_parameter("scale", nn.Parameter(torch.ones(1, dtype=torch.float64)))
+    with pytest.raises(ValueError, match=r"the parameters \['scale'\] belong to no Linear layer"):
+        hkt.from_sequential(extra)
+    shared = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 4)).double()
+    shared[4].weight = shared[2].weight
+    with pytest.raises(ValueError, match=r"model\[4\]: its weight is the same Parameter as the weight of model\[2\]"):
+        hkt.from_sequential(shared)
+
+
 def test_tensors_cross_without_copies_and_inputs_are_untouched():
     model = make_model([3, 4, 2], [nn.Tanh()])
     X, Y = data([3, 4, 2], "real")
