@@ -13,8 +13,9 @@ given as pytrees are taken and returned in the chosen layout, and flat vectors i
 - :class:`JaxMLP` and :class:`JaxCurvature` take JAX (or NumPy) arrays and return JAX arrays. CPU arrays cross
   as NumPy views (``np.asarray``) and come back through DLPack; GPU arrays cross by DLPack to pyhessk's ``cuda``
   engine when it can run here, and otherwise raise a ``RuntimeError`` saying why.
-- float64 needs JAX's x64 mode (``jax.config.update("jax_enable_x64", True)``); without it, float64 results
-  raise a ``TypeError`` instead of being silently rounded to float32.
+- float64 needs JAX's x64 mode (``jax.config.update("jax_enable_x64", True)``); without it, float64 arrays
+  (results, pytrees, θ given to ``to_params`` or ``unflatten``) raise a ``TypeError`` instead of being silently
+  rounded to float32. The arrays of one pytree share one dtype.
 
 Losses are the SPEC ones (``pyhessk._spec``): ``"mse"`` is the mean over samples of ½‖f − y‖², that is
 ``jnp.mean(jnp.sum(optax.l2_loss(f, y), -1))``. A JAX objective that differs by a constant factor c maps with
@@ -95,6 +96,24 @@ def _device_of(*xs: Any) -> str:
     return on.pop() if on else "cpu"
 
 
+def _check_dtypes(leaves: list[tuple[str, Any]], name: str) -> None:
+    """float32 or float64 arrays of one dtype, float64 only in x64 mode: ``jnp.asarray`` would round it to float32."""
+    first: dict[np.dtype, str] = {}
+    for where, a in leaves:
+        dt = getattr(a, "dtype", None)
+        dt = np.asarray(a).dtype if dt is None else np.dtype(dt)
+        if dt not in (np.float32, np.float64):
+            raise TypeError(f"{where} has dtype {dt}; pyhessk computes in float32 or float64")
+        first.setdefault(dt, where)
+    if len(first) > 1:
+        raise TypeError(f"{name}: all arrays must share one dtype, got mixed float32/float64 ("
+                        + ", ".join(f"{where} is {dt}" for dt, where in first.items()) + ")")
+    if np.dtype(np.float64) in first and not jax.config.jax_enable_x64:
+        what, it = (f"{name} is", "it") if len(leaves) == 1 else (f"{name} are", "them")
+        raise TypeError(f"{what} float64, but JAX's x64 mode is off, so JAX would round {it} to float32; enable it "
+                        "with jax.config.update('jax_enable_x64', True), or pass float32 arrays")
+
+
 # ---- the pytree of (W, b) pairs ---------------------------------------------------------------------
 def _check_layout(layout: Any) -> str:
     if layout not in LAYOUTS:
@@ -162,37 +181,54 @@ class JaxMLP(_AdaptedMLP):
 
     # ---- pytrees <-> flat θ layout -------------------------------------------------------------------
     def flatten(self, params: Any) -> jax.Array:
-        """A parameter-shaped pytree (list of (W, b), each with an optional trailing axis k) as a flat (N,) / (N, k)."""
-        pairs = _pairs(params, "params")
+        """A parameter-shaped pytree (list of (W, b), each with an optional trailing axis k) as a flat (N,) / (N, k).
+
+        The arrays must share one dtype, float32 or float64 (float64 needs JAX's x64 mode).
+        """
+        return self._flatten(params, "params")
+
+    def _flatten(self, params: Any, name: str) -> jax.Array:
+        pairs = _pairs(params, name)
         L = len(self.sizes) - 1
         if len(pairs) != L:
-            raise ValueError(f"params must hold {L} (W, b) pairs, one per layer, got {len(pairs)}")
+            raise ValueError(f"{name} must hold {L} (W, b) pairs, one per layer, got {len(pairs)}")
         block = jnp.ndim(pairs[0][0]) == 3
-        parts = []
         for l, ((W, b), n_in, n_out) in enumerate(zip(pairs, self.sizes[:-1], self.sizes[1:])):
             shape_w = (n_in, n_out) if self.layout == "jax" else (n_out, n_in)
             k = (jnp.shape(pairs[0][0])[-1],) if block else ()
             if jnp.shape(W) != (*shape_w, *k):
-                raise ValueError(f"params[{l}]: W must have shape {(*shape_w, *k)} (layout={self.layout!r}), got "
+                raise ValueError(f"{name}[{l}]: W must have shape {(*shape_w, *k)} (layout={self.layout!r}), got "
                                  f"{jnp.shape(W)}")
+            if self.mlp.bias:
+                if b is None or jnp.shape(b) != (n_out, *k):
+                    raise ValueError(f"{name}[{l}]: b must have shape {(n_out, *k)}, got "
+                                     f"{None if b is None else jnp.shape(b)}")
+            elif b is not None:
+                raise ValueError(f"{name}[{l}]: this network has no biases, got a b of shape {jnp.shape(b)}")
+        _check_dtypes([(f"{name}[{l}]: {nm}", a) for l, (W, b) in enumerate(pairs) for nm, a in (("W", W), ("b", b))
+                       if a is not None], name)
+        parts = []
+        for (W, b), n_in, n_out in zip(pairs, self.sizes[:-1], self.sizes[1:]):
             W = jnp.asarray(W)
             if self.layout == "jax":
                 W = jnp.swapaxes(W, 0, 1)
-            parts.append(W.reshape(n_out * n_in, *k))
-            if self.mlp.bias:
-                if b is None or jnp.shape(b) != (n_out, *k):
-                    raise ValueError(f"params[{l}]: b must have shape {(n_out, *k)}, got "
-                                     f"{None if b is None else jnp.shape(b)}")
+            parts.append(W.reshape(n_out * n_in, *W.shape[2:]))
+            if b is not None:
                 parts.append(jnp.asarray(b))
-            elif b is not None:
-                raise ValueError(f"params[{l}]: this network has no biases, got a b of shape {jnp.shape(b)}")
         return jnp.concatenate(parts, axis=0)
 
     def unflatten(self, v: Any) -> list[tuple[jax.Array, jax.Array | None]]:
-        """A flat (N,) / (N, k) vector as a list of (W, b) pairs in this net's layout (b is None without biases)."""
+        """A flat (N,) / (N, k) vector as a list of (W, b) pairs in this net's layout (b is None without biases).
+
+        ``v`` is float32 or float64 (float64 needs JAX's x64 mode).
+        """
+        return self._unflatten(v, "v")
+
+    def _unflatten(self, v: Any, name: str) -> list[tuple[jax.Array, jax.Array | None]]:
+        _check_dtypes([(name, v)], name)
         v = jnp.asarray(v)
         if v.ndim not in (1, 2) or v.shape[0] != self.num_params:
-            raise ValueError(f"v must have shape ({self.num_params},) or ({self.num_params}, k), got {v.shape}")
+            raise ValueError(f"{name} must have shape ({self.num_params},) or ({self.num_params}, k), got {v.shape}")
         k, pos, out = v.shape[1:], 0, []
         for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
             W = v[pos:pos + n_out * n_in].reshape(n_out, n_in, *k)
@@ -252,18 +288,6 @@ def from_params(params: Any, activation: Any = "tanh", loss: str = "mse", *, lay
     sizes, bias = _read_params(params, layout)
     _spec.loss(loss)  # the name error before anything else
     net = JaxMLP(sizes, activation, loss, l2, reduction, bias, layout, loss_scale, backend)
-    pairs = _pairs(params, "params")
-    for l, (W, b) in enumerate(pairs):
-        for nm, a in (("W", W), ("b", b)):
-            dt = getattr(a, "dtype", None)
-            if a is not None and dt is not None and np.dtype(dt) not in (np.float32, np.float64):
-                raise TypeError(f"params[{l}]: {nm} has dtype {dt}; pyhessk computes in float32 or float64")
-    dtypes = {np.dtype(getattr(a, "dtype", np.float64)) for W, b in pairs for a in (W, b) if a is not None}
-    if len(dtypes) > 1:
-        raise TypeError(f"params: all arrays must share one dtype, got {sorted(map(str, dtypes))}")
-    if dtypes == {np.dtype(np.float64)} and not jax.config.jax_enable_x64:
-        raise TypeError("params are float64, but JAX's x64 mode is off; enable it with "
-                        "jax.config.update('jax_enable_x64', True), or pass float32 arrays")
     return net, net.flatten(params)
 
 
@@ -271,7 +295,6 @@ def to_params(net: JaxMLP, theta: Any) -> list[tuple[jax.Array, jax.Array | None
     """θ (flat, SPEC layout) as the list of ``(W, b)`` pairs in ``net.layout``; the inverse of ``from_params``."""
     if not isinstance(net, JaxMLP):
         raise TypeError(f"net must be a pyhessk.jax.JaxMLP, got {type(net).__name__}")
-    t = jnp.asarray(theta)
-    if t.ndim != 1:
-        raise ValueError(f"theta must be 1-D of length {net.num_params}, got shape {t.shape}")
-    return net.unflatten(t)
+    if np.ndim(theta) != 1:
+        raise ValueError(f"theta must be 1-D of length {net.num_params}, got shape {np.shape(theta)}")
+    return net._unflatten(theta, "theta")

@@ -209,6 +209,33 @@ def test_numpy_inputs_and_no_mutation(x64):
     assert all(np.array_equal(a, b) for a, b in zip((Xn, Yn, tn), copies))
 
 
+def test_float64_pytrees_need_x64():
+    """With x64 off, float64 pytrees and flat vectors raise instead of being rounded to float32 by jnp.asarray."""
+    params = init([3, 4, 2], "jax", True, jnp.float32)
+    net, theta = hkj.from_params(params)
+    c = net.linearize(theta, jnp.ones((5, 3)), jnp.zeros((5, 2)))
+    tree64 = [(np.asarray(W, np.float64), np.asarray(b, np.float64)) for W, b in params]
+    v64 = np.asarray(theta, np.float64)
+    with pytest.raises(TypeError, match=r"params are float64, but JAX's x64 mode is off"):
+        net.flatten(tree64)
+    with pytest.raises(TypeError, match=r"v is float64, but JAX's x64 mode is off"):
+        net.unflatten(v64)
+    with pytest.raises(TypeError, match=r"theta is float64, but JAX's x64 mode is off"):
+        hkj.to_params(net, v64)
+    with pytest.raises(TypeError, match="x64 mode is off"):
+        c.hvp(tree64)
+    with pytest.raises(TypeError, match=r"\[0\]: W has dtype int32"):
+        net.flatten([(W.astype(jnp.int32), b) for W, b in params])
+    with pytest.raises(TypeError, match=r"mixed float32/float64 \(params\[0\]: W is float32, params\[0\]: b is"):
+        net.flatten([(W, np.asarray(b, np.float64)) for W, b in params])
+    with jax.enable_x64(True):
+        net64, theta64 = hkj.from_params(tree64)
+        assert theta64.dtype == jnp.float64 and rel(theta64, v64) == 0.0
+        assert all(w.dtype == jnp.float64 for w, _ in net64.unflatten(v64))
+        with pytest.raises(TypeError, match="mixed float32/float64"):
+            net64.flatten([tree64[0], params[1]])
+
+
 def test_errors():
     params = init([3, 4, 2], "jax", True, jnp.float32)
     with pytest.raises(ValueError, match="layout must be one of"):
