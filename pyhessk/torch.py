@@ -193,9 +193,9 @@ def _read_sequential(model: Any) -> tuple[list[int], list[str], bool, list[nn.Pa
                              "nn.Linear")
         first_at[id(m)] = key
     if type(mods[-1][1]) is not nn.Linear:
-        raise ValueError(f"model[{mods[-1][0]}]: the last module must be nn.Linear (pyhessk's output layer is linear; "
-                         f"an output {type(mods[-1][1]).__name__} belongs in the loss, e.g. Sigmoid + BCELoss "
-                         "→ BCEWithLogitsLoss), got {type(mods[-1][1]).__name__}")
+        raise ValueError(f"model[{mods[-1][0]}]: the last module must be nn.Linear, got {type(mods[-1][1]).__name__} "
+                         "(pyhessk's output layer is linear; an output nonlinearity belongs in the loss, e.g. "
+                         "Sigmoid + BCELoss → BCEWithLogitsLoss)")
     acts: list[str] = []
     pending: list[tuple[str, nn.Module]] = []
     sizes = [linears[0][1].in_features]
