@@ -330,8 +330,10 @@ class _AdaptedMLP(ABC):
         return self._gpu
 
     def _batch(self, theta: Any, X: Any, Y: Any = None) -> tuple[MLP, Any, Any, Any]:
-        net = self._net(self._device_of(theta, X, Y))
-        return net, self._to_engine(theta, "theta"), self._to_engine(X, "X"), self._to_engine(Y, "Y")
+        device = self._device_of(theta, X, Y)
+        # the arrays first: the adapter's error for a GPU array the engine cannot take names the array and the way out
+        t, x, y = self._to_engine(theta, "theta"), self._to_engine(X, "X"), self._to_engine(Y, "Y")
+        return self._net(device), t, x, y
 
     def forward(self, theta: Any, X: Any) -> Any:
         """Network outputs (n, d)."""

@@ -427,6 +427,29 @@ def test_errors():
         hkt.to_sequential(model, theta)
 
 
+class _SaysCuda(torch.Tensor):
+    """A CPU tensor that reports a CUDA device: what the adapter sees of a CUDA tensor, on a machine without one."""
+
+    @property
+    def device(self):
+        return torch.device("cuda")
+
+
+def test_cuda_tensors_without_the_gpu_engine_get_the_adapters_hint():
+    from pyhessk import _dispatch
+
+    if _dispatch.probe("cuda")[0] is not None:
+        pytest.skip("pyhessk's 'cuda' engine runs here")
+    model = make_model([3, 4, 2], [nn.Tanh()])
+    net, theta = hkt.from_sequential(model)
+    X, Y = data([3, 4, 2], "real")
+    theta, X, Y = (t.as_subclass(_SaysCuda) for t in (theta, X, Y))
+    hint = r"theta is a CUDA tensor, but pyhessk's 'cuda' engine cannot run here \(.*\); move the tensors to the CPU"
+    for call in (lambda: net.forward(theta, X), lambda: net.linearize(theta, X, Y), lambda: net.gnvp(theta, X, Y, X)):
+        with pytest.raises(RuntimeError, match=hint):
+            call()
+
+
 def test_cuda_tensors_need_the_gpu_engine():
     from pyhessk import _dispatch
 
