@@ -253,7 +253,7 @@ class JaxCurvature(_AdaptedCurvature):
 
     def _vec(self, V: Any) -> tuple[Any, bool]:
         if isinstance(V, (list, tuple)):
-            return _to_engine(self.net.flatten(V), "V"), True
+            return _to_engine(self.net._flatten(V, "V"), "V"), True
         return _to_engine(V, "V"), False
 
     def _answer(self, out: Any, tree: bool) -> Any:

@@ -265,9 +265,11 @@ def test_errors():
     c = net.linearize(theta, X, Y)
     with pytest.raises(ValueError, match=r"V must have shape \(26,\) or \(26, k\)"):
         c.hvp(jnp.ones(25))
-    with pytest.raises(ValueError, match=r"params\[0\]: W must have shape \(3, 4\)"):
+    with pytest.raises(ValueError, match=r"^V\[0\]: W must have shape \(3, 4\)"):
         c.gnvp([(jnp.ones((4, 3)), jnp.ones(4)), (jnp.ones((4, 2)), jnp.ones(2))])
-    with pytest.raises(ValueError, match="must hold 2"):
+    with pytest.raises(ValueError, match=r"^V\[1\]: b must have shape \(2,\)"):
+        c.hvp([(jnp.ones((3, 4)), jnp.ones(4)), (jnp.ones((4, 2)),)])
+    with pytest.raises(ValueError, match="^V must hold 2"):
         c.gnvp([(jnp.ones((3, 4)), jnp.ones(4))])
     with pytest.raises(TypeError, match="mixed float32/float64"):
         c.hvp(np.ones(26))  # a float64 NumPy vector against float32 θ: an error, never a silent cast
