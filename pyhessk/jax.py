@@ -16,6 +16,8 @@ given as pytrees are taken and returned in the chosen layout, and flat vectors i
 - float64 needs JAX's x64 mode (``jax.config.update("jax_enable_x64", True)``); without it, float64 arrays
   (results, pytrees, θ given to ``to_params`` or ``unflatten``) raise a ``TypeError`` instead of being silently
   rounded to float32. The arrays of one pytree share one dtype.
+- pyhessk computes on concrete arrays: traced values (inside ``jax.jit``, ``jax.grad``, ``jax.vmap``) raise a
+  ``TypeError``; jitted code can call pyhessk through ``jax.pure_callback``.
 
 Losses are the SPEC ones (``pyhessk._spec``): ``"mse"`` is the mean over samples of ½‖f − y‖², that is
 ``jnp.mean(jnp.sum(optax.l2_loss(f, y), -1))``. A JAX objective that differs by a constant factor c maps with
@@ -55,12 +57,18 @@ LAYOUTS = ("jax", "torch")
 
 # ---- arrays across the boundary ----------------------------------------------------------------------
 def _on_gpu(x: Any) -> bool:
+    if isinstance(x, jax.core.Tracer):  # no devices while traced; _to_engine refuses it by name
+        return False
     devices = getattr(x, "devices", None)
     return callable(devices) and any(d.platform == "gpu" for d in devices())
 
 
 def _to_engine(x: Any, name: str) -> Any:
     """A CPU JAX array as a NumPy view, a GPU one as a CuPy array (DLPack); anything else unchanged."""
+    if isinstance(x, jax.core.Tracer):
+        raise TypeError(f"{name} is a traced JAX value (inside jax.jit, jax.grad, jax.vmap or another transformation), "
+                        "but pyhessk's functions compute on concrete arrays and cannot be traced; call them outside "
+                        "the transformation, or from inside it through jax.pure_callback")
     if not isinstance(x, jax.Array):
         return x
     if x.dtype in (jnp.float16, jnp.bfloat16):

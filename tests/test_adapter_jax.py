@@ -236,6 +236,25 @@ def test_float64_pytrees_need_x64():
             net64.flatten([tree64[0], params[1]])
 
 
+def test_traced_values_are_refused_by_name():
+    params = init([3, 4, 2], "jax", True, jnp.float32)
+    net, theta = hkj.from_params(params)
+    X, Y = jnp.ones((5, 3)), jnp.zeros((5, 2))
+    c = net.linearize(theta, X, Y)
+    V = jnp.ones(net.num_params)
+    with pytest.raises(TypeError, match=r"^theta is a traced JAX value \(inside jax.jit"):
+        jax.jit(lambda t: net.forward(t, X))(theta)
+    with pytest.raises(TypeError, match="^X is a traced JAX value"):
+        jax.vmap(lambda x: net.forward(theta, x[None]))(X)
+    with pytest.raises(TypeError, match="^V is a traced JAX value"):
+        jax.grad(lambda v: c.hvp(v).sum())(V)
+    with pytest.raises(TypeError, match="^V is a traced JAX value"):
+        jax.jit(c.gnvp)(net.unflatten(V))
+    # the way the message points to: a callback on concrete arrays
+    hvp = jax.jit(lambda v: jax.pure_callback(lambda u: np.asarray(c.hvp(u)), jax.ShapeDtypeStruct(v.shape, v.dtype), v))
+    assert rel(hvp(V), c.hvp(V)) == 0.0
+
+
 def test_errors():
     params = init([3, 4, 2], "jax", True, jnp.float32)
     with pytest.raises(ValueError, match="layout must be one of"):
