@@ -174,6 +174,17 @@ class Curvature:
         blk = u[:, None, :] if single else xp.ascontiguousarray(u.transpose(0, 2, 1))
         return self._unblock(self._engine.vjp(self._lin, blk), single)
 
+    def empirical_fisher_diagonal(self) -> np.ndarray:
+        r"""The empirical Fisher diagonal s·Σ_k ∇ℓ_k ⊙ ∇ℓ_k (+ λ on the weights), (N,), at the objective's scale.
+
+        From the backward pass's per-sample Δ_l (run first if needed), never forming per-sample gradients:
+        per layer one GEMM :math:`(Δ_l ⊙ Δ_l)ᵀ (A_{l-1} ⊙ A_{l-1})` and the column sums of Δ_l ⊙ Δ_l for
+        the biases. Martens' Hessian-free preconditioner (ALGORITHMS §7.1). Unlike ``G``, it is not a curvature
+        of the loss: it is built from first derivatives alone and vanishes where every ∇ℓ_k does.
+        ``pyhessk.bishop.empirical_fisher_diagonal`` computes the same numbers in float64 from scratch.
+        """
+        return self._engine.empirical_fisher_diagonal(self._lin)
+
     # ---- dense matrices ------------------------------------------------------------------------------
     def _dense(self, kind: str, max_params: int, chunk_size: int | None, method: str) -> np.ndarray:
         N = self._model.num_params

@@ -68,6 +68,7 @@ def _exercise(dtype: str) -> None:
     c.vjp(U), c.vjp(U[:, :, 0])
     for method in ("assemble", "products"):
         c.hessian(method=method), c.gnh(method=method)
+    c.empirical_fisher_diagonal()
     e = c.gnh_entries()
     idx = np.arange(N)
     e.entries(idx, idx[::-1]), e.block(idx[:5], idx[-4:]), e.column(idx[[0, N - 1]]), e.diagonal()

@@ -97,6 +97,7 @@ def curvature_reads(c, V, U, dense: bool = True) -> dict:
         "jvp": c.jvp(V), "vjp": c.vjp(U), "entries": e.entries(rows, rows[::-1]),
         "block": e.block(rows[:7], rows[-5:]), "columns": e.column(rows[[0, N // 2, N - 1]]),
         "diagonal": e.diagonal(), "factored": e.gnvp(V), "factored1": e.gnvp(V[:, 0]),
+        "fisher": c.empirical_fisher_diagonal(),
     }
     if dense:
         out.update(hessian=c.hessian(), gnh=c.gnh())

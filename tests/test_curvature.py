@@ -11,8 +11,8 @@ import pytest
 
 import pyhessk as hk
 from cases import CASE_IDS, CASES, SMOOTH_CASES, Case
-from oracles import (explicit_gnh, fd_gradient, fd_hessian, jacobians, kink_margin, objective, outputs, rel_err,
-                     weight_mask)
+from oracles import (explicit_gnh, fd_gradient, fd_hessian, jacobians, kink_margin, objective, outputs,
+                     per_sample_loss, rel_err, scale, weight_mask)
 
 TOL = {np.dtype("float64"): 1e-7, np.dtype("float32"): 2e-4}
 
@@ -98,6 +98,23 @@ def test_jvp_and_vjp_against_explicit_jacobians(case, backend, dtype):
     assert JtU.shape == (N, 2)
     assert rel_err(JtU, np.einsum("kdp,kdj->pj", J, U.astype(np.float64))) < TOL[dtype]
     assert rel_err(c.vjp(U[:, :, 1]), np.einsum("kdp,kd->p", J, U[:, :, 1].astype(np.float64))) < TOL[dtype]
+
+
+@cache
+def per_sample_gradients(case: Case) -> np.ndarray:
+    """∇ℓ_k of every sample by central differences of its own loss (no scale, no λ): (n, N)."""
+    theta, X, Y, *_ = oracle(case)
+    return np.stack([fd_gradient(lambda t, k=k: float(per_sample_loss(case, outputs(case, t, X[k:k + 1]), Y[k:k + 1])[0]),
+                                 theta) for k in range(X.shape[0])])
+
+
+def test_empirical_fisher_diagonal_against_per_sample_gradients(case, backend, dtype):
+    net, th, x, y, c, *_ = setup(case, backend, dtype)
+    ref = scale(case, case.n) * (per_sample_gradients(case) ** 2).sum(axis=0) + case.l2 * weight_mask(case)
+    got = c.empirical_fisher_diagonal()
+    assert got.dtype == dtype and got.shape == (c.num_params,)
+    assert rel_err(got, ref) < TOL[dtype]
+    assert got is not c.empirical_fisher_diagonal()  # a fresh array each time
 
 
 def test_symmetry_and_linearity(case, backend):

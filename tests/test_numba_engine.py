@@ -179,7 +179,7 @@ N = net.num_params
 V, U = rng.standard_normal((N, 4)), rng.standard_normal((25, 3, 2))
 net.forward(th, X)
 c = net.linearize(th, X, Y)
-c.hvp(V), c.hvp(V[:, 0]), c.gnvp(V), c.jvp(V), c.vjp(U), c.hessian(), c.gnh()
+c.hvp(V), c.hvp(V[:, 0]), c.gnvp(V), c.jvp(V), c.vjp(U), c.hessian(), c.gnh(), c.empirical_fisher_diagonal()
 e = c.gnh_entries()
 idx = np.arange(N)
 e.entries(idx, idx), e.block(idx[:3], idx[:9]), e.column(idx[[1]]), e.diagonal(), e.gnvp(V)

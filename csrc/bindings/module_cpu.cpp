@@ -145,7 +145,14 @@ void bind_dtype(py::module_& m, const char* suffix) {
              py::gil_scoped_release nogil;
              self.dense(hessian, po, chunk);
            },
-           py::arg("hessian"), py::arg("out").noconvert(), py::arg("chunk") = 0);
+           py::arg("hessian"), py::arg("out").noconvert(), py::arg("chunk") = 0)
+      .def("empirical_fisher_diagonal", [](Lin& self, carray<T>& out) {
+             expect_shape(out, {py::ssize_t(self.shape().num_params)}, "out");
+             T* po = out.mutable_data();
+             py::gil_scoped_release nogil;
+             self.empirical_fisher_diagonal(po);
+           },
+           py::arg("out").noconvert());
 
   using Fac = GnhFactors<T>;
   using index_array = py::array_t<int64_t, py::array::c_style>;

@@ -262,6 +262,28 @@ void Linearization<T>::backward_locked() {
 }
 
 template <typename T>
+void Linearization<T>::empirical_fisher_diagonal(T* out) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  deltas_locked();
+  const T inv_s = T(1.0 / double(scale_));
+  buffer<T> sq, a2;
+  for (int l = 1; l <= L_; ++l) {
+    const int n_l = s_.sizes[l], n_prev = s_.sizes[l - 1];
+    const T* D = delta_[l - 1].data();
+    const T* A = A_[l - 1].data();
+    sq.resize(int64_t(n_) * n_l);
+    for (int64_t i = 0; i < int64_t(n_) * n_l; ++i) sq[i] = D[i] * (D[i] * inv_s);  // s·(∂ℓ_k/∂z)²
+    a2.resize(int64_t(n_) * n_prev);
+    for (int64_t i = 0; i < int64_t(n_) * n_prev; ++i) a2[i] = A[i] * A[i];
+    T* fW = out + s_.w_off[l - 1];
+    gemm<T>(true, false, n_l, n_prev, n_, T(1), sq.data(), n_l, a2.data(), n_prev, T(0), fW, n_prev);
+    if (s_.l2 != 0)
+      for (int64_t i = 0; i < int64_t(n_l) * n_prev; ++i) fW[i] += T(s_.l2);
+    if (s_.bias) column_sums(n_, n_l, sq.data(), out + s_.b_off[l - 1], bias_sum_, bias_part_);
+  }
+}
+
+template <typename T>
 void Linearization<T>::reserve(int k) {
   if (k == ws_k_) return;
   int64_t max_w = 0, max_nl = 0, units = 0;

@@ -37,6 +37,9 @@ class Linearization {
   // The dense H (hessian) or G into out (N, N), assembled from per-sample second-order terms (dense_cpu.cpp),
   // chunk samples at a time (≤ 0: as many as a fixed memory budget allows).
   void dense(bool hessian, scalar_t* out, int chunk = 0);
+  // s·Σ_k ∇ℓ_k ⊙ ∇ℓ_k + λ on the weights into out (N,): per layer one GEMM (Δ_l ⊙ Δ_l)ᵀ (A_{l−1} ⊙ A_{l−1}) / s
+  // and the column sums of Δ_l ⊙ Δ_l / s for the biases (Δ_l = s·∂ℓ_k/∂z_l per sample, from the backward pass).
+  void empirical_fisher_diagonal(scalar_t* out);
 
   // The caches, for the GNH precomputation and for inspection (valid while this object lives).
   const scalar_t* theta() const { return theta_.data(); }

@@ -184,6 +184,12 @@ class Backend(Protocol):
         the matrix from block products with the identity."""
         ...
 
+    def empirical_fisher_diagonal(self, lin: Linearization) -> Array:
+        """s·Σ_k ∇ℓ_k ⊙ ∇ℓ_k + λ P_W (N,) from the backward pass's per-sample Δ_l (run first if needed): per
+        layer (Δ_l ⊙ Δ_l)ᵀ (A_{l−1} ⊙ A_{l−1}) / s, one layer-GEMM, and the column sums of Δ_l ⊙ Δ_l / s for
+        the biases (Δ_l carries the scale s, so the per-sample gradients are Δ_l / s)."""
+        ...
+
     def gnh_precompute(self, lin: Linearization) -> GnhFactors:
         """Store a_{l,k}, S_{l,k} = C_kᵀ ∂f_k/∂z_l and ν_{l,k,i} = ‖S_{l,k}[:, i]‖ (SPEC §3)."""
         ...

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._arrays import as_int, as_real
-from ..bishop import empirical_fisher_diagonal
 from ..linalg import check_curvature, check_net, product
 
 if TYPE_CHECKING:
@@ -141,8 +140,8 @@ class HessianFree:
       measured E(θ+p) − E(θ) is rounding noise: ρ is NaN and λ stays. A zero gradient gives a zero step
       at once, without CG;
     - **CG** with the relative-progress stop (``martens_cg``), preconditioned by
-      M = [diag(s Σ_i ∇ℓ_i ⊙ ∇ℓ_i) + λI]^α, α = 0.75 (the empirical Fisher diagonal, computed by
-      ``pyhessk.bishop.empirical_fisher_diagonal``);
+      M = [diag(s Σ_i ∇ℓ_i ⊙ ∇ℓ_i) + λI]^α, α = 0.75 (the empirical Fisher diagonal, from the step's own
+      linearization on its engine: ``Curvature.empirical_fisher_diagonal``, one layer-GEMM per layer);
     - **warm start** of CG at ζ·p_prev, p_prev the previous step's final CG iterate, ζ = 0.95;
     - **CG backtracking**: of the iterates kept at i = ⌈γ^j⌉ (γ = 1.3), walk back from the last while the
       objective keeps decreasing;
@@ -222,7 +221,8 @@ class HessianFree:
             mul = product(c, "gnh", lam)
         Minv = None
         if self.preconditioner:
-            m = (empirical_fisher_diagonal(net, theta, X, Y) + lam) ** self.precond_exponent
+            fisher = np.asarray(c.empirical_fisher_diagonal(), dtype=np.float64)
+            m = (fisher + lam) ** self.precond_exponent
             m = np.maximum(m, 1e-12 * max(float(m.max()), 1e-300))
             Minv = lambda r: r / m  # noqa: E731
         x0 = None if self._p_prev is None or self.warm_start == 0 else self.warm_start * self._p_prev

@@ -93,6 +93,11 @@ class CppBackend(BackendBase):
         lin.core.dense(kind == "hessian", out)
         return out
 
+    def empirical_fisher_diagonal(self, lin: CppLin) -> Array:
+        out = np.empty(lin.model.num_params, dtype=lin.dtype)
+        lin.core.empirical_fisher_diagonal(out)
+        return out
+
     def jvp(self, lin: CppLin, V: Array) -> Array:
         out = np.empty((lin.n, V.shape[1], lin.model.sizes[-1]), dtype=V.dtype)
         lin.core.jvp(V, out)

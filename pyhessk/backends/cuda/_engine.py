@@ -224,6 +224,29 @@ class CudaEngine(BackendBase):
                 self._bias_sums(lin, D, 1, n_l, b0, grad)
         lin.grad_dev = grad
 
+    def empirical_fisher_diagonal(self, lin: CudaLin) -> Any:
+        """Per layer (Δ_l ⊙ Δ_l / s)ᵀ (A_{l−1} ⊙ A_{l−1}): two elementwise kernels and one GEMM; the biases take
+        the float64 column sums of Δ_l ⊙ Δ_l / s."""
+        xp, m, n, dt = self.xp, lin.model, lin.n, lin.dtype
+        out = xp.empty(m.num_params, dtype=dt)
+        with lin.lock:
+            self._deltas_locked(lin)
+            for l in range(1, m.num_layers + 1):
+                n_l, n_prev = m.sizes[l], m.sizes[l - 1]
+                w0, b0, _ = m.offsets[l - 1]
+                D = lin.delta[l - 1]
+                D2 = xp.zeros(n * n_l, dtype=dt)
+                self._run("axpy_kernel", dt, D2.size, 1.0 / m.scale(n), D, D2)  # Δ/s = ∂ℓ_k/∂z
+                self._run("hadamard_kernel", dt, D2.size, D, D2, D2)  # s·(∂ℓ_k/∂z)²
+                A2 = xp.empty(n * n_prev, dtype=dt)
+                self._run("square_kernel", dt, A2.size, lin.A[l - 1], A2)
+                self._gemm(True, False, n_l, n_prev, n, 1.0, D2, n_l, A2, n_prev, 0.0, out[w0:b0], n_prev)
+                if m.l2:
+                    self._run("add_scalar_kernel", dt, b0 - w0, m.l2, out[w0:b0])
+                if m.bias:
+                    self._bias_sums(lin, D2, 1, n_l, b0, out)
+        return self._out(out, lin.host)
+
     # ---- dense matrices --------------------------------------------------------------------------------
     def dense_curvature(self, lin: CudaLin, kind: str) -> Any:
         """Dense H (``kind="hessian"``) or G assembled from per-sample terms on the device: the reference

@@ -159,6 +159,39 @@ def backward(theta: Any, sizes: Any, woff: Any, boff: Any, modes: Any, acts: Any
                         D2[s, i] *= G[s, i]
 
 
+@jit
+def fisher_diagonal(sizes: Any, woff: Any, boff: Any, acts: Any, delta: Any, inv_s: Any, l2: Any, out: Any) -> None:
+    """out (N,) ← s·Σ_k ∇ℓ_k ⊙ ∇ℓ_k + λ on the weights, from every Δ_l (after ``backward``): per layer one GEMM
+    (Δ_l ⊙ Δ_l)ᵀ (A_{l−1} ⊙ A_{l−1}) / s, and the column sums of Δ_l ⊙ Δ_l / s (in float64) for the biases."""
+    n, L = acts.size // prefix(sizes)[-1], sizes.size - 1
+    cum = prefix(sizes)
+    for l in range(1, L + 1):
+        n_l, n_p = sizes[l], sizes[l - 1]
+        D = mat(delta, n * (cum[l] - cum[1]), n, n_l)
+        A = mat(acts, n * cum[l - 1], n, n_p)
+        D2 = np.empty((n, n_l), out.dtype)
+        A2 = np.empty((n, n_p), out.dtype)
+        for s in range(n):
+            for i in range(n_l):
+                v = D[s, i]
+                D2[s, i] = v * (v * inv_s)  # s·(∂ℓ_k/∂z)², from Δ = s·∂ℓ_k/∂z
+            for j in range(n_p):
+                A2[s, j] = A[s, j] * A[s, j]
+        fW = mat(out, woff[l - 1], n_l, n_p)
+        gemm(D2.T, A2, fW)
+        if l2 != 0.0:
+            for i in range(n_l):
+                for j in range(n_p):
+                    fW[i, j] += l2
+        if boff[l - 1] >= 0:
+            acc = np.zeros(n_l, np.float64)
+            for s in range(n):
+                for i in range(n_l):
+                    acc[i] += D2[s, i]
+            for i in range(n_l):
+                out[boff[l - 1] + i] = acc[i]
+
+
 # ---- workspaces: every product carves its scratch buffers from one flat array ---------------------------------
 HVP, GNVP, JVP, VJP = 0, 1, 2, 3
 

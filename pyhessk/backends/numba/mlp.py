@@ -275,6 +275,13 @@ class NumbaBackend(BackendBase):
                                _writable(np.ascontiguousarray(U)), ws)
 
     # ---- entrywise Gauss–Newton (SPEC §3) -----------------------------------------------------------------------
+    def empirical_fisher_diagonal(self, lin: Lin) -> Array:
+        self.backward(lin)  # every Δ_l
+        g, t = lin.geo, lin.dtype.type
+        out = np.empty(lin.model.num_params, dtype=lin.dtype)
+        _passes.fisher_diagonal(g.sizes, g.woff, g.boff, lin.acts, lin.delta, t(1.0 / lin.scale), t(lin.model.l2), out)
+        return out
+
     def dense_curvature(self, lin: Lin, kind: str) -> Array:
         """Dense H or G from per-sample terms (``_dense``; the reference is ``backends/numpy/dense.py``)."""
         hessian = kind == "hessian"

@@ -319,6 +319,22 @@ class NumpyBackend(BackendBase):
             d2gamma = [None if d2 is None else d2 * g for d2, g in zip(lin.d2phi, lin.gamma)]
         return dense_curvature(model, lin.Ws, lin.A, lin.dphi, d2gamma, lin.delta if hessian else None, s_hout, lin.n)
 
+    def empirical_fisher_diagonal(self, lin: Lin) -> Array:
+        self.backward(lin)
+        model = lin.model
+        out = np.empty(model.num_params, dtype=lin.dtype)
+        inv_s = lin.dtype.type(1.0 / lin.scale)
+        for l in range(1, model.num_layers + 1):
+            GW, gb = model.layer_views(out, l)
+            D = lin.delta[l - 1]
+            D2 = D * (D * inv_s)  # s·(∂ℓ_k/∂z)² per sample, from Δ = s·∂ℓ_k/∂z
+            np.matmul(D2.T, np.square(lin.A[l - 1]), out=GW)
+            if model.l2:
+                GW += lin.dtype.type(model.l2)
+            if gb is not None:
+                gb[...] = D2.sum(axis=0, dtype=np.float64)
+        return out
+
     # ---- entrywise Gauss–Newton (SPEC §3) -------------------------------------------------------------
     # Factors are stored unit-major, S_l as (n_l, n, d) and A_{l−1}ᵀ as (n_{l−1}, n), so that gathering the
     # factor of one parameter reads contiguous memory.
