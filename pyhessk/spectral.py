@@ -44,6 +44,9 @@ def _orthonormal_complement(rng: np.random.Generator, basis: np.ndarray, count: 
 
 
 # ---- eigenpairs -------------------------------------------------------------------------------------
+_BREAKDOWN = 1e-12  # a new Krylov direction shorter than this, relative to max|θ|, counts as none
+
+
 def eigsh(c: Curvature, k: int = 5, kind: str = "hessian", which: str = "LA", tol: float = 1e-8,
           maxiter: int | None = None, block_size: int | None = None, seed: int | None = 0,
           ) -> tuple[np.ndarray, np.ndarray]:
@@ -56,6 +59,20 @@ def eigsh(c: Curvature, k: int = 5, kind: str = "hessian", which: str = "LA", to
     residual²/gap. Once the basis spans all N dimensions the answer is exact. Cost: one block product and
     O(N·m·b) reorthogonalisation flops per step for a basis of m vectors; memory N·m.
 
+    A Krylov space started from b vectors holds at most b copies of a repeated eigenvalue until it closes
+    (spans an invariant subspace), so:
+
+    - When it closes, the search goes on from fresh random directions orthogonal to the basis. If A acts
+      on that complement as one multiple of the identity (checked on b random vectors there), every
+      remaining eigenvalue is that number and the answer is complete: the null space of a GNH is found
+      this way, however large.
+    - When a wanted eigenvalue ahead of the last wanted one appears max(2, b) times, it may have more
+      copies, and the search goes on until the Krylov space closes. With the default b = k this never
+      happens.
+    - With b = 1, one copy of a repeated eigenvalue looks like a simple eigenvalue, and the other copies
+      are missed if the pairs converge before the space closes. Where the wanted eigenvalues may repeat
+      (the zeros of a GNH for ``which="SA"``), take ``block_size`` ≥ 2, at best their multiplicity.
+
     Args:
         c: the snapshot.
         k: how many eigenpairs, 1 ≤ k ≤ N.
@@ -63,14 +80,20 @@ def eigsh(c: Curvature, k: int = 5, kind: str = "hessian", which: str = "LA", to
         which: "LA" (largest algebraic, the default), "SA" (smallest algebraic: the most negative
             curvature of an indefinite H) or "LM" (largest magnitude).
         tol: relative residual tolerance.
-        maxiter: block steps at most (default: a basis of min(N, max(200, 10·k)) vectors).
+        maxiter: block steps at most, with maxiter·b ≥ k (default: a basis of min(N, max(200, 10·k))
+            vectors).
         block_size: b, the width of each block (default k).
         seed: seed of the random starting block.
 
     Returns:
         ``(vals, vecs)``: vals (k,) float64, most extreme first (descending for "LA" and, by magnitude,
         "LM"; ascending for "SA"); vecs (N, k) orthonormal eigenvectors in the snapshot's dtype. A
-        ``RuntimeWarning`` says so if ``maxiter`` ran out before every pair converged.
+        ``RuntimeWarning`` says so if ``maxiter`` ran out before every pair converged, or before the
+        search for more copies of a repeated eigenvalue ended.
+
+    Raises:
+        ValueError: for k outside [1, N], an unknown ``which``, or maxiter·block_size < k.
+        TypeError: for a ``which`` that is not a string.
 
     Example:
         >>> import numpy as np, pyhessk as hk
@@ -86,6 +109,8 @@ def eigsh(c: Curvature, k: int = 5, kind: str = "hessian", which: str = "LA", to
     k = as_int(k, "k", low=1)
     if k > N:
         raise ValueError(f"k must be at most num_params = {N}, got {k}")
+    if not isinstance(which, str):
+        raise TypeError(f"which must be a string, one of {list(_WHICH)}, got {type(which).__name__}")
     if which not in _WHICH:
         raise ValueError(f"which must be one of {list(_WHICH)}, got {which!r}")
     tol = as_real(tol, "tol", low=0.0)
@@ -93,15 +118,24 @@ def eigsh(c: Curvature, k: int = 5, kind: str = "hessian", which: str = "LA", to
     if maxiter is None:
         maxiter = max(1, -(-min(N, max(200, 10 * k)) // b))
     maxiter = as_int(maxiter, "maxiter", low=1)
+    if maxiter * b < k:
+        raise ValueError(f"maxiter·block_size must be at least k = {k} (the basis must hold k vectors), got "
+                         f"maxiter={maxiter} and block_size={b}")
     rng = np.random.default_rng(_seed(seed))
 
     Qs = [np.linalg.qr(rng.standard_normal((N, b)))[0]]
+    AQ: np.ndarray | None = None  # A·Qs[-1] when it is already known
     diag_blocks: list[np.ndarray] = []
     off_blocks: list[np.ndarray] = []  # off_blocks[j] couples block j+1 to block j: A Q_j ∋ Q_{j+1} B_j
-    converged = False
+    seg = 0  # the basis columns before seg span an invariant subspace; those from seg on are still growing
+    unconverged = (f"{k} eigenpairs did not all reach tol={tol} within maxiter={maxiter} block steps "
+                   "(raise maxiter or tol)")
+    problem = ""  # why the pairs in hand are not yet the answer
     for step in range(maxiter):
+        problem = unconverged
         Q = Qs[-1]
-        W = mul(Q)
+        W = mul(Q) if AQ is None else AQ
+        AQ = None
         Aj = Q.T @ W
         Aj = 0.5 * (Aj + Aj.T)
         W -= Q @ Aj
@@ -113,34 +147,56 @@ def eigsh(c: Curvature, k: int = 5, kind: str = "hessian", which: str = "LA", to
         diag_blocks.append(Aj)
         size = basis.shape[1]
         room = N - size
-        vals, Y = np.linalg.eigh(_block_tridiagonal(diag_blocks, off_blocks))
+        T = _block_tridiagonal(diag_blocks, off_blocks)
+        vals, Y = np.linalg.eigh(T)
         order = _select(vals, which)[:k]
+        vals_k, Y_k = vals[order], Y[:, order]
         if room == 0:
-            vals_k, Y_k = vals[order], Y[:, order]
-            converged = True
+            problem = ""
             break
+        scale = max(float(np.abs(vals).max()), np.finfo(np.float64).tiny)
         U, S, Vt = np.linalg.svd(W, full_matrices=False)
         width = min(U.shape[1], room)
         U, S, Vt = U[:, :width], S[:width], Vt[:width]
-        scale = max(float(np.abs(vals).max()), np.finfo(np.float64).tiny)
-        small = S <= 1e-12 * scale  # the block's Krylov space is (nearly) invariant: restart those columns
-        if small.any():
+        small = S <= _BREAKDOWN * scale
+        if small.all():  # the Krylov space closed: go on in its complement, which A maps into itself
+            F = _orthonormal_complement(rng, basis, min(b, room))
+            AF = mul(F)
+            theta = float(np.einsum("ij,ij->", F, AF)) / F.shape[1]
+            if np.linalg.norm(AF - theta * F, axis=0).max() <= max(tol / math.sqrt(room), _BREAKDOWN) * scale:
+                vals_k, vecs = _with_scalar_complement(vals, Y, basis, F, theta, k, which, rng)
+                return vals_k.astype(np.float64), vecs.astype(c.dtype)
+            if step == maxiter - 1:
+                problem = (f"the Krylov space closed at {size} vectors in the last of maxiter={maxiter} block steps, "
+                           "and its complement, where more of the wanted eigenvalues may lie, was not searched "
+                           "(raise maxiter)")
+                break
+            off_blocks.append(np.zeros((F.shape[1], Q.shape[1])))
+            Qs.append(F)
+            AQ = AF
+            seg = size
+            continue
+        if small.any():  # part of the block closed: fresh directions take its place
             S = np.where(small, 0.0, S)
             U[:, small] = _orthonormal_complement(rng, np.hstack([basis, U[:, ~small]]), int(small.sum()))
         Bj = S[:, None] * Vt
-        resid = np.linalg.norm(Bj @ Y[-Q.shape[1]:, order], axis=0)
-        vals_k, Y_k = vals[order], Y[:, order]
-        if np.all(resid <= tol * scale):
-            converged = True
-            break
+        if size >= k and not small.any():  # fresh directions get one step before anything counts as found
+            resid = np.linalg.norm(Bj @ Y_k[-Q.shape[1]:], axis=0)
+            if np.all(resid <= tol * scale) and (seg == 0 or _segment_converged(T[seg:, seg:], Bj, which,
+                                                                                 tol * scale)):
+                repeated = _repeated(vals, vals_k, which, b, max(2 * tol, _BREAKDOWN) * scale)
+                if repeated is None:
+                    problem = ""
+                    break
+                problem = (f"the eigenvalue {repeated:.6g} appeared {max(2, b)} times among the wanted ones and may "
+                           f"have more copies, which the Krylov space did not reach within maxiter={maxiter} block "
+                           "steps (raise block_size to its multiplicity, or maxiter)")
         if step == maxiter - 1:
             break
         off_blocks.append(Bj)
         Qs.append(U)
-    if not converged:
-        warnings.warn(f"eigsh: {k} eigenpairs did not all reach tol={tol} within maxiter={maxiter} block steps "
-                      "(raise maxiter or tol)", RuntimeWarning, stacklevel=2)
-    basis = np.hstack(Qs)
+    if problem:
+        warnings.warn(f"eigsh: {problem}", RuntimeWarning, stacklevel=2)
     vecs = basis @ Y_k
     return vals_k.astype(np.float64), vecs.astype(c.dtype)
 
@@ -151,6 +207,47 @@ def _select(vals: np.ndarray, which: str) -> np.ndarray:
     if which == "SA":
         return np.argsort(vals, kind="stable")
     return np.argsort(-np.abs(vals), kind="stable")
+
+
+def _segment_converged(T: np.ndarray, Bj: np.ndarray, which: str, bound: float) -> bool:
+    """Whether the growing part of the basis has found its own extreme eigenvalues (for "LM", both ends).
+
+    Before its extremes converge, its Ritz values may still move out past the wanted ones.
+    """
+    theta, Y = np.linalg.eigh(T)
+    ends = {"LA": [-1], "SA": [0], "LM": [0, -1]}[which]
+    return bool(np.all(np.linalg.norm(Bj @ Y[-Bj.shape[1]:, ends], axis=0) <= bound))
+
+
+def _repeated(vals: np.ndarray, wanted: np.ndarray, which: str, b: int, close: float) -> float | None:
+    """A wanted eigenvalue, ahead of the last wanted one, that the Ritz values hold max(2, b) times, or None.
+
+    A Krylov space from b start vectors holds at most b copies of an eigenvalue until it closes: such an
+    eigenvalue may have more, which would push the last wanted ones out.
+    """
+    key = np.abs if which == "LM" else (lambda x: x)
+    for theta in wanted:
+        if abs(key(theta) - key(wanted[-1])) <= close:
+            return None
+        if np.count_nonzero(np.abs(vals - theta) <= close) >= max(2, b):
+            return float(theta)
+    return None
+
+
+def _with_scalar_complement(vals: np.ndarray, Y: np.ndarray, basis: np.ndarray, F: np.ndarray, theta: float,
+                            k: int, which: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The k wanted pairs when A = θ·I on the complement of the (invariant) basis, F orthonormal in it."""
+    room = basis.shape[0] - basis.shape[1]
+    allvals = np.concatenate([vals, np.full(room, theta)])
+    order = _select(allvals, which)[:k]
+    outside = order >= vals.size
+    count = int(outside.sum())
+    if count > F.shape[1]:
+        F = np.hstack([F, _orthonormal_complement(rng, np.hstack([basis, F]), count - F.shape[1])])
+    vecs = np.empty((basis.shape[0], k))
+    vecs[:, ~outside] = basis @ Y[:, order[~outside]]
+    vecs[:, outside] = F[:, :count]
+    return allvals[order], vecs
 
 
 def _block_tridiagonal(diag_blocks: list[np.ndarray], off_blocks: list[np.ndarray]) -> np.ndarray:

@@ -4,6 +4,7 @@ Stochastic estimators are checked in distribution over many seeds (means within 
 exact value, empirical variances against the stated formulas), never with one lucky seed.
 """
 
+import itertools
 import warnings
 
 import numpy as np
@@ -55,6 +56,48 @@ def test_eigsh_converges_before_the_krylov_space_fills():
         hk.eigsh(c, k=2, maxiter=1)
 
 
+EIGSH_SWEEP = [
+    Case((4, 6, 2), "tanh", "mse", n=3, seed=2),  # rank G ≤ n·d = 6 < N = 44: a null space of dimension ≥ 38
+    Case((3, 4), "tanh", "mse", n=10, seed=1),  # one layer: H = G = I₄ ⊗ Gram, every eigenvalue 4 times
+    Case((3, 5, 4), "tanh", "softmax_cross_entropy", n=20, seed=0),
+]
+
+
+@pytest.mark.parametrize("case", EIGSH_SWEEP, ids=[c.id for c in EIGSH_SWEEP])
+@pytest.mark.parametrize("kind", ["hessian", "gnh"])
+def test_eigsh_matches_eigvalsh_for_every_k_and_block_size(case, kind):
+    c = snapshot(case)
+    A = dense(c, kind)
+    N = c.num_params
+    ev = np.linalg.eigvalsh(A)
+    scale = max(1.0, np.abs(ev).max())
+    refs = {"LA": ev[::-1], "SA": ev, "LM": ev[np.argsort(-np.abs(ev), kind="stable")]}
+    for which, k, b in itertools.product(refs, sorted({1, 3, 7, N // 2, N - 1, N}), (None, 1, 2, 5)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            vals, vecs = hk.eigsh(c, k=k, kind=kind, which=which, block_size=b, seed=1)
+        assert vals.shape == (k,) and vecs.shape == (N, k), (which, k, b)
+        got, want = (np.abs(vals), np.abs(refs[which][:k])) if which == "LM" else (vals, refs[which][:k])
+        assert np.abs(got - want).max() <= 1e-7 * scale, (which, k, b)
+        assert np.linalg.norm(A @ vecs - vecs * vals, axis=0).max() <= 1e-6 * scale, (which, k, b)
+        assert np.abs(vecs.T @ vecs - np.eye(k)).max() <= 1e-10, (which, k, b)
+
+
+def test_eigsh_finds_every_copy_of_the_null_space_with_a_narrow_block():
+    c = snapshot(Case((20, 50, 10), "tanh", "softmax_cross_entropy", n=8, seed=2))  # N = 1560, rank G ≤ 72
+    G = c.gnh()
+    ev = np.linalg.eigvalsh(G)
+    scale = ev[-1]
+    vals, vecs = hk.eigsh(c, k=5, kind="gnh", which="SA", block_size=2)
+    assert np.abs(vals).max() <= 1e-10 * scale
+    assert np.linalg.norm(G @ vecs, axis=0).max() <= 1e-10 * scale
+    vals, vecs = hk.eigsh(c, k=100, kind="gnh", block_size=10)  # the 28 or more zeros past rank G included
+    assert vals.shape == (100,) and np.abs(vals - ev[::-1][:100]).max() <= 1e-10 * scale
+    assert np.abs(vecs.T @ vecs - np.eye(100)).max() <= 1e-10
+    with pytest.warns(RuntimeWarning, match="appeared 2 times among the wanted ones"):
+        hk.eigsh(c, k=5, kind="gnh", which="SA", block_size=2, maxiter=34, tol=1e-5)
+
+
 def test_eigsh_float32_and_reproducibility(dtype):
     case = CASES[3]
     c = snapshot(case, dtype=dtype)
@@ -69,9 +112,13 @@ def test_eigsh_float32_and_reproducibility(dtype):
 def test_eigsh_arguments_are_checked():
     c = snapshot(CASES[0])
     for kwargs, match in (({"k": c.num_params + 1}, "k must be"), ({"which": "BE"}, "which"),
-                          ({"kind": "fisher"}, "kind"), ({"k": 0}, "k must be")):
+                          ({"kind": "fisher"}, "kind"), ({"k": 0}, "k must be"),
+                          ({"k": 5, "block_size": 2, "maxiter": 2}, "maxiter·block_size must be at least k = 5")):
         with pytest.raises(ValueError, match=match):
             hk.eigsh(c, **kwargs)
+    for which in (np.array(["LA", "SA"]), 3, None):
+        with pytest.raises(TypeError, match="which must be a string"):
+            hk.eigsh(c, which=which)
 
 
 # ---- SLQ and the density ----------------------------------------------------------------------------
