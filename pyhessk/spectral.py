@@ -32,7 +32,12 @@ def _seed(seed: Any) -> int | None:
 
 
 def _rademacher(rng: np.random.Generator, N: int, m: int) -> np.ndarray:
-    return rng.integers(0, 2, size=(N, m)).astype(np.float64) * 2 - 1
+    """m Rademacher probes as the columns of an (N, m) array, drawn probe by probe.
+
+    Drawn as rows and transposed, so that blocks drawn one after another equal one draw of all of them:
+    how the probes are split into blocks does not change them.
+    """
+    return np.ascontiguousarray(rng.integers(0, 2, size=(m, N)).T, dtype=np.float64) * 2 - 1
 
 
 def _orthonormal_complement(rng: np.random.Generator, basis: np.ndarray, count: int) -> np.ndarray:
@@ -404,7 +409,8 @@ def trace(c: Curvature, kind: str = "hessian", method: str = "hutch++", probes: 
         method: "hutch++" (default), "hutchinson" or "exact".
         probes: m, the number of matrix-vector products (at least 3 for Hutch++).
         seed: seed of the probes.
-        block_size: columns per block product (bounds the memory).
+        block_size: columns per block product (bounds the memory; the probes, and so the estimate, do
+            not depend on it).
 
     Returns:
         The trace as a Python float.
@@ -465,7 +471,8 @@ def diagonal(c: Curvature, kind: str = "gnh", method: str = "exact", probes: int
         method: "exact", "hutchinson" or "becker_lecun".
         probes: m, for "hutchinson".
         seed: seed of the probes.
-        block_size: columns per block product.
+        block_size: columns per block product (bounds the memory; the probes, and so the estimate, do
+            not depend on it).
         data: (theta, X, Y) for "becker_lecun".
 
     Returns:

@@ -266,9 +266,24 @@ def test_hutchinson_trace_draws_its_probes_block_by_block(monkeypatch):
     monkeypatch.setattr(spectral, "_rademacher", lambda rng, N, m: drawn.append(m) or original(rng, N, m))
     est = hk.trace(c, "gnh", method="hutchinson", probes=12, block_size=5, seed=4)
     assert drawn == [5, 5, 2]
-    rng = np.random.default_rng(4)
-    V = np.hstack([original(rng, c.num_params, m) for m in (5, 5, 2)])
-    assert np.isclose(est, np.einsum("ij,ij->", V, c.gnvp(V)) / 12, rtol=1e-12)
+    V = original(np.random.default_rng(4), c.num_params, 12)  # the blocks together are one draw of 12
+    assert np.isclose(est, np.einsum("ij,ij->", V, c.gnh() @ V) / 12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["hessian", "gnh"])
+def test_hutchinson_estimates_do_not_depend_on_block_size(kind):
+    c = snapshot(CASES[3])
+    A = dense(c, kind)
+    N = c.num_params
+    V = 2.0 * np.random.default_rng(4).integers(0, 2, size=(12, N)).T - 1  # the 12 probes of seed 4
+    trace, diag = np.einsum("ij,ij->", V, A @ V) / 12, np.einsum("ij,ij->i", V, A @ V) / 12
+    for block_size in (1, 5, 12, 64):
+        assert np.isclose(hk.trace(c, kind, "hutchinson", probes=12, seed=4, block_size=block_size), trace,
+                          rtol=1e-12, atol=1e-14), block_size
+        assert np.allclose(hk.diagonal(c, kind, "hutchinson", probes=12, seed=4, block_size=block_size), diag,
+                           rtol=1e-12, atol=1e-14), block_size
+    hpp = [hk.trace(c, kind, "hutch++", probes=12, seed=4, block_size=bs) for bs in (1, 5, 64)]
+    assert np.allclose(hpp, hpp[0], rtol=1e-12, atol=1e-14)
 
 
 # ---- diagonals --------------------------------------------------------------------------------------
