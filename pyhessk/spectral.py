@@ -346,6 +346,9 @@ def slq(c: Curvature, kind: str = "hessian", runs: int = 4, steps: int = 60, see
     return nodes, weights
 
 
+_MIN_BINS = 38  # 36 spacings of σ/3 for the ±6σ margins, and at least one for the spectrum between them
+
+
 def spectral_density(c: Curvature, kind: str = "hessian", runs: int = 4, steps: int = 60, seed: int | None = 0,
                      num_bins: int = 10000, sigma_squared: float = 1e-5, overhead: float = 0.01,
                      start: Any = None) -> tuple[np.ndarray, np.ndarray]:
@@ -353,9 +356,11 @@ def spectral_density(c: Curvature, kind: str = "hessian", runs: int = 4, steps: 
 
     With the nodes θ and weights τ of ``slq``,
     :math:`φ(t) = \frac{1}{n_v}\sum_r \sum_i τ_{r,i}\, g_σ(t - θ_{r,i})`, g_σ the normal density with
-    variance σ² = ``sigma_squared``·max(1, λ_max − λ_min), as PyHessian reports it (Ghorbani et al. 2019).
-    The grid runs from λ_min to λ_max widened by ``overhead`` and by 6σ, so φ integrates to 1; σ is also
-    kept at least 3 grid spacings so that a sum over the grid resolves each Gaussian.
+    variance σ² = ``sigma_squared``·max(1, w), w = λ_max − λ_min the range of the nodes, as PyHessian
+    reports it (Ghorbani et al. 2019). The grid runs from λ_min to λ_max widened by ``overhead`` and by
+    6σ, so φ integrates to 1 (to about 1e-8). σ is also kept at least 3 grid spacings, so that a sum over
+    the grid resolves each Gaussian: with h = (w + 2·overhead + 12σ)/(num_bins − 1) that is
+    σ ≥ 3(w + 2·overhead)/(num_bins − 37), and σ is the larger of the two bounds.
 
     Args:
         c: the snapshot.
@@ -363,24 +368,27 @@ def spectral_density(c: Curvature, kind: str = "hessian", runs: int = 4, steps: 
         runs: start vectors n_v (PyHessian's n_v).
         steps: Lanczos steps per run (PyHessian's iter).
         seed: seed of the start vectors.
-        num_bins: grid points.
-        sigma_squared: the kernel variance before scaling by the spectral range.
-        overhead: margin added to both ends of the grid.
+        num_bins: grid points, at least 38 (the ±6σ margins alone take 36 spacings of σ/3).
+        sigma_squared: the kernel variance before scaling by the spectral range, > 0.
+        overhead: margin added to both ends of the grid, ≥ 0.
         start: optional explicit start vectors, as in ``slq``.
 
     Returns:
         ``(grid, density)``, each (num_bins,) float64.
+
+    Raises:
+        ValueError: for num_bins < 38, sigma_squared ≤ 0 or overhead < 0 (checked before any product).
     """
-    nodes, weights = slq(c, kind, runs, steps, seed, start)
-    num_bins = as_int(num_bins, "num_bins", low=2)
+    num_bins = as_int(num_bins, "num_bins")
+    if num_bins < _MIN_BINS:
+        raise ValueError(f"num_bins must be at least {_MIN_BINS} (the grid spans ±6σ around the spectrum with σ at "
+                         f"least 3 grid spacings), got {num_bins}")
     sigma_squared = as_real(sigma_squared, "sigma_squared", low=0.0, open_low=True)
     overhead = as_real(overhead, "overhead", low=0.0)
+    nodes, weights = slq(c, kind, runs, steps, seed, start)
     lo, hi = float(nodes.min()), float(nodes.max())
     width = hi - lo
-    sigma = math.sqrt(sigma_squared * max(1.0, width))
-    for _ in range(2):  # the grid spacing depends on σ's margin and σ on the spacing: two rounds settle it
-        span = width + 2 * (overhead + 6 * sigma)
-        sigma = max(sigma, 3 * span / (num_bins - 1))
+    sigma = max(math.sqrt(sigma_squared * max(1.0, width)), 3 * (width + 2 * overhead) / (num_bins - 37))
     grid = np.linspace(lo - overhead - 6 * sigma, hi + overhead + 6 * sigma, num_bins)
     density = np.zeros(num_bins)
     norm = 1.0 / (sigma * math.sqrt(2 * math.pi) * nodes.shape[0])

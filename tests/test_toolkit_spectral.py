@@ -170,6 +170,38 @@ def test_spectral_density_integrates_to_one_and_keeps_the_mean(kind):
     assert grid[0] < ev[0] and grid[-1] > ev[-1]
 
 
+@pytest.mark.parametrize("num_bins", [38, 40, 50, 100, 1000])
+@pytest.mark.parametrize("overhead", [0.0, 0.01, 2.0])
+def test_spectral_density_on_a_coarse_grid_integrates_to_one_with_sigma_at_least_three_spacings(num_bins, overhead):
+    c = snapshot(CASES[0])
+    A = c.hessian()
+    V = np.random.default_rng(3).choice([-1.0, 1.0], size=(c.num_params, 2))
+    grid, dens = hk.spectral_density(c, steps=6, start=V, num_bins=num_bins, overhead=overhead)
+    h = np.diff(grid)
+    assert grid.shape == dens.shape == (num_bins,) and np.allclose(h, h[0], rtol=1e-9)
+    assert abs(np.trapezoid(dens, grid) - 1.0) < 1e-7
+    V = V / np.linalg.norm(V, axis=0)
+    m1 = np.einsum("ir,ir->r", V, A @ V).mean()  # moments of the quadrature (exact to degree 11)
+    m2 = np.einsum("ir,ir->r", A @ V, A @ V).mean()
+    scale = np.abs(np.linalg.eigvalsh(A)).max()
+    assert abs(np.trapezoid(grid * dens, grid) - m1) < 1e-7 * scale
+    sigma = np.sqrt(np.trapezoid((grid - m1) ** 2 * dens, grid) - (m2 - m1**2))  # the kernel adds σ² to the variance
+    assert sigma >= 3 * h[0] * (1 - 1e-5)
+
+
+def test_spectral_density_arguments_are_checked_before_any_product(monkeypatch):
+    from pyhessk import spectral
+
+    c = snapshot(CASES[0])
+    monkeypatch.setattr(spectral, "slq", lambda *args: pytest.fail("SLQ ran before the arguments were checked"))
+    for kwargs, match in (({"num_bins": 37}, "num_bins must be at least 38"), ({"num_bins": 2}, "num_bins"),
+                          ({"sigma_squared": 0.0}, "sigma_squared"), ({"overhead": -1.0}, "overhead")):
+        with pytest.raises(ValueError, match=match):
+            hk.spectral_density(c, **kwargs)
+    with pytest.raises(TypeError, match="num_bins"):
+        hk.spectral_density(c, num_bins=100.0)
+
+
 def test_slq_start_vectors_are_checked():
     c = snapshot(CASES[0])
     for bad in (np.ones(2 * c.num_params), np.zeros(c.num_params), np.ones((c.num_params, 0))):
