@@ -47,6 +47,7 @@ DEFAULT_LEAF_SIZE = 64
 _PROBES = 8  # Gaussian vectors that sketch each block's residual (its norm to within about ±50%)
 _READ_WHOLE = 32  # blocks with a side this short are read whole and truncated by SVD (cheaper, and exact)
 _BATCH = 16  # most crosses per pair of oracle calls in ACA (rows, then columns, one GEMM each)
+_SINGULAR = 1.0 / np.finfo(np.float64).eps  # cond(K) past which report() compares no solves against K
 
 
 @dataclass
@@ -506,7 +507,8 @@ class HodlrMatrix:
         the errors against the dense K = G + λI: relative Frobenius and spectral errors of K̃, the relative
         error of K̃v for a random v, and for a random right-hand side b the relative error of the solve
         against ``numpy.linalg.solve`` and its relative residual ‖K K̃⁻¹b − b‖/‖b‖. Where K̃ or K is singular
-        (damping 0 on a rank-deficient G) the solve fields stay NaN and ``solve_failed`` says why. Against
+        (damping 0 on a rank-deficient G), also only to float64 precision (cond(K), computed first, past
+        1/ε), the solve fields stay NaN and ``solve_failed`` says why. Against
         K = 0 (damping 0 on G = 0) a relative error is 0 where K̃ is 0 too, else inf.
 
         ``dense=True`` forms G with ``Curvature.gnh()`` (N² numbers; it refuses N > 8192).
@@ -543,6 +545,10 @@ class HodlrMatrix:
         rep.matvec_rel_random = _relative(np.linalg.norm(self.matmat(v.astype(self.dtype)) - Kv), np.linalg.norm(Kv))
         b = rng.standard_normal(self.shape[0])
         rep.cond_estimate = float(np.linalg.cond(K))
+        if not rep.cond_estimate <= _SINGULAR:  # K⁻¹b would be rounding noise: no reference to compare with
+            rep.solve_failed = (f"K is singular to float64 precision: cond(K) = {rep.cond_estimate:.3e}, "
+                                f"past 1/ε = {_SINGULAR:.3e}")
+            return rep
         try:
             xt = self.solve(b.astype(self.dtype)).astype(np.float64)
             x = np.linalg.solve(K, b)

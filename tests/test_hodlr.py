@@ -247,6 +247,22 @@ def test_report_of_a_singular_matrix_keeps_what_it_can_measure():
     assert not hk.gnh_hodlr(snapshot(LOW_RANK), 0.1, tol=1e-4, leaf_size=16).report(dense=True).solve_failed
 
 
+def test_report_compares_no_solve_against_a_numerically_singular_k():
+    # N = 258 > n·d = 120: G is singular, yet rounding makes K = G + 0·I invertible to numpy.linalg.solve,
+    # and at tol 0.1 the indefinite K̃ factors: no solve error against K can mean anything
+    c = snapshot(WIDE)
+    K = dense_k(WIDE, 0.0)
+    H = hk.gnh_hodlr(c, 0.0, tol=0.1, leaf_size=16)
+    assert np.isfinite(H.solve(np.ones(c.num_params))).all()
+    for dense in (True, K):
+        rep = H.report(dense=dense)
+        assert rep.cond_estimate == pytest.approx(np.linalg.cond(K), rel=1e-6)
+        assert rep.cond_estimate > 1 / np.finfo(np.float64).eps
+        assert np.isnan(rep.solve_rel_error) and np.isnan(rep.solve_rel_residual)
+        assert f"cond(K) = {rep.cond_estimate:.3e}" in rep.solve_failed and "solve: not possible" in str(rep)
+        assert rel(H.to_dense(), K) == pytest.approx(rep.matvec_rel_fro, rel=1e-12)
+
+
 def test_leaf_as_large_as_the_matrix_is_one_dense_block():
     c = snapshot(LOW_RANK)
     H = hk.gnh_hodlr(c, 0.1, leaf_size=c.num_params)
