@@ -482,10 +482,21 @@ class HodlrMatrix:
         return x[:, 0] if single else x
 
     def linear_operator(self, inverse: bool = False) -> LinearOperator:
-        """K̃ (or K̃⁻¹ with ``inverse=True``) as a symmetric ``scipy.sparse.linalg.LinearOperator``."""
+        """K̃ (or K̃⁻¹ with ``inverse=True``) as a symmetric ``scipy.sparse.linalg.LinearOperator``.
+
+        Unlike ``@`` and ``solve``, the operator casts a float input to the snapshot's dtype (as
+        ``CurvatureOperator`` does): SciPy's solvers and ``pyhessk.linalg.cg`` hand it float64 iterates, also
+        for a float32 snapshot. It returns the snapshot's dtype.
+        """
         if not isinstance(inverse, (bool, np.bool_)):
             raise TypeError(f"inverse must be a bool, got {type(inverse).__name__}")
-        apply = self.solve if inverse else self.matmat
+        public = self.solve if inverse else self.matmat
+
+        def apply(x: Any) -> np.ndarray:
+            if isinstance(x, np.ndarray) and x.dtype.kind == "f" and x.dtype != self.dtype:
+                x = x.astype(self.dtype)
+            return public(x)
+
         return LinearOperator(self.shape, matvec=apply, rmatvec=apply, matmat=apply, dtype=self.dtype)
 
     # ---- diagnostics ------------------------------------------------------------------------------------

@@ -206,6 +206,31 @@ def test_inverse_is_a_preconditioner_for_cg():
     assert rel(H.linear_operator() @ b, H @ b) == 0.0
 
 
+def test_inverse_preconditions_cg_on_a_float32_snapshot():
+    # SciPy's cg and pyhessk.linalg.cg hand the preconditioner float64 iterates: the operator casts them,
+    # while @ and solve keep refusing a dtype other than the snapshot's
+    case, lam = WIDE, 0.01
+    c = snapshot(case, dtype="float32")
+    K = c.gnh().astype(np.float64) + lam * np.eye(c.num_params)  # the float32 snapshot's K, cond(K) ≈ 1.4e3
+    b = np.random.default_rng(5).standard_normal(c.num_params).astype(np.float32)
+    x_dense = np.linalg.solve(K, b.astype(np.float64))
+    H = hk.gnh_hodlr(c, lam, tol=1e-3, leaf_size=16)
+    M = H.linear_operator(inverse=True)
+    op = c.linear_operator("gnh", lam)
+    plain = hk.linalg.cg(op, b, rtol=1e-6)
+    pre = hk.linalg.cg(op, b, rtol=1e-6, M=M)
+    assert pre.converged.all() and pre.iterations[0] < plain.iterations[0] / 5
+    assert rel(pre.x, x_dense) < 1e-4
+    x, info = cg(op, b.astype(np.float64), rtol=1e-6, M=M)
+    assert info == 0 and rel(x, x_dense) < 1e-4
+    y = M @ b.astype(np.float64)
+    assert y.dtype == np.float32 and rel(y, H.solve(b)) == 0.0
+    assert rel(H.linear_operator() @ b.astype(np.float64), H @ b) == 0.0
+    for apply in (H.solve, H.matmat):
+        with pytest.raises(TypeError, match="float64"):
+            apply(b.astype(np.float64))
+
+
 def test_zero_rows_of_dead_units_are_handled():
     """A ReLU layer whose first 20 units never fire: their 420 parameters have zero rows in G, so whole
     off-diagonal blocks are zero (ACA must stop at rank 0 without a pivot). Matvec and solve against dense."""
