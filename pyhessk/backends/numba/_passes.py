@@ -124,7 +124,7 @@ def backward(theta: Any, sizes: Any, woff: Any, boff: Any, modes: Any, acts: Any
     """Δ_l, Γ_l and ∇L into ``grad``; φ″_l is replaced by φ″_l ⊙ Γ_l, the only form the R-backward pass reads."""
     n, L = acts.size // prefix(sizes)[-1], sizes.size - 1
     cum = prefix(sizes)
-    gb = np.zeros(sizes[L], grad.dtype)
+    gb = np.zeros(sizes[L], np.float64)  # bias sums over the batch in float64, whatever the dtype
     D = mat(delta, n * (cum[L] - cum[1]), n, sizes[L])
     for s in range(n):
         for i in range(sizes[L]):
@@ -146,7 +146,7 @@ def backward(theta: Any, sizes: Any, woff: Any, boff: Any, modes: Any, acts: Any
             gemm(D, W, G)
             D = mat(delta, o, n, m)
             D1 = mat(d1, o, n, m)
-            gb = np.zeros(m, grad.dtype)
+            gb = np.zeros(m, np.float64)
             for s in range(n):
                 for i in range(m):
                     v = D1[s, i] * G[s, i]
