@@ -140,7 +140,9 @@ def empirical_fisher_diagonal(net: MLP, theta: Any, X: Any, Y: Any) -> np.ndarra
     Per-sample gradients are never formed: per layer,
     :math:`\sum_i (∇_{W_l}ℓ_i)^{⊙2} = (Δ_l ⊙ Δ_l)ᵀ (A_{l-1} ⊙ A_{l-1})` with Δ_l the per-sample
     ∂ℓ_i/∂z_l, one extra layer-GEMM per layer (ALGORITHMS §7.1). Martens' Hessian-free uses it as a
-    preconditioner. Runs in float64 through this module's NumPy layer pass.
+    preconditioner. Runs in float64 through this module's NumPy layer pass, a reference:
+    ``net.linearize(theta, X, Y).empirical_fisher_diagonal()`` gives the same numbers on the net's engine, in
+    the working dtype, from the snapshot's own backward pass.
 
     Returns:
         The diagonal (N,), float64.
