@@ -28,6 +28,13 @@ Everything runs in float64, whatever the network's dtype; results are returned i
 The arrays' library decides where: NumPy and SciPy on the host, CuPy (``cupy.linalg.cholesky``,
 ``cupyx.scipy.linalg.solve_triangular``) on the device for a snapshot of GPU arrays, so the factors never
 leave it.
+
+Memory (``gram_bytes``): on the host the matrix is the only array of its size. Its rows are added in
+place (the parameter space through BLAS ``dsyrk`` into the lower triangle), and LAPACK factorises it in
+place: ``potrf`` on the Fortran-ordered view Aᵀ gives U = Lᵀ there, so L is the C-ordered A, and solves
+pass U to ``potrs``. On the device the full symmetric matrix is assembled (each parameter-space chunk
+through an N × N product) and ``cupy.linalg.cholesky`` returns a new array, so the peak there is about
+three matrices.
 """
 
 from __future__ import annotations
@@ -39,13 +46,14 @@ import warnings
 
 import numpy as np
 import scipy.linalg
+from scipy.linalg.blas import dsyrk
 
 from ._arrays import namespace_of, to_host
 from .backends._base import ModelSpec
 from .backends.numpy.mlp import factor_backward, factor_forward
 
 #: the default bound on the size of the system factorised: n·d, or N where that is smaller
-#: (16384² float64 numbers = 2 GiB)
+#: (16384² float64 numbers = 2 GiB for the matrix; ``gram_bytes`` gives the peak with the working memory)
 DEFAULT_MAX_SIZE = 16384
 
 #: Condition numbers of G + δI above which ``factorise`` warns (a float64 solve may then have lost half of
@@ -59,9 +67,31 @@ _ADVISED_CONDITION = 1e12
 BIAS_APART = 2.0
 
 
-def gram_bytes(size: int) -> int:
-    """Memory of the factorised matrix (its Cholesky factor is computed in place): size² float64 numbers."""
-    return size * size * 8
+def gram_bytes(model: ModelSpec, n: int, damping: float, chunk_size: int) -> int:
+    """Peak host memory, in bytes, of building and factorising the system of ``route`` in float64.
+
+    The matrix (size = min(N, n·d); factorised in place) plus the largest working set beside it: one
+    chunk of rows (chunk_size·d·N numbers in the parameter space, chunk_size·d·n·d and chunk_size·n for
+    the Gram) with one layer's factors converted to float64 (n·d·n_l + n·n_{l−1} at most, counted although
+    a float64 snapshot of host arrays needs no copy), or, with the biases apart, E = L⁻¹Ŝ_b and Σ
+    (n·d·Σn_l + (Σn_l)²). Vectors (D, its inverse, the power iteration's) and NumPy's ufunc buffers add
+    8·N + 2¹⁴ numbers at most. The solve then needs O((N + n·Σn_l)·k) more for k right-hand sides. A
+    device snapshot needs about two matrices more (see the module notes).
+    """
+    N, d = model.num_params, model.sizes[-1]
+    nd = n * d
+    size = min(N, nd)
+    m = min(n, chunk_size)
+    wide, fan_in = max(model.sizes[1:]), max(model.sizes[:-1])
+    way = route(model, n, damping)
+    if way == "parameter":
+        work = m * d * N + 2 * m * d * wide + m * fan_in  # Ŝ's rows; S_l and A_{l−1} of those samples
+    else:
+        work = m * d * nd + m * n + nd * wide + n * fan_in  # Gram rows, F's rows, S_l and A_{l−1}
+        if way == "biases apart":
+            nb = num_biases(model)
+            work = max(work, nd * nb + nb * nb)
+    return 8 * (size * size + work + 8 * N + (1 << 14))
 
 
 def human_bytes(nbytes: float) -> str:
@@ -110,40 +140,49 @@ def system_size(model: ModelSpec, n: int) -> int:
 
 # ---- linear algebra where the arrays live --------------------------------------------------------------
 def _cholesky(A: Any) -> Any:
-    """Lower Cholesky factor of A (overwritten on the host); LinAlgError where A is not numerically SPD."""
+    """Lower Cholesky factor L of a C-ordered A; LinAlgError where A is not numerically SPD.
+
+    On the host only A's lower triangle is read, and A is overwritten: L is A itself (``potrf`` gives
+    U = Lᵀ in the Fortran-ordered view Aᵀ, and clears the rest). CuPy reads the full A and returns a new
+    array."""
     xp = namespace_of(A)
     if xp is np:
-        return scipy.linalg.cholesky(A, lower=True, overwrite_a=True, check_finite=False)
+        return scipy.linalg.cholesky(A.T, lower=False, overwrite_a=True, check_finite=False).T
     L = xp.linalg.cholesky(A)  # CuPy leaves NaN where the factorisation fails
     if not bool(xp.isfinite(L).all()):
         raise np.linalg.LinAlgError("not positive definite")
     return L
 
 
-def _solve_lower(L: Any, B: Any, trans: bool = False) -> Any:
-    """L⁻¹B, or L⁻ᵀB with ``trans``, for a lower-triangular L."""
+def _solve_lower(L: Any, B: Any, trans: bool = False, overwrite: bool = False) -> Any:
+    """L⁻¹B, or L⁻ᵀB with ``trans``, for a lower-triangular L; on the host ``overwrite`` solves in place
+    where B is Fortran-ordered."""
     if namespace_of(L) is np:
-        return scipy.linalg.solve_triangular(L, B, lower=True, trans=1 if trans else 0, check_finite=False)
+        return scipy.linalg.solve_triangular(L, B, lower=True, trans=1 if trans else 0, overwrite_b=overwrite,
+                                             check_finite=False)
     from cupyx.scipy.linalg import solve_triangular
 
     return solve_triangular(L, B, lower=True, trans="T" if trans else "N")
 
 
 def _cho_solve(L: Any, B: Any) -> Any:
-    """(L Lᵀ)⁻¹ B."""
+    """(L Lᵀ)⁻¹ B (on the host through U = Lᵀ, Fortran-ordered where ``_cholesky`` left L C-ordered, so that
+    LAPACK copies no factor)."""
     if namespace_of(L) is np:
-        return scipy.linalg.cho_solve((L, True), B, check_finite=False)
+        factor = (L, True) if L.flags.f_contiguous else (L.T, False)
+        return scipy.linalg.cho_solve(factor, B, check_finite=False)
     return _solve_lower(L, _solve_lower(L, B), trans=True)
 
 
 def _diag_stats(A: Any) -> tuple[float, float, bool]:
-    """(max, min) of A's diagonal and whether all of A is finite, in one read from the device."""
+    """(max, min) of A's diagonal and whether all of A is finite (its max and min, which NaN propagates to:
+    no mask of A's size), in one read from the device."""
     xp = namespace_of(A)
     if A.shape[0] == 0:
         return 0.0, 0.0, True
     dg = xp.diagonal(A)
-    top, low, ok = to_host(xp.stack([xp.max(dg), xp.min(dg), xp.isfinite(A).all().astype(A.dtype)])).tolist()
-    return float(top), float(low), ok != 0.0
+    top, low, hi, lo = to_host(xp.stack([xp.max(dg), xp.min(dg), xp.max(A), xp.min(A)])).tolist()
+    return float(top), float(low), math.isfinite(hi) and math.isfinite(lo)
 
 
 def _extremes(L: Any, iters: int = 12) -> tuple[float, float]:
@@ -170,7 +209,8 @@ def _extremes(L: Any, iters: int = 12) -> tuple[float, float]:
 def sample_gram(model: ModelSpec, layers: list[tuple[Any, Any]], scale: float, dw: float,
                 db: float | None, chunk_size: int) -> Any:
     """K = s·Ŝ D⁻¹ Ŝᵀ (n·d, n·d) in float64, rows ordered (sample, output); built ``chunk_size`` samples
-    of rows at a time, so that the working memory beyond K is chunk_size·d·n·d numbers. ``db`` None: the
+    of rows at a time, so that the working memory beyond K is chunk_size·d·n·d + chunk_size·n numbers (and
+    a float64 copy of a layer's S_l and A_{l−1} where they are not float64 already). ``db`` None: the
     weights' rows only (K_W)."""
     A0, S0 = layers[0][1], layers[0][0]
     xp = namespace_of(S0)
@@ -178,18 +218,20 @@ def sample_gram(model: ModelSpec, layers: list[tuple[Any, Any]], scale: float, d
     K = xp.zeros((n * d, n * d), dtype=xp.float64)
     for S, A in layers:
         n_l = S.shape[0]
-        St = xp.ascontiguousarray(S.transpose(1, 2, 0), dtype=xp.float64).reshape(n * d, n_l)  # rows (k, c)
+        St = xp.asarray(S, dtype=xp.float64).reshape(n_l, n * d).T  # rows (k, c): a view where S is
         A64 = xp.asarray(A, dtype=xp.float64)
-        F = A64 @ A64.T  # a_{l−1,k}·a_{l−1,k'}: (n, n)
-        F /= dw
-        if model.bias and db is not None:
-            F += 1.0 / db
         for r0 in range(0, n, chunk_size):
             r1 = min(n, r0 + chunk_size)
             M = St[r0 * d : r1 * d] @ St.T  # ⟨S_{l,k}[c, :], S_{l,k'}[c', :]⟩: (rows, n·d)
             M = M.reshape(r1 - r0, d, n, d)
-            M *= F[r0:r1, None, :, None]
-            K[r0 * d : r1 * d] += M.reshape((r1 - r0) * d, n * d)
+            F = A64[r0:r1] @ A64.T  # a_{l−1,k}·a_{l−1,k'}: (rows, n)
+            F /= dw
+            if model.bias and db is not None:
+                F += 1.0 / db
+            M *= F[:, None, :, None]
+            rows = K[r0 * d : r1 * d]  # added through a view: K[a:b] += M would copy the rows back over themselves
+            rows += M.reshape((r1 - r0) * d, n * d)
+            del M, F, rows  # freed before the next chunk's are made
     K *= scale
     return K
 
@@ -197,23 +239,26 @@ def sample_gram(model: ModelSpec, layers: list[tuple[Any, Any]], scale: float, d
 def factor_rows(model: ModelSpec, layers: list[tuple[Any, Any]], r0: int, r1: int, weights: bool = True) -> Any:
     """The rows of Ŝ of samples [r0, r1) as a dense float64 ((r1 − r0)·d, N) array, rows (sample, output):
     Ŝ[(k,c), W_l[i,j]] = S_{l,k}[c, i]·a_{l−1,k}[j] and Ŝ[(k,c), b_l[i]] = S_{l,k}[c, i]. Without
-    ``weights``, only the bias columns ((r1 − r0)·d, Σn_l)."""
+    ``weights``, only the bias columns ((r1 − r0)·d, Σn_l), Fortran-ordered (a triangular solve can then
+    overwrite them). The weight blocks are written in place, with no temporary of their size."""
     xp = namespace_of(layers[0][0])
     d, m = layers[0][0].shape[2], r1 - r0
     cols = model.num_params if weights else num_biases(model)
-    out = xp.zeros((m * d, cols), dtype=xp.float64)
+    out = xp.zeros((m, d, cols), dtype=xp.float64) if weights else xp.zeros((cols, m * d), dtype=xp.float64).T
     at = 0
     for (S, A), (w0, b0, end) in zip(layers, model.offsets, strict=True):
         St = xp.asarray(S[:, r0:r1, :], dtype=xp.float64).transpose(1, 2, 0)  # (m, d, n_l)
         if weights:
             Ar = xp.asarray(A[r0:r1], dtype=xp.float64)
-            out[:, w0:b0] = (St[:, :, :, None] * Ar[:, None, None, :]).reshape(m * d, b0 - w0)
+            n_l, n_in = St.shape[2], Ar.shape[1]
+            # splitting the contiguous last axis keeps a view of out
+            xp.multiply(St[:, :, :, None], Ar[:, None, None, :], out=out[:, :, w0:b0].reshape(m, d, n_l, n_in))
             if model.bias:
-                out[:, b0:end] = St.reshape(m * d, end - b0)
+                out[:, :, b0:end] = St
         else:
             out[:, at : at + end - b0] = St.reshape(m * d, end - b0)
             at += end - b0
-    return out
+    return out.reshape(m * d, cols) if weights else out
 
 
 # ---- the solvers ----------------------------------------------------------------------------------------
@@ -325,8 +370,13 @@ def factorise(model: ModelSpec, layers: list[tuple[Any, Any]], scale: float, dam
             A = xp.zeros((model.num_params, model.num_params), dtype=xp.float64)
             for r0 in range(0, n, chunk_size):
                 R = factor_rows(model, layers, r0, min(n, r0 + chunk_size))
-                A += R.T @ R
-            A *= scale
+                if xp is np:  # s·RᵀR added in place to A's lower triangle (the upper of the Fortran-ordered Aᵀ)
+                    dsyrk(scale, R.T, beta=1.0, c=A.T, trans=0, lower=0, overwrite_c=1)
+                else:
+                    A += R.T @ R
+                del R  # freed before the next chunk's rows are made
+            if xp is not np:
+                A *= scale
             A[xp.diag_indices(model.num_params)] += diag
         else:
             A = sample_gram(model, layers, scale, dw, None if way == "biases apart" else db, chunk_size)
@@ -359,8 +409,9 @@ def factorise(model: ModelSpec, layers: list[tuple[Any, Any]], scale: float, dam
             solver = WoodburySolver(model, layers, scale, 1.0 / diag, chol)
         else:  # E = L⁻¹Ŝ_b, Σ = D_b + s EᵀE: the Schur complement of the weights in G + δI, whose
             # eigenvalues lie within those of G + δI
-            E = _solve_lower(chol, factor_rows(model, layers, 0, n, weights=False))
-            sigma = scale * (E.T @ E)
+            E = _solve_lower(chol, factor_rows(model, layers, 0, n, weights=False), overwrite=True)
+            sigma = E.T @ E
+            sigma *= scale
             sigma[xp.diag_indices(sigma.shape[0])] += db
             top, low = diagonal_of(sigma)
             big, small = max(big, top), min(small, low)

@@ -266,10 +266,15 @@ class Curvature:
             B: right-hand sides, (N,) or (N, k), finite.
             damping: δ ≥ 0. δ = 0 needs G + λP_W invertible: weight decay λ > 0, with no more biases than
                 n·d, or N ≤ n·d; a singular one raises ValueError.
-            chunk_size: samples per block of rows while the matrix is built (bounds the working memory
-                beyond it to chunk_size·d·min(N, n·d) numbers); default about 2²⁵ numbers per block.
-            max_size: the largest order min(N, n·d) of the factorised matrix (default 16384: 2 GiB);
-                larger raises ValueError stating the memory needed.
+            chunk_size: samples per block of rows while the matrix is built; default about 2²⁵ numbers
+                (256 MiB) per block. On the host the matrix is built and factorised in place, so the peak
+                memory is its min(N, n·d)² numbers plus one block of chunk_size·d·min(N, n·d) numbers and
+                one layer's factors in float64 (with the biases apart, n·d·Σn_l + (Σn_l)² numbers instead
+                where more); a device snapshot needs about two more matrices (``cupy.linalg.cholesky``
+                returns a new array).
+            max_size: the largest order min(N, n·d) of the factorised matrix (default 16384: 2 GiB for
+                the matrix alone, before the working memory above); larger raises ValueError stating the
+                peak memory it would need.
 
         Conditioning: lower bounds on cond(G + δI) (for a singular G it is 1 + ‖G‖/δ) are checked while the
         system is factorised. Past 1e8 a ``scipy.linalg.LinAlgWarning`` says so; where the damped matrix is
@@ -285,15 +290,15 @@ class Curvature:
         n, d = self._lin.n, model.sizes[-1]
         _gram.route(model, n, damping)  # ValueError where G + δI is singular whatever the data
         size = _gram.system_size(model, n)
+        chunk = _gram.default_chunk(n, d) if chunk_size is None else as_int(chunk_size, "chunk_size", low=1)
         max_size = _gram.DEFAULT_MAX_SIZE if max_size is None else as_int(max_size, "max_size", low=1)
         if size > max_size:
             raise ValueError(
                 f"the system to factorise would be {size} × {size} (min(N, n·d) = min({model.num_params}, {n}·{d}); "
-                f"{_gram.human_bytes(_gram.gram_bytes(size))} in float64), more than max_size={max_size}: use a "
-                "smaller batch, raise max_size knowingly, or solve iteratively (pyhessk.linalg.cg with "
-                "linear_operator('gnh', damping))"
+                f"a peak of {_gram.human_bytes(_gram.gram_bytes(model, n, damping, chunk))} in float64 to build "
+                f"and factorise it), more than max_size={max_size}: use a smaller batch, raise max_size knowingly, "
+                "or solve iteratively (pyhessk.linalg.cg with linear_operator('gnh', damping))"
             )
-        chunk = _gram.default_chunk(n, d) if chunk_size is None else as_int(chunk_size, "chunk_size", low=1)
         xp = namespace_of(v)
         if v.shape[1] == 0:
             return self._unblock(xp.empty_like(v), single)

@@ -395,7 +395,9 @@ def test_gnh_solve_rejects_bad_input(backend):
         c.gnh_solve(np.ones(N + 1), 1.0)
     with pytest.raises(ValueError, match="chunk_size"):
         c.gnh_solve(np.ones(N), 1.0, chunk_size=0)
-    with pytest.raises(ValueError, match=r"2.53 KiB in float64.*max_size=5"):
+    peak = _gram.gram_bytes(c._model, c._lin.n, 1.0, _gram.default_chunk(c._lin.n, c._model.sizes[-1]))
+    assert peak > 18 * 18 * 8  # the 18 × 18 matrix and the working memory beside it
+    with pytest.raises(ValueError, match=rf"18 × 18 .*peak of {re.escape(_gram.human_bytes(peak))} .*max_size=5"):
         c.gnh_solve(np.ones(N), 1.0, max_size=5)
 
 
@@ -538,6 +540,49 @@ def test_gnh_solve_reports_a_solution_that_overflows(backend):
     B = np.full(c.num_params, 3e37, dtype=np.float32)
     with pytest.raises(FloatingPointError, match=r"overflows float32 at damping=1e-06"):
         c.gnh_solve(B, 1e-6)
+
+
+MEMORY_CASES = [  # (case, damping): matrices of 1.2–2.4 MB, far above the fixed slack of gram_bytes
+    (Case((6, 20, 16, 4), "tanh", "mse", n=200, seed=46), 0.01),  # parameter space: N = 544 ≤ n·d = 800
+    (Case((10, 40, 30, 3), "tanh", "mse", n=150, seed=47), 0.01),  # Woodbury: n·d = 450 < N = 1763
+    (Case((10, 40, 30, 3), "tanh", "mse", n=150, seed=47, l2=1.0), 1e-4),  # the biases apart
+]
+
+
+@pytest.mark.parametrize("case, damping", MEMORY_CASES, ids=["parameter", "woodbury", "biases-apart"])
+@pytest.mark.parametrize("chunk_size", [1, None])
+def test_gnh_solve_peak_memory_is_gram_bytes(case, damping, chunk_size, backend):
+    """tracemalloc (which sees NumPy's allocations) against the peak gram_bytes states: the matrix is built
+    and factorised in place, with no second matrix beside it, so at chunk_size 1 the peak stays within
+    1.4 matrices; a solve of one column may add 16·N + n·Σn_l numbers."""
+    import tracemalloc
+
+    from scipy.linalg import LinAlgWarning
+
+    if backend == "cuda":
+        pytest.skip("host memory only")
+    c = curvature_for(case, backend)
+    c.gnh_entries()
+    model, n, N = c._model, case.n, c.num_params
+    size = _gram.system_size(model, n)
+    chunk = _gram.default_chunk(n, model.sizes[-1]) if chunk_size is None else chunk_size
+    bound = _gram.gram_bytes(model, n, damping, chunk)
+    if chunk_size == 1:
+        assert bound < 1.4 * 8 * size * size
+    b = np.random.default_rng(11).standard_normal(N)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LinAlgWarning)
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            x = c.gnh_solve(b, damping, chunk_size=chunk_size)
+            peak = tracemalloc.get_traced_memory()[1] - base
+        finally:
+            tracemalloc.stop()
+    assert 8 * size * size < peak <= bound + 8 * (16 * N + n * sum(model.sizes[1:]))
+    if N < 1000:
+        K = c.gnh() + damping * np.eye(N)
+        assert rel_err(x, np.linalg.solve(K, b)) < 1e-10
 
 
 # ---- the sampler: median of means --------------------------------------------------------------------------
