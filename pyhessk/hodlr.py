@@ -585,9 +585,14 @@ def gnh_hodlr(c: Curvature, damping: float, tol: float = 1e-6, max_rank: int | N
         c: the ``Curvature`` snapshot (``net.linearize(theta, X, Y)``); its ``gnh_entries()`` precomputation
             is run if it has not been.
         damping: λ ≥ 0 added to the diagonal; the solve needs K̃ positive definite, so use λ > 0.
-        tol: relative Frobenius tolerance of each off-diagonal block, in [0, 1); 0 asks for exact blocks
-            (down to the rounding level of the snapshot's dtype).
-        max_rank: the largest rank kept for an off-diagonal block (None: as the tolerance needs).
+        tol: relative Frobenius tolerance of each off-diagonal block, in [0, 1), as the residual sketch
+            estimates it (blocks read whole meet it exactly where max_rank does not cut them); 0 asks for
+            exact blocks (down to the rounding level of the snapshot's dtype).
+        max_rank: the largest rank of an off-diagonal block's factors (None: as the tolerance needs). A block
+            is stored dense instead (exact) where the tolerance needs more than its break-even rank
+            m·k/(m + k) and max_rank allows more than that rank: factors past it would store more numbers
+            than the block. ``ranks()`` reports such a block at its full rank min(m, k), which can exceed
+            max_rank.
         leaf_size: the largest diagonal block stored dense (≥ 1). The tree halves the parameter indices in
             θ's order (layers are contiguous, so they are natural clusters).
         seed: seeds the Gaussian vectors that sketch each block's residual.

@@ -156,6 +156,31 @@ def test_no_block_stores_more_than_dense():
     assert any(nd.V is None and nd.children[0].size == 45 for nd in inner)  # 45 × 45 blocks of rank > 22
 
 
+def test_max_rank_below_the_side_stores_needy_blocks_dense():
+    """max_rank = 5 lies above the break-even rank m·k/(m + k) of the small blocks (4 for 9 × 9): where the
+    tolerance needs more, they are stored dense and exact, and ranks() reports them at min(m, k), up to 9
+    past max_rank, as gnh_hodlr's docstring says; every block kept as factors has rank at most max_rank."""
+    net = hk.MLP([5, 9, 7, 3], activation="tanh", loss="mse", backend="numpy")
+    rng = np.random.default_rng(0)
+    c = net.linearize(net.init(seed=1), rng.standard_normal((7, 5)), rng.standard_normal((7, 3)))
+    K = c.gnh() + 0.1 * np.eye(c.num_params)
+    H = hk.gnh_hodlr(c, 0.1, tol=1e-8, max_rank=5, leaf_size=8)
+    inner = [nd for nd in H._nodes() if nd.children is not None]
+    dense = [nd for nd in inner if nd.V is None]
+    assert dense and H.report().max_rank_used > 5
+    for nd in inner:
+        A, B = (np.arange(ch.start, ch.stop) for ch in nd.children)
+        m, k = A.size, B.size
+        if nd.V is None:
+            assert nd.rank == min(m, k) and 5 > m * k // (m + k)
+            assert rel(nd.U, K[np.ix_(A, B)]) < 1e-13
+        else:
+            assert nd.rank <= 5
+    doc = hk.gnh_hodlr.__doc__
+    entry = doc[doc.index("max_rank:") : doc.index("leaf_size:")]
+    assert "dense" in entry and "break-even" in entry and "min(m, k)" in entry
+
+
 def test_never_forms_the_dense_matrix(monkeypatch):
     c = snapshot(LOW_RANK)
     c.gnh_entries()
