@@ -18,6 +18,7 @@ from .bishop import (
 from .curvature import Curvature, GnhEntries
 from .hodlr import HodlrMatrix, gnh_hodlr
 from .linalg import CGResult, CurvatureOperator, InverseOperator, as_linear_operator, cg, inverse_operator
+from .linalg import check_net as _check_net
 from .mlp import MLP
 from .optim import scipy_problem
 from .spectral import diagonal, eigsh, slq, spectral_density, trace
@@ -28,12 +29,12 @@ def hvp(net: MLP, theta: Any, X: Any, Y: Any, V: Any) -> Any:
 
     The backward pass runs inside the product, so an engine may skip what only the gradient needs
     (the C++ engine skips the weight-gradient GEMMs: 8 layer-GEMMs per layer instead of 9)."""
-    return net._linearize_forward(theta, X, Y).hvp(V)
+    return _check_net(net)._linearize_forward(theta, X, Y).hvp(V)
 
 
 def gnvp(net: MLP, theta: Any, X: Any, Y: Any, V: Any) -> Any:
     """One-shot Gauss–Newton products G V; runs the forward pass only (no gradient backward pass)."""
-    return net._linearize_forward(theta, X, Y).gnvp(V)
+    return _check_net(net)._linearize_forward(theta, X, Y).gnvp(V)
 
 
 __all__ = [

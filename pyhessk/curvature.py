@@ -406,12 +406,12 @@ class GnhEntries:
     @staticmethod
     def _sampling_plan(eps: float, delta: float, method: str) -> tuple[int, int]:
         """(number of groups, draws per group) of ``estimate``."""
+        def draws(q: float) -> int:  # ⌈1/q⌉ within [1, _MAX_SAMPLES] (q overflows to inf for a huge ε)
+            return _MAX_SAMPLES if q * _MAX_SAMPLES <= 1.0 else max(1, math.ceil(1.0 / q))
+
         if method == "mean":
-            q = delta * eps * eps
-            return 1, (_MAX_SAMPLES if q * _MAX_SAMPLES <= 1.0 else math.ceil(1.0 / q))
-        q = eps * eps / 4.0
-        per_group = _MAX_SAMPLES if q * _MAX_SAMPLES <= 1.0 else math.ceil(1.0 / q)
-        return max(1, math.ceil(8.0 * math.log(1.0 / delta))), per_group
+            return 1, draws(delta * eps * eps)
+        return max(1, math.ceil(8.0 * math.log(1.0 / delta))), draws(eps * eps / 4.0)
 
     def will_sample(self, eps: float = 0.05, delta: float = 0.01, method: str = "mean") -> bool:
         """Whether ``estimate`` with these arguments samples (True) or returns the exact entries (False):

@@ -96,11 +96,18 @@ class CurvatureOperator(LinearOperator):
         self.curvature = check_curvature(c)
         self.kind = check_kind(kind)
         self.damping = as_real(damping, "damping", low=0.0)
+        with np.errstate(over="ignore"):
+            fits = bool(np.isfinite(c.dtype.type(self.damping)))
+        if not fits:
+            raise ValueError(f"damping must fit the snapshot's dtype {c.dtype.name}, got {self.damping}")
         self._apply = c.hvp if self.kind == "hessian" else c.gnvp
         N = c.num_params
         super().__init__(dtype=c.dtype, shape=(N, N))
 
     def _matmat(self, X: np.ndarray) -> np.ndarray:
+        if np.iscomplexobj(X):  # (a cast would drop the imaginary part without a word)
+            raise TypeError(f"the operator takes real vectors, got dtype {np.asarray(X).dtype}; apply it to the real "
+                            "and imaginary parts separately")
         V = np.ascontiguousarray(X, dtype=self.dtype)
         out = self._apply(V)
         if self.damping:

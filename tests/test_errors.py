@@ -500,8 +500,26 @@ def test_num_samples_saturates_instead_of_overflowing():
     assert hk.GnhEntries.num_samples(0.1, 0.1) == 1000
 
 
+@pytest.mark.parametrize("method", ["mean", "median_of_means"])
+def test_a_huge_eps_still_draws_one_sample(backend, method):
+    # δ·ε² overflows to inf past ε ≈ 1e154: the plan must still draw at least once, never zero times (NaN)
+    assert hk.GnhEntries.num_samples(1e200, 0.5, method) >= 1
+    net = hk.MLP([3, 4, 10], loss="softmax_cross_entropy", backend=backend)
+    theta = net.init(seed=0)
+    rng = np.random.default_rng(0)
+    e = net.linearize(theta, rng.standard_normal((50, 3)), rng.integers(0, 10, 50)).gnh_entries()
+    got = e.estimate([0, 1], [2, 3], eps=1e200, delta=0.5, method=method, seed=0)
+    assert np.all(np.isfinite(got))
+
+
 def test_ragged_index_lists_name_the_argument():
     net, theta, X, Y = make()
     e = net.linearize(theta, X, Y).gnh_entries()
     with pytest.raises(ValueError, match="rows"):
         e.entries([[0, 1], [2]], [0, 1])
+
+
+@pytest.mark.parametrize("fn", [hk.hvp, hk.gnvp])
+def test_one_shot_products_name_a_net_that_is_not_an_mlp(fn):
+    with pytest.raises(TypeError, match="net must be a pyhessk.MLP, got NoneType"):
+        fn(None, np.zeros(3), np.zeros((2, 2)), np.zeros((2, 1)), np.zeros(3))

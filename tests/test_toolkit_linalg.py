@@ -194,3 +194,15 @@ def test_hessian_inverse_where_positive_definite(case):
     b = np.arange(c.num_params, dtype=float)
     x = hk.inverse_operator(c, "hessian", damping=shift, rtol=1e-12) @ b
     assert np.allclose(x, np.linalg.solve(H + shift * np.eye(c.num_params), b), rtol=1e-8, atol=1e-10)
+
+
+def test_operator_refuses_complex_vectors_and_a_damping_past_its_dtype():
+    theta, X, Y = CASES[0].data()
+    f32 = lambda a: a.astype(np.float32) if a.dtype.kind == "f" else a  # noqa: E731
+    c = CASES[0].net().linearize(f32(theta), f32(X), f32(Y))
+    op = c.linear_operator("gnh")
+    with pytest.raises(TypeError, match="real vectors"):
+        op.matvec(1j * np.ones(c.num_params))
+    with pytest.raises(ValueError, match="damping must fit the snapshot's dtype float32"):
+        c.linear_operator("gnh", damping=1e39)
+    assert np.all(np.isfinite(c.linear_operator("gnh", damping=1e30).matvec(np.ones(c.num_params))))
