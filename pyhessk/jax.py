@@ -84,10 +84,15 @@ def _to_engine(x: Any, name: str) -> Any:
     return np.asarray(x)
 
 
+def _x64_off(what: str, it: str = "it") -> TypeError:
+    """The error for float64 arrays while JAX's x64 mode is off (``what``: "the result is", "V are", ...)."""
+    return TypeError(f"{what} float64, but JAX's x64 mode is off, so JAX would round {it} to float32; enable it "
+                     "with jax.config.update('jax_enable_x64', True), or pass float32 arrays")
+
+
 def _from_engine(a: Any) -> jax.Array:
     if a.dtype == np.float64 and not jax.config.jax_enable_x64:
-        raise TypeError("the result is float64, but JAX's x64 mode is off, so JAX would round it to float32; enable "
-                        "it with jax.config.update('jax_enable_x64', True), or pass float32 arrays")
+        raise _x64_off("the result is")
     if isinstance(a, np.ndarray):
         a = np.ascontiguousarray(a)
         try:
@@ -117,9 +122,7 @@ def _check_dtypes(leaves: list[tuple[str, Any]], name: str) -> None:
         raise TypeError(f"{name}: all arrays must share one dtype, got mixed float32/float64 ("
                         + ", ".join(f"{where} is {dt}" for dt, where in first.items()) + ")")
     if np.dtype(np.float64) in first and not jax.config.jax_enable_x64:
-        what, it = (f"{name} is", "it") if len(leaves) == 1 else (f"{name} are", "them")
-        raise TypeError(f"{what} float64, but JAX's x64 mode is off, so JAX would round {it} to float32; enable it "
-                        "with jax.config.update('jax_enable_x64', True), or pass float32 arrays")
+        raise _x64_off(f"{name} is") if len(leaves) == 1 else _x64_off(f"{name} are", "them")
 
 
 # ---- the pytree of (W, b) pairs ---------------------------------------------------------------------
